@@ -1,0 +1,1 @@
+"""The domain core of secret rotation. It never imports the Functions runtime."""

@@ -1,0 +1,192 @@
+"""The app's settings: the only place that reads environment variables.
+
+Every setting the Function App reads is declared once in ``SETTINGS`` (name, default, meaning).
+``local.settings.example.json`` and the Bicep's app settings list the same names; a test keeps
+the three in step.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class SettingsError(ValueError):
+    """A setting is present but not valid; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: str
+    meaning: str
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec(
+        "AZURE_CLIENT_ID",
+        "",
+        "Client id of the hub's user-assigned managed identity; every Azure call authenticates as it.",
+    ),
+    SettingSpec(
+        "ROTATION_ALLOWED_SUBSCRIPTIONS",
+        "",
+        "Comma-separated subscription ids whose vaults the hub may rotate; events from others start nothing.",
+    ),
+    SettingSpec(
+        "ROTATION_KEYVAULT_DNS_SUFFIX",
+        "vault.azure.net",
+        "DNS suffix of Key Vault in this cloud; vault URLs are built from the vault name and this suffix.",
+    ),
+    SettingSpec(
+        "ROTATION_ARM_ENDPOINT",
+        "https://management.azure.com",
+        "Azure Resource Manager endpoint of this cloud, for restarting consuming apps.",
+    ),
+    SettingSpec(
+        "ROTATION_APPROVAL_TIMEOUT_HOURS",
+        "72",
+        "How long a rotation tagged rotation-approval=required waits for a decision before it is rejected.",
+    ),
+    SettingSpec(
+        "ROTATION_RETRY_MAX_ATTEMPTS",
+        "5",
+        "Attempts per step for transient failures (throttling, 5xx, connection errors, timeouts).",
+    ),
+    SettingSpec(
+        "ROTATION_RETRY_FIRST_INTERVAL_SECONDS",
+        "5",
+        "Wait before the first retry of a step; later retries back off exponentially.",
+    ),
+    SettingSpec(
+        "ROTATION_SWEEP_VAULTS",
+        "",
+        "Comma-separated ARM ids of the vaults the daily sweep lists (the backstop for lost events).",
+    ),
+    SettingSpec(
+        "ROTATION_SWEEP_SCHEDULE",
+        "0 0 3 * * *",
+        "NCRONTAB schedule of the sweep (six fields, seconds first).",
+    ),
+    SettingSpec(
+        "ROTATION_NEAR_EXPIRY_DAYS",
+        "30",
+        "The sweep starts a rotation for a tagged secret that expires within this many days.",
+    ),
+    SettingSpec(
+        "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS",
+        "300",
+        "How long to wait for a restarted consuming app to report that it runs again.",
+    ),
+    SettingSpec(
+        "ROTATION_POSTGRESQL_ODBC_DRIVER",
+        "PostgreSQL Unicode",
+        "Name of the ODBC driver used for postgresql-login targets.",
+    ),
+    SettingSpec(
+        "ROTATION_POSTGRESQL_SSLMODE",
+        "require",
+        "libpq sslmode for postgresql-login targets (require, verify-ca, verify-full ...).",
+    ),
+)
+
+_SUBSCRIPTION_ID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_VAULT_ARM_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/(?P<name>[^/]+)$",
+    re.IGNORECASE,
+)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _positive_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than zero, got {raw!r}")
+    return value
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than zero, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    client_id: str
+    allowed_subscriptions: frozenset[str]
+    keyvault_dns_suffix: str
+    arm_endpoint: str
+    approval_timeout_hours: float
+    retry_max_attempts: int
+    retry_first_interval_seconds: float
+    sweep_vaults: tuple[str, ...]
+    sweep_schedule: str
+    near_expiry_days: float
+    consumer_ready_timeout_seconds: float
+    postgresql_odbc_driver: str
+    postgresql_sslmode: str
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and validate every setting.
+
+        Raises:
+            SettingsError: a setting is malformed; the message names it.
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str:
+            spec = next(s for s in SETTINGS if s.name == name)
+            return env.get(name, spec.default).strip() or spec.default
+
+        subscriptions = frozenset(s.lower() for s in _split(get("ROTATION_ALLOWED_SUBSCRIPTIONS")))
+        for sub in subscriptions:
+            if not _SUBSCRIPTION_ID.match(sub):
+                raise SettingsError(f"ROTATION_ALLOWED_SUBSCRIPTIONS holds {sub!r}, which is not a subscription id")
+        sweep_vaults = _split(get("ROTATION_SWEEP_VAULTS"))
+        for vault_id in sweep_vaults:
+            if not _VAULT_ARM_ID.match(vault_id):
+                raise SettingsError(
+                    f"ROTATION_SWEEP_VAULTS holds {vault_id!r}, which is not a Key Vault ARM id "
+                    "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.KeyVault/vaults/<name>)"
+                )
+        dns_suffix = get("ROTATION_KEYVAULT_DNS_SUFFIX").lstrip(".").lower()
+        if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", dns_suffix):
+            raise SettingsError(f"ROTATION_KEYVAULT_DNS_SUFFIX is not a DNS suffix: {dns_suffix!r}")
+        arm_endpoint = get("ROTATION_ARM_ENDPOINT").rstrip("/")
+        if not arm_endpoint.startswith("https://"):
+            raise SettingsError(f"ROTATION_ARM_ENDPOINT must be an https URL, got {arm_endpoint!r}")
+        return cls(
+            client_id=get("AZURE_CLIENT_ID"),
+            allowed_subscriptions=subscriptions,
+            keyvault_dns_suffix=dns_suffix,
+            arm_endpoint=arm_endpoint,
+            approval_timeout_hours=_positive_number(
+                "ROTATION_APPROVAL_TIMEOUT_HOURS", get("ROTATION_APPROVAL_TIMEOUT_HOURS")
+            ),
+            retry_max_attempts=_positive_int("ROTATION_RETRY_MAX_ATTEMPTS", get("ROTATION_RETRY_MAX_ATTEMPTS")),
+            retry_first_interval_seconds=_positive_number(
+                "ROTATION_RETRY_FIRST_INTERVAL_SECONDS", get("ROTATION_RETRY_FIRST_INTERVAL_SECONDS")
+            ),
+            sweep_vaults=sweep_vaults,
+            sweep_schedule=get("ROTATION_SWEEP_SCHEDULE"),
+            near_expiry_days=_positive_number("ROTATION_NEAR_EXPIRY_DAYS", get("ROTATION_NEAR_EXPIRY_DAYS")),
+            consumer_ready_timeout_seconds=_positive_number(
+                "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS", get("ROTATION_CONSUMER_READY_TIMEOUT_SECONDS")
+            ),
+            postgresql_odbc_driver=get("ROTATION_POSTGRESQL_ODBC_DRIVER"),
+            postgresql_sslmode=get("ROTATION_POSTGRESQL_SSLMODE"),
+        )

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh Debian machine: the Debian packages the local runs need
+# (a PostgreSQL server and its ODBC driver), then the virtual environment in .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debian_packages=(postgresql odbc-postgresql unixodbc)
+missing=()
+for pkg in "${debian_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # A fresh machine may have no package lists yet; update only when the first try fails.
+  $sudo apt-get install -y -q "${missing[@]}" </dev/null \
+    || { $sudo apt-get update -q </dev/null && $sudo apt-get install -y -q "${missing[@]}" </dev/null; }
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
