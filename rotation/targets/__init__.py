@@ -1,0 +1,45 @@
+"""Target systems, registered by their ``rotation-target`` tag value.
+
+Adding a target is one module implementing ``base.Target``, one line in ``_REGISTRY`` and its tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rotation.errors import InvalidRequest
+from rotation.passwords import PasswordPolicy
+from rotation.settings import Settings
+from rotation.targets.base import Target, TargetSpec
+
+
+@dataclass(frozen=True)
+class TargetType:
+    """A kind of target: how to bind it to a spec, and what its new values look like."""
+
+    name: str
+    build: Callable[[TargetSpec, Settings], Target]
+    password_policy: PasswordPolicy
+    # Checks the provider and credential tags without connecting; raises InvalidRequest.
+    validate: Callable[[TargetSpec], None]
+
+
+def _registry() -> dict[str, TargetType]:
+    from rotation.targets import postgresql
+
+    return {t.name: t for t in (postgresql.TARGET_TYPE,)}
+
+
+def target_type(kind: str) -> TargetType:
+    """The registered target type for a ``rotation-target`` value.
+
+    Raises:
+        InvalidRequest: no target of that kind is registered.
+    """
+    registry = _registry()
+    try:
+        return registry[kind]
+    except KeyError:
+        known = ", ".join(sorted(registry))
+        raise InvalidRequest(f"rotation-target {kind!r} is not a known target (known: {known})") from None
