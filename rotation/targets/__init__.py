@@ -7,11 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rotation.errors import InvalidRequest
-from rotation.passwords import PasswordPolicy
 from rotation.settings import Settings
 from rotation.targets.base import Target, TargetSpec
+
+if TYPE_CHECKING:
+    # rotation.passwords imports targets.base (SecretValue); a run-time import here would make
+    # "import rotation.passwords" fail on the cycle when it is the first module imported.
+    from rotation.passwords import PasswordPolicy
 
 
 @dataclass(frozen=True)

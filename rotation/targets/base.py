@@ -57,10 +57,17 @@ class TargetSpec:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a target move may use. ``admin`` is set only when ``spec.admin.mode == "secret"``."""
+    """What a target move may use. ``admin`` is set only when ``spec.admin.mode == "secret"``.
+
+    ``admin_login`` is the login the admin secret's value belongs to: the ``rotation-credential``
+    tag of the admin secret itself (so an admin secret is tagged like any rotated secret, and
+    can be rotated by the hub in turn). Targets whose admin secret names its login in the value
+    ignore it.
+    """
 
     current: SecretValue | None
     admin: SecretValue | None = None
+    admin_login: str | None = None
 
 
 class Target(Protocol):
