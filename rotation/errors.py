@@ -33,6 +33,10 @@ class InvalidRequest(RotationError):
     """The event, the request or the secret's tags are not acceptable; nothing was changed."""
 
 
+class NotFound(InvalidRequest):
+    """The secret, version or resource named does not exist."""
+
+
 class AuthenticationFailed(RotationError):
     """A credential the hub needed (its own, an admin login, the current one) was refused."""
 

@@ -7,10 +7,14 @@ the three in step.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+from rotation.errors import InvalidRequest
+from rotation.model import VaultId, check_subscription_id
 
 
 class SettingsError(ValueError):
@@ -92,12 +96,6 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
 )
 
-_SUBSCRIPTION_ID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_VAULT_ARM_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/[^/]+/providers/Microsoft\.KeyVault/vaults/(?P<name>[^/]+)$",
-    re.IGNORECASE,
-)
-
 
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
@@ -132,7 +130,7 @@ class Settings:
     approval_timeout_hours: float
     retry_max_attempts: int
     retry_first_interval_seconds: float
-    sweep_vaults: tuple[str, ...]
+    sweep_vaults: tuple[VaultId, ...]
     sweep_schedule: str
     near_expiry_days: float
     consumer_ready_timeout_seconds: float
@@ -152,17 +150,19 @@ class Settings:
             spec = next(s for s in SETTINGS if s.name == name)
             return env.get(name, spec.default).strip() or spec.default
 
-        subscriptions = frozenset(s.lower() for s in _split(get("ROTATION_ALLOWED_SUBSCRIPTIONS")))
-        for sub in subscriptions:
-            if not _SUBSCRIPTION_ID.match(sub):
-                raise SettingsError(f"ROTATION_ALLOWED_SUBSCRIPTIONS holds {sub!r}, which is not a subscription id")
-        sweep_vaults = _split(get("ROTATION_SWEEP_VAULTS"))
-        for vault_id in sweep_vaults:
-            if not _VAULT_ARM_ID.match(vault_id):
-                raise SettingsError(
-                    f"ROTATION_SWEEP_VAULTS holds {vault_id!r}, which is not a Key Vault ARM id "
-                    "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.KeyVault/vaults/<name>)"
-                )
+        try:
+            subscriptions = frozenset(
+                check_subscription_id(s) for s in _split(get("ROTATION_ALLOWED_SUBSCRIPTIONS"))
+            )
+        except InvalidRequest as exc:
+            raise SettingsError(f"ROTATION_ALLOWED_SUBSCRIPTIONS: {exc.detail}") from None
+        try:
+            sweep_vaults = tuple(VaultId.parse(v) for v in _split(get("ROTATION_SWEEP_VAULTS")))
+        except InvalidRequest as exc:
+            raise SettingsError(
+                f"ROTATION_SWEEP_VAULTS: {exc.detail} "
+                "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.KeyVault/vaults/<name>)"
+            ) from None
         dns_suffix = get("ROTATION_KEYVAULT_DNS_SUFFIX").lstrip(".").lower()
         if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", dns_suffix):
             raise SettingsError(f"ROTATION_KEYVAULT_DNS_SUFFIX is not a DNS suffix: {dns_suffix!r}")
@@ -177,7 +177,9 @@ class Settings:
             approval_timeout_hours=_positive_number(
                 "ROTATION_APPROVAL_TIMEOUT_HOURS", get("ROTATION_APPROVAL_TIMEOUT_HOURS")
             ),
-            retry_max_attempts=_positive_int("ROTATION_RETRY_MAX_ATTEMPTS", get("ROTATION_RETRY_MAX_ATTEMPTS")),
+            retry_max_attempts=_positive_int(
+                "ROTATION_RETRY_MAX_ATTEMPTS", get("ROTATION_RETRY_MAX_ATTEMPTS")
+            ),
             retry_first_interval_seconds=_positive_number(
                 "ROTATION_RETRY_FIRST_INTERVAL_SECONDS", get("ROTATION_RETRY_FIRST_INTERVAL_SECONDS")
             ),
@@ -190,3 +192,9 @@ class Settings:
             postgresql_odbc_driver=get("ROTATION_POSTGRESQL_ODBC_DRIVER"),
             postgresql_sslmode=get("ROTATION_POSTGRESQL_SSLMODE"),
         )
+
+
+@functools.cache
+def current_settings() -> Settings:
+    """This process's settings, read once (the Functions host restarts the app when they change)."""
+    return Settings.from_environ()

@@ -1,0 +1,24 @@
+"""promote_secret: the pending value becomes the secret's current version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import azure.durable_functions as df
+
+from activities._adapter import run_step, vault_of
+from rotation import steps
+from rotation.model import PromoteInput
+
+bp = df.Blueprint()
+
+
+@bp.activity_trigger(input_name="payload")
+def promote_secret(payload: dict[str, Any]) -> dict[str, Any]:
+    return run_step(
+        "promote_secret",
+        PromoteInput,
+        payload,
+        lambda inp: steps.promote(inp, vault_of(inp.step.secret), now=datetime.now(UTC)),
+    )

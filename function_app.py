@@ -1,0 +1,22 @@
+"""The hub Function App: composition only. Each blueprint lives in its own module."""
+
+import azure.durable_functions as df
+
+from activities import consumers, pending, plan, promote, target
+from orchestrators import rotate_secret
+from starters import event_grid, http_api, sweep
+
+app = df.DFApp()
+
+for blueprint in (
+    event_grid.bp,
+    http_api.bp,
+    sweep.bp,
+    rotate_secret.bp,
+    plan.bp,
+    pending.bp,
+    target.bp,
+    promote.bp,
+    consumers.bp,
+):
+    app.register_functions(blueprint)

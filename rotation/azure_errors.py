@@ -1,0 +1,57 @@
+"""Azure SDK errors translated, once, into the domain's errors.
+
+Throttling, 5xx and connection failures become ``TransientError`` (the orchestrator retries
+them); a refused identity ``AuthenticationFailed``; anything else the caller's fault
+(``InvalidRequest``). Messages say what was being done and the service's error code, never a
+value: the SDK's own messages are not carried over, as they may echo request content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+
+from rotation.errors import AuthenticationFailed, InvalidRequest, NotFound, RotationError, TransientError
+
+
+def _error_code(exc: HttpResponseError) -> str:
+    error = getattr(exc, "error", None)
+    inner = getattr(error, "innererror", None) or {}
+    inner_code = inner.get("code") if isinstance(inner, dict) else None
+    return str(inner_code or getattr(error, "code", None) or "")
+
+
+@contextmanager
+def translated(what: str, *, service: str = "Key Vault") -> Iterator[None]:
+    """Translate Azure SDK errors raised inside the block into domain errors about ``what``."""
+    try:
+        yield
+    except RotationError:
+        raise
+    except ResourceNotFoundError as exc:
+        raise NotFound(f"{what}: not found ({_error_code(exc) or 'NotFound'})") from exc
+    except ClientAuthenticationError as exc:
+        status = exc.status_code or 0
+        if status == 429 or status >= 500:
+            raise TransientError(f"{what}: the identity endpoint answered {status}") from exc
+        raise AuthenticationFailed(f"{what}: the hub's identity was refused ({type(exc).__name__})") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code or 0
+        code = _error_code(exc)
+        if status == 429 or status >= 500:
+            raise TransientError(f"{what}: {service} answered {status} {code}".rstrip()) from exc
+        if status in (401, 403):
+            raise AuthenticationFailed(
+                f"{what}: {service} refused the hub ({status} {code})".rstrip()
+            ) from exc
+        raise InvalidRequest(f"{what}: {service} answered {status} {code}".rstrip()) from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientError(f"{what}: {service} could not be reached ({type(exc).__name__})") from exc

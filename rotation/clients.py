@@ -1,0 +1,50 @@
+"""Azure SDK clients, authenticated as the hub's user-assigned managed identity.
+
+Clients are built once per process and shared: they hold connection pools and the identity's
+token cache, and both the sync SDK clients and the credential are safe to use from threads.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+from azure.identity import ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
+from azure.mgmt.web import WebSiteManagementClient
+
+from rotation.model import check_vault_name
+from rotation.settings import Settings
+from rotation.vault import Vault
+
+
+@cache
+def _credential(client_id: str) -> ManagedIdentityCredential:
+    # An empty client id means the system-assigned identity; the hub is meant to use its UAMI.
+    return ManagedIdentityCredential(client_id=client_id or None)
+
+
+@cache
+def _secret_client(vault_url: str, client_id: str) -> SecretClient:
+    return SecretClient(vault_url=vault_url, credential=_credential(client_id))
+
+
+@cache
+def _web_client(subscription_id: str, arm_endpoint: str, client_id: str) -> WebSiteManagementClient:
+    return WebSiteManagementClient(
+        _credential(client_id),
+        subscription_id,
+        base_url=arm_endpoint,
+        credential_scopes=[arm_endpoint + "/.default"],
+    )
+
+
+def vault_named(vault_name: str, settings: Settings) -> Vault:
+    """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
+    name = check_vault_name(vault_name)
+    return Vault(
+        _secret_client(f"https://{name}.{settings.keyvault_dns_suffix}", settings.client_id), vault_name=name
+    )
+
+
+def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementClient:
+    return _web_client(subscription_id, settings.arm_endpoint, settings.client_id)

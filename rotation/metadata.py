@@ -1,0 +1,151 @@
+"""The tag contract with spoke owners (DESIGN.md section 4), parsed and validated in one place.
+
+A secret opts in with ``rotation-target``; every other tag is checked here, and every error
+names the tag at fault so the spoke owner knows what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from rotation.errors import InvalidRequest
+from rotation.model import MAX_ROTATED_NAME, check_secret_name, is_companion_name
+from rotation.targets import target_type
+from rotation.targets.base import AdminSpec, TargetSpec
+
+TARGET = "rotation-target"
+PROVIDER = "rotation-provider"
+CREDENTIAL = "rotation-credential"
+ADMIN = "rotation-admin"
+VALIDITY_DAYS = "rotation-validity-days"
+APPROVAL = "rotation-approval"
+CONSUMERS = "rotation-consumers"
+# Written by the hub itself on the versions it creates.
+ROTATION_ID = "rotation-id"
+PREVIOUS_VERSION = "rotation-previous-version"
+PENDING_OF = "rotation-of"
+
+DEFAULT_VALIDITY_DAYS = 60.0
+MAX_VALIDITY_DAYS = 3650.0
+# Key Vault allows 15 tags per secret; promotion adds two of its own.
+MAX_TAGS = 15
+HUB_TAGS_ON_PROMOTE = (ROTATION_ID, PREVIOUS_VERSION)
+
+_SITE_ID = re.compile(
+    r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Web/sites/[a-zA-Z0-9-]{2,60}$",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class RotationMetadata:
+    target: TargetSpec
+    approval_required: bool
+    validity_days: float
+    consumers: tuple[str, ...]
+
+
+def _clean(tags: Mapping[str, str] | None) -> dict[str, str]:
+    # Tags are typed by hand in portals and pipelines: tolerate stray whitespace and case in names.
+    return {str(k).strip().lower(): str(v).strip() for k, v in (tags or {}).items()}
+
+
+def is_opted_in(tags: Mapping[str, str] | None) -> bool:
+    return bool(_clean(tags).get(TARGET))
+
+
+def credential_of(tags: Mapping[str, str] | None) -> str | None:
+    """The ``rotation-credential`` tag (an admin secret names its own login this way)."""
+    return _clean(tags).get(CREDENTIAL) or None
+
+
+def parse_admin(value: str) -> AdminSpec:
+    """Raises InvalidRequest for anything but ``self``, ``managed-identity`` or ``secret:<name>``."""
+    value = value.strip()
+    if value in ("self", "managed-identity"):
+        return AdminSpec(mode=value)
+    if value.startswith("secret:"):
+        name = value.removeprefix("secret:").strip()
+        try:
+            check_secret_name(name)
+        except InvalidRequest:
+            raise InvalidRequest(f"{ADMIN} names {name!r}, which is not a valid secret name") from None
+        return AdminSpec(mode="secret", secret_name=name)
+    raise InvalidRequest(f"{ADMIN} must be 'self', 'managed-identity' or 'secret:<name>', got {value!r}")
+
+
+def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMetadata:
+    """Validate the rotation tags of ``secret_name``.
+
+    Raises:
+        InvalidRequest: the secret is not opted in, or a tag is missing or malformed (the
+            message names the tag).
+    """
+    t = _clean(tags)
+    kind = t.get(TARGET, "")
+    if not kind:
+        raise InvalidRequest(f"secret {secret_name!r} has no {TARGET} tag; it is not rotated by the hub")
+    if is_companion_name(secret_name):
+        raise InvalidRequest(
+            f"secret {secret_name!r} ends with '-pending', a suffix reserved for pending values"
+        )
+    if len(secret_name) > MAX_ROTATED_NAME:
+        raise InvalidRequest(
+            f"secret name {secret_name!r} is longer than {MAX_ROTATED_NAME} characters, "
+            "leaving no room for its '-pending' companion"
+        )
+    missing = [name for name in (PROVIDER, CREDENTIAL) if not t.get(name)]
+    if missing:
+        raise InvalidRequest(f"secret {secret_name!r} is tagged {TARGET} but lacks {', '.join(missing)}")
+    spec = TargetSpec(
+        kind=kind,
+        provider=t[PROVIDER],
+        credential=t[CREDENTIAL],
+        admin=parse_admin(t.get(ADMIN, "self")),
+    )
+    if (
+        spec.admin.mode == "secret"
+        and spec.admin.secret_name
+        and spec.admin.secret_name.lower() == secret_name.lower()
+    ):
+        raise InvalidRequest(f"{ADMIN} of {secret_name!r} names the secret itself; use 'self' instead")
+    target_type(kind).validate(spec)
+
+    validity_raw = t.get(VALIDITY_DAYS, "")
+    validity = DEFAULT_VALIDITY_DAYS
+    if validity_raw:
+        try:
+            validity = float(validity_raw)
+        except ValueError:
+            raise InvalidRequest(f"{VALIDITY_DAYS} must be a number of days, got {validity_raw!r}") from None
+        if not 0 < validity <= MAX_VALIDITY_DAYS:
+            raise InvalidRequest(
+                f"{VALIDITY_DAYS} must be between 0 and {MAX_VALIDITY_DAYS:g}, got {validity_raw!r}"
+            )
+
+    approval = t.get(APPROVAL, "")
+    if approval not in ("", "required"):
+        raise InvalidRequest(f"{APPROVAL} must be 'required' or absent, got {approval!r}")
+
+    consumers = tuple(c.strip() for c in t.get(CONSUMERS, "").split(",") if c.strip())
+    for consumer in consumers:
+        if not _SITE_ID.match(consumer):
+            raise InvalidRequest(
+                f"{CONSUMERS} holds {consumer!r}, which is not an App Service ARM id "
+                "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Web/sites/<name>)"
+            )
+
+    own = set(t) - set(HUB_TAGS_ON_PROMOTE)
+    if len(own) + len(HUB_TAGS_ON_PROMOTE) > MAX_TAGS:
+        raise InvalidRequest(
+            f"secret {secret_name!r} has {len(own)} tags; promotion adds {len(HUB_TAGS_ON_PROMOTE)} "
+            f"and Key Vault allows {MAX_TAGS}"
+        )
+    return RotationMetadata(
+        target=spec,
+        approval_required=approval == "required",
+        validity_days=validity,
+        consumers=consumers,
+    )

@@ -1,0 +1,304 @@
+"""The records that cross the durable boundary: one frozen dataclass in and one out per activity.
+
+They carry references (vault, secret, versions, rotation id), never a secret value: everything
+here ends up in the task hub's history in plain text. ``to_dict``/``from_dict`` convert at the
+adapter edge; ``from_dict`` checks types so a malformed payload fails with a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Self, TypeVar
+
+from rotation.errors import InvalidRequest
+
+T = TypeVar("T")
+
+# Key Vault's own rules: 3-24 characters, letters, digits and dashes, starting with a letter,
+# no two dashes in a row, not ending with a dash.
+_VAULT_NAME = re.compile(r"^(?=.{3,24}$)[a-zA-Z](?!.*--)[a-zA-Z0-9-]*[a-zA-Z0-9]$")
+# Secret names: 1-127 letters, digits and dashes.
+_SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+_VERSION = re.compile(r"^[0-9a-f]{32}$")
+_SUBSCRIPTION_ID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")
+_VAULT_ARM_ID = re.compile(
+    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.KeyVault/vaults/(?P<vault>[^/]+)/?$",
+    re.IGNORECASE,
+)
+
+PENDING_SUFFIX = "-pending"
+# The companion's name must fit Key Vault's 127 characters too.
+MAX_ROTATED_NAME = 127 - len(PENDING_SUFFIX)
+
+
+def check_vault_name(name: str) -> str:
+    """Raises InvalidRequest unless ``name`` follows Key Vault's naming rules."""
+    if not isinstance(name, str) or not _VAULT_NAME.match(name):
+        raise InvalidRequest(f"{name!r} is not a valid Key Vault name")
+    return name.lower()
+
+
+def check_secret_name(name: str) -> str:
+    """Raises InvalidRequest unless ``name`` follows Key Vault's secret naming rules."""
+    if not isinstance(name, str) or not _SECRET_NAME.match(name):
+        raise InvalidRequest(f"{name!r} is not a valid secret name (1-127 letters, digits and dashes)")
+    return name
+
+
+def check_version(version: str) -> str:
+    """Raises InvalidRequest unless ``version`` is a Key Vault version id (32 hex characters)."""
+    if not isinstance(version, str) or not _VERSION.match(version.lower()):
+        raise InvalidRequest(f"{version!r} is not a Key Vault secret version")
+    return version.lower()
+
+
+def check_subscription_id(subscription_id: str) -> str:
+    if not isinstance(subscription_id, str) or not _SUBSCRIPTION_ID.match(subscription_id.lower()):
+        raise InvalidRequest(f"{subscription_id!r} is not a subscription id")
+    return subscription_id.lower()
+
+
+def is_companion_name(name: str) -> bool:
+    """Names ending in ``-pending`` are reserved for the companions that hold pending values."""
+    return name.lower().endswith(PENDING_SUFFIX)
+
+
+@dataclass(frozen=True)
+class VaultId:
+    subscription_id: str
+    resource_group: str
+    vault_name: str
+
+    @classmethod
+    def parse(cls, arm_id: str, *, what: str = "vault id") -> VaultId:
+        """Raises InvalidRequest unless ``arm_id`` is a Key Vault ARM id."""
+        match = _VAULT_ARM_ID.match(arm_id.strip()) if isinstance(arm_id, str) else None
+        if not match:
+            raise InvalidRequest(f"{what} {arm_id!r} is not a Key Vault ARM id")
+        return cls(check_subscription_id(match["sub"]), match["rg"], check_vault_name(match["vault"]))
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.KeyVault/vaults/{self.vault_name}"
+        )
+
+
+class Record:
+    """Dict conversion for the frozen dataclasses below."""
+
+    def to_dict(self) -> dict[str, Any]:
+        plain = _to_plain(self)
+        assert isinstance(plain, dict)
+        return plain
+
+    @classmethod
+    def from_dict(cls, data: object) -> Self:
+        """Raises InvalidRequest naming the field that is missing or of the wrong type."""
+        record: Self = _from_plain(cls, data, cls.__name__)
+        return record
+
+
+def _to_plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _from_plain(tp: Any, data: object, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if data is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _from_plain(option, data, where)
+            except InvalidRequest:
+                continue
+        raise InvalidRequest(f"{where} has the wrong type")
+    if origin is tuple:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(data, list | tuple):
+            raise InvalidRequest(f"{where} must be a list")
+        return tuple(_from_plain(item_type, v, f"{where}[{i}]") for i, v in enumerate(data))
+    if origin is dict:
+        if not isinstance(data, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+        ):
+            raise InvalidRequest(f"{where} must be an object of strings")
+        return dict(data)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(data, Mapping):
+            raise InvalidRequest(f"{where} must be an object")
+        hints = typing.get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _from_plain(hints[f.name], data[f.name], f"{where}.{f.name}")
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise InvalidRequest(f"{where}.{f.name} is missing")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise InvalidRequest(f"{where} must be a number")
+        return float(data)
+    if tp in (str, int, bool):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise InvalidRequest(f"{where} must be of type {tp.__name__}")
+        return data
+    raise TypeError(f"unsupported field type {tp!r} in {where}")  # a programming error, not input
+
+
+@dataclass(frozen=True)
+class SecretRef(Record):
+    """One secret in one vault. The vault URL is built from ``vault_name``, never taken from input."""
+
+    subscription_id: str
+    vault_name: str
+    secret_name: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "subscription_id", check_subscription_id(self.subscription_id))
+        object.__setattr__(self, "vault_name", check_vault_name(self.vault_name))
+        check_secret_name(self.secret_name)
+
+    @property
+    def pending_name(self) -> str:
+        return self.secret_name + PENDING_SUFFIX
+
+    def rotation_id(self, version: str) -> str:
+        """The instance id of the one orchestration that rotates ``version`` of this secret.
+
+        Underscores cannot occur in vault or secret names, so the parts cannot run together.
+        """
+        return f"rotate_{self.vault_name}_{self.secret_name.lower()}_{check_version(version)}"
+
+    def rotation_id_prefix(self) -> str:
+        return f"rotate_{self.vault_name}_{self.secret_name.lower()}_"
+
+
+@dataclass(frozen=True)
+class RotationPolicy(Record):
+    """Settings the orchestrator needs, frozen into its input so replays see the same values."""
+
+    retry_max_attempts: int
+    retry_first_interval_seconds: float
+    approval_timeout_hours: float
+    consumer_ready_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class RotationRequest(Record):
+    """The orchestration's input: which version of which secret, and why."""
+
+    secret: SecretRef
+    version: str
+    trigger: str
+    policy: RotationPolicy
+    requested_by: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", check_version(self.version))
+
+
+@dataclass(frozen=True)
+class StepInput(Record):
+    """The input of most activities: the rotation, its secret, the version being replaced."""
+
+    rotation_id: str
+    secret: SecretRef
+    version: str
+    pending_version: str | None = None
+
+
+@dataclass(frozen=True)
+class RotationPlan(Record):
+    """What the secret's tags asked for, read once at the start and then frozen in the history."""
+
+    target_kind: str
+    approval_required: bool
+    validity_days: float
+    consumers: tuple[str, ...] = ()
+    skip_reason: str | None = None
+    # Set when an earlier run of this same rotation already promoted (a restart after a
+    # consumer failed): only the consumers and the clean-up are left to do.
+    promoted_version: str | None = None
+
+
+@dataclass(frozen=True)
+class StageInput(Record):
+    step: StepInput
+    target_kind: str
+    pending_ttl_hours: float
+
+
+@dataclass(frozen=True)
+class Staged(Record):
+    pending_version: str
+    reused: bool
+
+
+@dataclass(frozen=True)
+class Changed(Record):
+    """The result of a step or an undo that may have found nothing to do."""
+
+    changed: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PromoteInput(Record):
+    step: StepInput
+    validity_days: float
+
+
+@dataclass(frozen=True)
+class Promoted(Record):
+    new_version: str
+    changed: bool
+
+
+@dataclass(frozen=True)
+class ConsumerInput(Record):
+    rotation_id: str
+    consumer_id: str
+    ready_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class ConsumerRestarted(Record):
+    consumer_id: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Decision(Record):
+    """An approver's answer, raised to the orchestration as the ``RotationDecision`` event."""
+
+    approved: bool
+    approver: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RotationOutcome(Record):
+    """The orchestration's output."""
+
+    result: str
+    secret: SecretRef
+    previous_version: str
+    new_version: str | None = None
+    decision: Decision | None = None
+    steps: tuple[str, ...] = field(default_factory=tuple)
+    detail: str = ""

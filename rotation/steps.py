@@ -1,0 +1,208 @@
+"""The rotation's steps and undos, each safe to run twice: check the state, then act.
+
+These are the domain-core functions the activities call (one each) and the benchmark calls in
+sequence. They read values from Key Vault themselves and return references only.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from rotation import metadata
+from rotation.errors import InvalidRequest, TargetError, UndoImpossible, VerificationFailed
+from rotation.model import (
+    Changed,
+    Promoted,
+    PromoteInput,
+    RotationPlan,
+    Staged,
+    StageInput,
+    StepInput,
+)
+from rotation.passwords import generate
+from rotation.settings import Settings
+from rotation.targets import target_type
+from rotation.targets.base import Credentials, SecretValue, Target
+from rotation.vault import Vault, VersionInfo
+
+logger = logging.getLogger(__name__)
+
+PENDING_CONTENT_TYPE = "application/vnd.rotation-hub.pending"
+
+
+def plan(step: StepInput, vault: Vault) -> RotationPlan:
+    """Read the secret's tags once; skip when someone else replaced the version to rotate.
+
+    Raises:
+        InvalidRequest: the secret is missing, disabled, or its tags are not valid.
+    """
+    name = step.secret.secret_name
+    current = vault.current(name)
+    promoted_here = current.tags.get(metadata.ROTATION_ID) == step.rotation_id
+    if current.version != step.version and not promoted_here:
+        reason = f"version {step.version} is no longer current (the current version is {current.version})"
+        return RotationPlan(target_kind="", approval_required=False, validity_days=0.0, skip_reason=reason)
+    meta = metadata.parse_tags(name, current.tags)
+    return RotationPlan(
+        target_kind=meta.target.kind,
+        approval_required=meta.approval_required,
+        validity_days=meta.validity_days,
+        consumers=meta.consumers,
+        promoted_version=current.version if promoted_here else None,
+    )
+
+
+def _ours(versions: list[VersionInfo], rotation_id: str) -> list[VersionInfo]:
+    return [v for v in versions if v.enabled and v.tags.get(metadata.ROTATION_ID) == rotation_id]
+
+
+def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
+    """Write a new value into the companion ``<name>-pending``, or reuse this rotation's.
+
+    Enabled pending values of other rotations are leftovers (no two rotations of a secret run at
+    once), so they are disabled first: at most one enabled pending value exists.
+    """
+    step = inp.step
+    companion = step.secret.pending_name
+    versions = vault.versions(companion)
+    mine = _ours(versions, step.rotation_id)
+    if mine:
+        return Staged(pending_version=mine[0].version, reused=True)
+    for leftover in (v for v in versions if v.enabled):
+        logger.warning(
+            "disabling leftover pending version %s of %s (rotation %s)",
+            leftover.version,
+            companion,
+            leftover.tags.get(metadata.ROTATION_ID, "unknown"),
+        )
+        vault.disable(companion, leftover.version)
+    value = generate(target_type(inp.target_kind).password_policy)
+    written = vault.write(
+        companion,
+        value,
+        tags={
+            metadata.ROTATION_ID: step.rotation_id,
+            metadata.PENDING_OF: step.secret.secret_name,
+            metadata.PREVIOUS_VERSION: step.version,
+        },
+        # Policy demands an expiry on every secret; this one only has to outlive the rotation.
+        expires_on=now + timedelta(hours=inp.pending_ttl_hours),
+        content_type=PENDING_CONTENT_TYPE,
+    )
+    return Staged(pending_version=written.version, reused=False)
+
+
+def discard_pending(step: StepInput, vault: Vault) -> Changed:
+    """Disable this rotation's pending value(s); the name stays (soft delete would block it)."""
+    companion = step.secret.pending_name
+    mine = _ours(vault.versions(companion), step.rotation_id)
+    for version in mine:
+        vault.disable(companion, version.version)
+    if not mine:
+        return Changed(changed=False, detail="no pending value left")
+    return Changed(changed=True, detail=f"disabled {len(mine)} pending version(s)")
+
+
+def _pending_version(step: StepInput) -> str:
+    if not step.pending_version:
+        raise InvalidRequest(f"rotation {step.rotation_id} has no pending version to use")
+    return step.pending_version
+
+
+class _Bound:
+    """The target of one rotation, with the credentials it may use, read from the vault."""
+
+    def __init__(self, step: StepInput, vault: Vault, settings: Settings) -> None:
+        name = step.secret.secret_name
+        info, self.previous = vault.get(name, step.version)
+        meta = metadata.parse_tags(name, info.tags)
+        self.admin: SecretValue | None = None
+        self.admin_login: str | None = None
+        if meta.target.admin.mode == "secret" and meta.target.admin.secret_name:
+            admin_info, self.admin = vault.get(meta.target.admin.secret_name)
+            self.admin_login = metadata.credential_of(admin_info.tags)
+        self.target: Target = target_type(meta.target.kind).build(meta.target, settings)
+
+    def using(self) -> Credentials:
+        return Credentials(current=self.previous, admin=self.admin, admin_login=self.admin_login)
+
+
+def apply_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
+    """Make the target accept the pending value (nothing to do when it already does)."""
+    _, pending = vault.get(step.secret.pending_name, _pending_version(step))
+    bound = _Bound(step, vault, settings)
+    changed = bound.target.apply(new=pending, using=bound.using())
+    return Changed(
+        changed=changed, detail="target updated" if changed else "target already accepted the new value"
+    )
+
+
+def verify_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
+    """Log in afresh with the pending value. Raises VerificationFailed when it is refused."""
+    _, pending = vault.get(step.secret.pending_name, _pending_version(step))
+    _Bound(step, vault, settings).target.verify(value=pending)
+    return Changed(changed=False, detail="the new credential logs in")
+
+
+def revert_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
+    """Undo of apply: the target accepts the previous value again, verified by a fresh login.
+
+    Does nothing when the new value was already promoted (the vault then serves the new value,
+    and reverting the target would break it).
+
+    Raises:
+        UndoImpossible: no credential at hand can restore the previous value, or it still does
+            not log in afterwards.
+    """
+    name = step.secret.secret_name
+    current = vault.current(name)
+    if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
+        return Changed(changed=False, detail="the new version is already promoted; the target keeps it")
+    bound = _Bound(step, vault, settings)
+    pending: SecretValue | None = None
+    if step.pending_version:
+        try:
+            _, pending = vault.get(step.secret.pending_name, step.pending_version)
+        except InvalidRequest:
+            pending = None  # already discarded; a self-admin target then tries the previous value
+    changed = bound.target.revert(previous=bound.previous, new=pending, using=bound.using())
+    try:
+        bound.target.verify(value=bound.previous)
+    except VerificationFailed as exc:
+        raise UndoImpossible(
+            f"the previous credential of {name!r} still does not log in after the revert"
+        ) from exc
+    return Changed(
+        changed=changed,
+        detail="previous credential restored and verified" if changed else "previous credential still works",
+    )
+
+
+def promote(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
+    """Write the pending value as the secret's new current version, once.
+
+    Raises:
+        TargetError: someone else wrote a new version of the secret during the rotation.
+    """
+    step = inp.step
+    name = step.secret.secret_name
+    current = vault.current(name)
+    if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
+        return Promoted(new_version=current.version, changed=False)
+    if current.version != step.version:
+        raise TargetError(
+            f"secret {name!r} got version {current.version} from elsewhere during rotation {step.rotation_id}"
+        )
+    _, pending = vault.get(step.secret.pending_name, _pending_version(step))
+    tags = {k: v for k, v in current.tags.items() if k not in metadata.HUB_TAGS_ON_PROMOTE}
+    tags[metadata.ROTATION_ID] = step.rotation_id
+    tags[metadata.PREVIOUS_VERSION] = step.version
+    written = vault.write(
+        name,
+        pending,
+        tags=tags,
+        expires_on=now + timedelta(days=inp.validity_days),
+        content_type=current.content_type,
+    )
+    return Promoted(new_version=written.version, changed=True)

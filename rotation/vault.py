@@ -1,0 +1,122 @@
+"""Key Vault operations the rotation needs, on top of azure-keyvault-secrets.
+
+Azure SDK errors become the domain's errors in ``rotation.azure_errors``; messages name the
+vault, the secret and the version, never a value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.keyvault.secrets import SecretClient, SecretProperties
+
+from rotation.azure_errors import translated
+from rotation.errors import InvalidRequest
+from rotation.targets.base import SecretValue
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A secret version's properties, without its value."""
+
+    name: str
+    version: str
+    enabled: bool
+    expires_on: datetime | None
+    created_on: datetime | None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+
+
+def _info(props: SecretProperties) -> VersionInfo:
+    return VersionInfo(
+        name=props.name or "",
+        version=props.version or "",
+        enabled=bool(props.enabled),
+        expires_on=props.expires_on,
+        created_on=props.created_on,
+        tags=dict(props.tags or {}),
+        content_type=props.content_type,
+    )
+
+
+class Vault:
+    """One spoke vault, reached with the hub's identity."""
+
+    def __init__(self, client: SecretClient, *, vault_name: str) -> None:
+        self._client = client
+        self.vault_name = vault_name
+
+    def _what(self, name: str, version: str | None = None) -> str:
+        return f"secret {name!r}{f' version {version}' if version else ''} in vault {self.vault_name!r}"
+
+    def current(self, name: str) -> VersionInfo:
+        """The version Key Vault serves as latest.
+
+        Raises:
+            InvalidRequest: no such secret, or its latest version is disabled.
+        """
+        with translated(self._what(name)):
+            secret = self._client.get_secret(name)
+        # The value is dropped here: callers only wanted the properties.
+        return _info(secret.properties)
+
+    def get(self, name: str, version: str | None = None) -> tuple[VersionInfo, SecretValue]:
+        """One version (the latest when ``version`` is None) with its value.
+
+        Raises:
+            InvalidRequest: no such version, or it is disabled.
+        """
+        with translated(self._what(name, version)):
+            secret = self._client.get_secret(name, version)
+        if secret.value is None:
+            raise InvalidRequest(f"{self._what(name, version)} has no value")
+        return _info(secret.properties), SecretValue(secret.value)
+
+    def versions(self, name: str) -> list[VersionInfo]:
+        """Every version of ``name``, newest first; empty when the secret does not exist."""
+        with translated(self._what(name)):
+            try:
+                found = [_info(p) for p in self._client.list_properties_of_secret_versions(name)]
+            except ResourceNotFoundError:
+                return []
+        return sorted(found, key=lambda v: v.created_on.timestamp() if v.created_on else 0.0, reverse=True)
+
+    def write(
+        self,
+        name: str,
+        value: SecretValue,
+        *,
+        tags: Mapping[str, str],
+        expires_on: datetime,
+        content_type: str | None = None,
+    ) -> VersionInfo:
+        """Write a new, enabled version of ``name``."""
+        with translated(self._what(name)):
+            secret = self._client.set_secret(
+                name,
+                value.reveal(),
+                tags=dict(tags),
+                expires_on=expires_on,
+                content_type=content_type,
+                enabled=True,
+            )
+        info = _info(secret.properties)
+        logger.info("wrote secret %s version %s in vault %s", name, info.version, self.vault_name)
+        return info
+
+    def disable(self, name: str, version: str) -> None:
+        with translated(self._what(name, version)):
+            self._client.update_secret_properties(name, version, enabled=False)
+        logger.info("disabled secret %s version %s in vault %s", name, version, self.vault_name)
+
+    def list_secrets(self) -> list[VersionInfo]:
+        """Every secret's latest properties (tags, expiry, enabled); versions are left empty."""
+        with translated(f"secrets of vault {self.vault_name!r}"):
+            return [_info(p) for p in self._client.list_properties_of_secrets()]

@@ -1,0 +1,264 @@
+"""The operators' HTTP API: rotate now, status, list, approve, reject, rerun.
+
+Every error is JSON ``{"error": message}``: 400 for bad input, 403 for a vault outside the
+allowlist, 404 for an unknown rotation or secret, 409 when the rotation's state forbids the
+action, 503 when Key Vault or the task hub does not answer now.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
+from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
+
+from orchestrators.rotate_secret import DECISION_EVENT
+from rotation.errors import InvalidRequest, NotFound, RotationError, TransientError
+from rotation.events import check_allowed
+from rotation.model import Decision, SecretRef, VaultId, check_secret_name, check_vault_name
+from rotation.settings import Settings, current_settings
+from starters.launcher import ACTIVE, launch
+
+logger = logging.getLogger(__name__)
+
+bp = df.Blueprint()
+
+MAX_BODY = 16 * 1024
+# App Service authentication (Easy Auth) puts the signed-in principal here; callers cannot set
+# it themselves when Easy Auth is on.
+PRINCIPAL_HEADER = "x-ms-client-principal-name"
+MAX_TEXT = 500
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _json(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+    )
+
+
+Handler = Callable[[func.HttpRequest, df.DurableOrchestrationClient], Awaitable[func.HttpResponse]]
+
+
+def json_errors(handler: Handler) -> Handler:
+    """Turn the errors a handler raises into the API's JSON error responses."""
+
+    @wraps(handler)
+    async def wrapped(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+        try:
+            return await handler(req, client)
+        except HttpError as exc:
+            return _json(exc.status, {"error": exc.message})
+        except NotFound as exc:
+            return _json(404, {"error": exc.detail})
+        except InvalidRequest as exc:
+            return _json(400, {"error": exc.detail})
+        except TransientError as exc:
+            return _json(503, {"error": exc.detail}, {"Retry-After": "10"})
+        except RotationError as exc:
+            return _json(502, {"error": exc.detail})
+
+    return wrapped
+
+
+def _body(req: func.HttpRequest) -> dict[str, Any]:
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY:
+        raise HttpError(413, f"the body is larger than {MAX_BODY} bytes")
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HttpError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HttpError(400, "the body must be a JSON object")
+    return body
+
+
+def _text_field(body: dict[str, Any], name: str, *, required: bool) -> str:
+    value = body.get(name, "")
+    if not isinstance(value, str):
+        raise HttpError(400, f"'{name}' must be a string")
+    value = value.strip()
+    if required and not value:
+        raise HttpError(400, f"'{name}' is required")
+    if len(value) > MAX_TEXT:
+        raise HttpError(400, f"'{name}' is longer than {MAX_TEXT} characters")
+    return value
+
+
+def resolve_vault(value: str, settings: Settings) -> VaultId:
+    """A vault given by ARM id, or by the name of one of the configured vaults.
+
+    Raises:
+        InvalidRequest: neither.
+    """
+    if value.startswith("/"):
+        return VaultId.parse(value, what="vault")
+    name = check_vault_name(value)
+    for vault in settings.sweep_vaults:
+        if vault.vault_name == name:
+            return vault
+    raise InvalidRequest(
+        f"vault {value!r} is not configured in ROTATION_SWEEP_VAULTS; give its ARM id instead"
+    )
+
+
+def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
+    return {
+        "id": status.instance_id,
+        "runtimeStatus": status.runtime_status.value if status.runtime_status else None,
+        "createdTime": status.created_time.isoformat() if status.created_time else None,
+        "lastUpdatedTime": status.last_updated_time.isoformat() if status.last_updated_time else None,
+        "status": status.custom_status,
+        "output": status.output,
+    }
+
+
+async def _existing(client: df.DurableOrchestrationClient, rotation_id: str) -> DurableOrchestrationStatus:
+    if not rotation_id.startswith("rotate_") or len(rotation_id) > 256:
+        raise HttpError(404, f"no rotation {rotation_id!r}")
+    status = await client.get_status(rotation_id)
+    if not status or status.runtime_status is None:
+        raise HttpError(404, f"no rotation {rotation_id!r}")
+    return status
+
+
+@bp.route(route="rotations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@json_errors
+async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    settings = current_settings()
+    body = _body(req)
+    vault = resolve_vault(_text_field(body, "vault", required=True), settings)
+    name = check_secret_name(_text_field(body, "secret", required=True))
+    try:
+        check_allowed(vault.subscription_id, settings)
+    except InvalidRequest as exc:
+        raise HttpError(403, exc.detail) from None
+    secret = SecretRef(subscription_id=vault.subscription_id, vault_name=vault.vault_name, secret_name=name)
+    requested_by = req.headers.get(PRINCIPAL_HEADER) or "http api"
+    result = await launch(
+        client, secret, version=None, trigger="manual", requested_by=requested_by, settings=settings
+    )
+    if result.started and result.rotation_id:
+        response = client.create_check_status_response(req, result.rotation_id)
+        return _json(
+            202,
+            {"id": result.rotation_id, "links": json.loads(response.get_body())},
+            {"Location": response.headers["Location"]},
+        )
+    if result.outcome in ("duplicate", "busy"):
+        hint = "; use POST /api/rotations/{id}/rerun to run it again" if result.outcome == "duplicate" else ""
+        return _json(409, {"error": result.reason + hint, "id": result.rotation_id})
+    return _json(400, {"error": result.reason})
+
+
+@bp.route(route="rotations/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@json_errors
+async def get_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return _json(200, rotation_view(await _existing(client, req.route_params["id"])))
+
+
+@bp.route(route="rotations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@json_errors
+async def list_rotations(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    statuses: list[OrchestrationRuntimeStatus] | None = None
+    if req.params.get("status"):
+        try:
+            statuses = [
+                OrchestrationRuntimeStatus(s.strip()) for s in req.params["status"].split(",") if s.strip()
+            ]
+        except ValueError:
+            known = ", ".join(s.value for s in OrchestrationRuntimeStatus)
+            raise HttpError(400, f"'status' must be one or more of {known}") from None
+    prefix = "rotate_"
+    if req.params.get("vault"):
+        prefix += check_vault_name(req.params["vault"].strip()) + "_"
+    found = await client.get_status_by(runtime_status=statuses, instance_id_prefix=prefix)
+    rotations = sorted((rotation_view(s) for s in found), key=lambda r: r["createdTime"] or "", reverse=True)
+    return _json(200, {"rotations": rotations})
+
+
+async def _decide(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, *, approved: bool
+) -> func.HttpResponse:
+    body = _body(req)
+    status = await _existing(client, req.route_params["id"])
+    approver = (req.headers.get(PRINCIPAL_HEADER) or "").strip() or _text_field(
+        body, "approver", required=True
+    )
+    reason = _text_field(body, "reason", required=not approved)
+    waiting = status.runtime_status == OrchestrationRuntimeStatus.Running and (
+        isinstance(status.custom_status, dict) and status.custom_status.get("step") == "approval"
+    )
+    if not waiting:
+        step = status.custom_status.get("step") if isinstance(status.custom_status, dict) else None
+        state = status.runtime_status.value if status.runtime_status else "unknown"
+        raise HttpError(409, f"rotation is not waiting for a decision (it is {state}, step {step})")
+    decision = Decision(approved=approved, approver=approver[:MAX_TEXT], reason=reason)
+    await client.raise_event(status.instance_id, DECISION_EVENT, decision.to_dict())
+    logger.info("rotation %s %s by %s", status.instance_id, "approved" if approved else "rejected", approver)
+    return _json(202, {"id": status.instance_id, "decision": decision.to_dict()})
+
+
+@bp.route(route="rotations/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@json_errors
+async def approve_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await _decide(req, client, approved=True)
+
+
+@bp.route(route="rotations/{id}/reject", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@json_errors
+async def reject_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await _decide(req, client, approved=False)
+
+
+@bp.route(route="rotations/{id}/rerun", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+@json_errors
+async def rerun_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    body = _body(req)
+    mode = _text_field(body, "mode", required=False) or "rewind"
+    if mode not in ("rewind", "restart"):
+        raise HttpError(400, "'mode' must be 'rewind' or 'restart'")
+    status = await _existing(client, req.route_params["id"])
+    if status.runtime_status in ACTIVE:
+        raise HttpError(
+            409, f"rotation is still {status.runtime_status.value if status.runtime_status else 'active'}"
+        )
+    note = ""
+    if mode == "rewind":
+        if status.runtime_status != OrchestrationRuntimeStatus.Failed:
+            raise HttpError(409, 'only a failed rotation can be rewound; use {"mode": "restart"}')
+        undos = status.custom_status.get("compensation") if isinstance(status.custom_status, dict) else None
+        if undos:
+            # Rewind replays the history with the failed step run again, but this rotation
+            # already ran undos after it: the replay would take their results for later steps.
+            # Every step is idempotent, so starting from the beginning is the faithful rerun.
+            mode = "restart"
+            note = "undos ran after the failure, so the rotation starts again from the beginning"
+    reason = _text_field(body, "reason", required=False) or "rerun through the HTTP API"
+    if mode == "rewind":
+        await client.rewind(status.instance_id, reason)
+    else:
+        await client.restart(status.instance_id, restart_with_new_instance_id=False)
+    logger.info("rotation %s rerun (%s)", status.instance_id, mode)
+    return _json(202, {"id": status.instance_id, "mode": mode, "note": note})
