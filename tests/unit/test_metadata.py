@@ -1,0 +1,92 @@
+"""The tag contract: every malformed tag is refused with an error naming the tag."""
+
+from __future__ import annotations
+
+import pytest
+
+from rotation.errors import InvalidRequest
+from rotation.metadata import parse_tags
+
+SITE = "/subscriptions/11111111-1111-1111-1111-111111111111/resourceGroups/rg-apps/providers/Microsoft.Web/sites/consumer-app"
+
+
+def tags(**extra: str) -> dict[str, str]:
+    base = {
+        "rotation-target": "postgresql-login",
+        "rotation-provider": "db.example.com:5432/appdb",
+        "rotation-credential": "app_user",
+    }
+    base.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return base
+
+
+def test_minimal_tags_take_the_defaults() -> None:
+    meta = parse_tags("db-password", tags())
+    assert meta.target.kind == "postgresql-login"
+    assert meta.target.admin.mode == "self"
+    assert meta.validity_days == 60
+    assert meta.approval_required is False
+    assert meta.consumers == ()
+
+
+def test_every_tag_is_read() -> None:
+    meta = parse_tags(
+        "db-password",
+        tags(
+            rotation_admin="secret:db-admin",
+            rotation_validity_days="30",
+            rotation_approval="required",
+            rotation_consumers=f"{SITE}, {SITE.replace('consumer-app', 'other-app')}",
+        ),
+    )
+    assert meta.target.admin.mode == "secret"
+    assert meta.target.admin.secret_name == "db-admin"
+    assert meta.validity_days == 30
+    assert meta.approval_required is True
+    assert len(meta.consumers) == 2
+
+
+def test_stray_whitespace_in_names_and_values_is_tolerated() -> None:
+    meta = parse_tags(
+        "db-password",
+        {
+            " Rotation-Target ": " postgresql-login ",
+            "rotation-provider": "h/db",
+            "rotation-credential": " u ",
+        },
+    )
+    assert meta.target.credential == "u"
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "names_tag"),
+    [
+        ("db-password", {"rotation_target": "mainframe"}, "rotation-target"),
+        ("db-password", {"rotation_target": ""}, "rotation-target"),
+        ("db-password", {"rotation_admin": "root"}, "rotation-admin"),
+        ("db-password", {"rotation_admin": "secret:bad name"}, "rotation-admin"),
+        ("db-password", {"rotation_admin": "secret:db-password"}, "rotation-admin"),
+        ("db-password", {"rotation_validity_days": "soon"}, "rotation-validity-days"),
+        ("db-password", {"rotation_validity_days": "-1"}, "rotation-validity-days"),
+        ("db-password", {"rotation_validity_days": "99999"}, "rotation-validity-days"),
+        ("db-password", {"rotation_approval": "yes"}, "rotation-approval"),
+        ("db-password", {"rotation_consumers": "/subscriptions/x/sites/y"}, "rotation-consumers"),
+        ("db-password-pending", {}, "-pending"),
+        ("x" * 120, {}, "longer than"),
+    ],
+)
+def test_bad_tags_are_refused_naming_the_tag(name: str, extra: dict[str, str], names_tag: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse_tags(name, tags(**extra))
+    assert names_tag in str(raised.value)
+
+
+def test_missing_required_tags_are_named() -> None:
+    with pytest.raises(InvalidRequest, match="rotation-provider, rotation-credential"):
+        parse_tags("db-password", {"rotation-target": "postgresql-login"})
+
+
+def test_too_many_tags_for_promotion_are_refused() -> None:
+    crowded = tags(**{f"team_{i}": "x" for i in range(11)})
+    with pytest.raises(InvalidRequest, match="allows 15"):
+        parse_tags("db-password", crowded)
