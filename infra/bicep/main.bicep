@@ -1,0 +1,116 @@
+// The hub, deployed by `azd up` (azure.yaml at the repo root): a resource group with the hub
+// (modules/hub/hub.bicep) and, once the code is deployed, the spoke vaults listed in `spokes`
+// (spokes.bicep). Order and steps: infra/README.md.
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('azd environment name; it seeds the unique names of every resource.')
+param environmentName string
+
+@minLength(1)
+@description('Region of the hub.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group of the hub; empty means rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('''Spoke vaults to onboard: [{subscriptionId, resourceGroupName, vaultName, location,
+consumerAppIds?, storageAccountKeyTargetIds?, systemTopicName?}]. Their subscriptions join the
+allowlist and their vaults the daily sweep.''')
+param spokes array = []
+
+@description('Create the spokes\' event subscriptions. Keep false until `azd deploy` has put the function in place.')
+param connectSpokeEvents bool = false
+
+@description('Subscriptions the hub may rotate in besides those of `spokes`.')
+param additionalAllowedSubscriptions array = []
+
+@description('Vault ARM ids the sweep lists besides those of `spokes`.')
+param additionalSweepVaults array = []
+
+@description('Name of the Event Grid trigger function in the app (starters/event_grid.py).')
+param eventFunctionName string = 'on_secret_event'
+
+// rotation/settings.py: the defaults below are the app's own (tests/infra compares them).
+// Key Vault's DNS suffix and the ARM endpoint of the cloud this deployment runs in.
+param keyVaultDnsSuffix string = startsWith(environment().suffixes.keyvaultDns, '.') ? substring(environment().suffixes.keyvaultDns, 1) : environment().suffixes.keyvaultDns
+param armEndpoint string = environment().resourceManager
+param approvalTimeoutHours int = 72
+param retryMaxAttempts int = 5
+param retryFirstIntervalSeconds int = 5
+param sweepSchedule string = '0 0 3 * * *'
+param nearExpiryDays int = 30
+param consumerReadyTimeoutSeconds int = 300
+param postgresqlOdbcDriver string = 'PostgreSQL Unicode'
+param postgresqlSslmode string = 'require'
+
+var tags = {
+  'azd-env-name': environmentName
+}
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var spokeSubscriptionIds = [for s in spokes: s.subscriptionId]
+var spokeVaultIds = [for s in spokes: '/subscriptions/${s.subscriptionId}/resourceGroups/${s.resourceGroupName}/providers/Microsoft.KeyVault/vaults/${s.vaultName}']
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
+  location: location
+  tags: tags
+}
+
+module hub 'modules/hub/hub.bicep' = {
+  name: 'rotation-hub-${resourceToken}'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    resourceToken: resourceToken
+    eventFunctionName: eventFunctionName
+    // union() also removes duplicates: several vaults often share a subscription.
+    allowedSubscriptions: join(union(additionalAllowedSubscriptions, spokeSubscriptionIds), ',')
+    keyVaultDnsSuffix: keyVaultDnsSuffix
+    armEndpoint: armEndpoint
+    approvalTimeoutHours: approvalTimeoutHours
+    retryMaxAttempts: retryMaxAttempts
+    retryFirstIntervalSeconds: retryFirstIntervalSeconds
+    sweepVaults: join(union(additionalSweepVaults, spokeVaultIds), ',')
+    sweepSchedule: sweepSchedule
+    nearExpiryDays: nearExpiryDays
+    consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
+    postgresqlOdbcDriver: postgresqlOdbcDriver
+    postgresqlSslmode: postgresqlSslmode
+  }
+}
+
+module onboarding 'spokes.bicep' = if (!empty(spokes)) {
+  name: 'rotation-spokes-${resourceToken}'
+  params: {
+    spokes: spokes
+    hubPrincipalId: hub.outputs.hubPrincipalId
+    eventFunctionResourceId: hub.outputs.eventFunctionResourceId
+    connectEvents: connectSpokeEvents
+    deadLetterStorageAccountId: hub.outputs.storageAccountId
+    deadLetterContainerName: hub.outputs.deadLetterContainerName
+    deadLetterIdentityId: hub.outputs.deadLetterIdentityId
+    tags: tags
+  }
+}
+
+// azd stores these in the environment (.azure/<env>/.env). Identifiers only, no keys: the
+// policy assignment and spokes.bicep take them as parameters.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = hub.outputs.functionAppName
+output ROTATION_HUB_URL string = 'https://${hub.outputs.functionAppHostName}'
+output ROTATION_EVENT_FUNCTION_RESOURCE_ID string = hub.outputs.eventFunctionResourceId
+output ROTATION_HUB_PRINCIPAL_ID string = hub.outputs.hubPrincipalId
+output ROTATION_HUB_CLIENT_ID string = hub.outputs.hubClientId
+output ROTATION_DEADLETTER_IDENTITY_ID string = hub.outputs.deadLetterIdentityId
+output ROTATION_DEADLETTER_STORAGE_ACCOUNT_ID string = hub.outputs.storageAccountId
+output ROTATION_DEADLETTER_CONTAINER string = hub.outputs.deadLetterContainerName

@@ -1,0 +1,209 @@
+// The hub Function App on Flex Consumption (FC1, Linux, Python 3.11), running as the hub's
+// user-assigned identity. AzureWebJobsStorage is identity-based and the storage account has
+// shared keys off, so no connection string or account key exists anywhere.
+
+param name string
+param planName string
+param location string
+param tags object = {}
+
+@description('Resource id of the hub identity the app runs as.')
+param hubIdentityId string
+
+@description('Client id of the hub identity: AZURE_CLIENT_ID and AzureWebJobsStorage__clientId.')
+param hubClientId string
+
+param storageAccountName string
+param storageBlobEndpoint string
+param deploymentContainerName string
+param applicationInsightsName string
+
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@allowed([512, 2048, 4096])
+param instanceMemoryMB int = 2048
+
+// What the app reads, one parameter per name in rotation/settings.py (SETTINGS). The defaults live
+// in main.bicep only, so this module cannot drift from them.
+param allowedSubscriptions string
+param keyVaultDnsSuffix string
+param armEndpoint string
+param approvalTimeoutHours int
+param retryMaxAttempts int
+param retryFirstIntervalSeconds int
+param sweepVaults string
+param sweepSchedule string
+param nearExpiryDays int
+param consumerReadyTimeoutSeconds int
+param postgresqlOdbcDriver string
+param postgresqlSslmode string
+
+resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: applicationInsightsName
+}
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: FC1 zone redundancy is offered in some regions only; turn it on (properties.zoneRedundant) where the hub's region has it
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    name: 'FC1'
+    tier: 'FlexConsumption'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: Event Grid's AzureFunction delivery and the HTTP API reach the app over its public endpoint (no VNet in this template); HTTPS only, keys required
+  // checkov:skip=CKV_AZURE_16: Easy Auth would also challenge Event Grid's deliveries to the trigger endpoint; the HTTP API uses function keys, Entra in front of it is a deployment choice
+  // checkov:skip=CKV_AZURE_17: Event Grid presents no client certificate, so requiring one would block event delivery
+  // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed instance count; it scales per execution from zero
+  // checkov:skip=CKV_AZURE_213: the App Service health check (which takes instances out of a fixed pool) does not apply to Flex Consumption
+  name: name
+  location: location
+  // azd finds the app to deploy the code to by this tag (the service name in azure.yaml).
+  tags: union(tags, { 'azd-service-name': 'hub' })
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'UserAssigned'
+    userAssignedIdentities: {
+      '${hubIdentityId}': {}
+    }
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    siteConfig: {
+      minTlsVersion: '1.2'
+      scmMinTlsVersion: '1.2'
+      ftpsState: 'Disabled'
+      http20Enabled: true
+      remoteDebuggingEnabled: false
+      appSettings: [
+        // Platform: identity-based host storage (no key), telemetry with an Entra token. Flex sets
+        // the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME here.
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storageAccountName
+        }
+        {
+          name: 'AzureWebJobsStorage__credential'
+          value: 'managedidentity'
+        }
+        {
+          name: 'AzureWebJobsStorage__clientId'
+          value: hubClientId
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: applicationInsights.properties.ConnectionString
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+          value: 'ClientId=${hubClientId};Authorization=AAD'
+        }
+        // The app (rotation/settings.py).
+        {
+          name: 'AZURE_CLIENT_ID'
+          value: hubClientId
+        }
+        {
+          name: 'ROTATION_ALLOWED_SUBSCRIPTIONS'
+          value: allowedSubscriptions
+        }
+        {
+          name: 'ROTATION_KEYVAULT_DNS_SUFFIX'
+          value: keyVaultDnsSuffix
+        }
+        {
+          name: 'ROTATION_ARM_ENDPOINT'
+          value: armEndpoint
+        }
+        {
+          name: 'ROTATION_APPROVAL_TIMEOUT_HOURS'
+          value: string(approvalTimeoutHours)
+        }
+        {
+          name: 'ROTATION_RETRY_MAX_ATTEMPTS'
+          value: string(retryMaxAttempts)
+        }
+        {
+          name: 'ROTATION_RETRY_FIRST_INTERVAL_SECONDS'
+          value: string(retryFirstIntervalSeconds)
+        }
+        {
+          name: 'ROTATION_SWEEP_VAULTS'
+          value: sweepVaults
+        }
+        {
+          name: 'ROTATION_SWEEP_SCHEDULE'
+          value: sweepSchedule
+        }
+        {
+          name: 'ROTATION_NEAR_EXPIRY_DAYS'
+          value: string(nearExpiryDays)
+        }
+        {
+          name: 'ROTATION_CONSUMER_READY_TIMEOUT_SECONDS'
+          value: string(consumerReadyTimeoutSeconds)
+        }
+        {
+          name: 'ROTATION_POSTGRESQL_ODBC_DRIVER'
+          value: postgresqlOdbcDriver
+        }
+        {
+          name: 'ROTATION_POSTGRESQL_SSLMODE'
+          value: postgresqlSslmode
+        }
+      ]
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
+          authentication: {
+            type: 'UserAssignedIdentity'
+            userAssignedIdentityResourceId: hubIdentityId
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'python'
+        version: '3.11'
+      }
+    }
+  }
+}
+
+// Publishing with a user name and password (FTP, and basic auth on the SCM site) stays off; azd
+// deploys through the deployment container with the deployer's Entra identity.
+resource ftpPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'ftp'
+  properties: {
+    allow: false
+  }
+}
+
+resource scmPublishing 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: {
+    allow: false
+  }
+}
+
+output name string = site.name
+output id string = site.id
+output defaultHostName string = site.properties.defaultHostName

@@ -1,0 +1,101 @@
+// The hub in one resource group: identities, monitoring, storage and the Function App.
+// main.bicep calls this; it can also be deployed alone into an existing resource group.
+
+param location string = resourceGroup().location
+param tags object = {}
+
+@description('Short lowercase token that makes the names unique (main.bicep derives it).')
+param resourceToken string
+
+@description('Name of the Event Grid trigger function in the app.')
+param eventFunctionName string
+
+// rotation/settings.py values, passed through to the Function App unchanged.
+param allowedSubscriptions string
+param keyVaultDnsSuffix string
+param armEndpoint string
+param approvalTimeoutHours int
+param retryMaxAttempts int
+param retryFirstIntervalSeconds int
+param sweepVaults string
+param sweepSchedule string
+param nearExpiryDays int
+param consumerReadyTimeoutSeconds int
+param postgresqlOdbcDriver string
+param postgresqlSslmode string
+
+var deploymentContainerName = 'app-package'
+var deadLetterContainerName = 'eventgrid-deadletter'
+
+module identity 'identity.bicep' = {
+  name: 'hub-identity'
+  params: {
+    hubIdentityName: 'id-rotation-hub-${resourceToken}'
+    deadLetterIdentityName: 'id-rotation-deadletter-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'monitoring.bicep' = {
+  name: 'hub-monitoring'
+  params: {
+    workspaceName: 'log-rotation-hub-${resourceToken}'
+    applicationInsightsName: 'appi-rotation-hub-${resourceToken}'
+    location: location
+    tags: tags
+    publisherPrincipalId: identity.outputs.hubPrincipalId
+  }
+}
+
+module storage 'storage.bicep' = {
+  name: 'hub-storage'
+  params: {
+    name: take('strotation${resourceToken}', 24)
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    deadLetterContainerName: deadLetterContainerName
+    hubPrincipalId: identity.outputs.hubPrincipalId
+    deadLetterPrincipalId: identity.outputs.deadLetterPrincipalId
+  }
+}
+
+module functionApp 'function-app.bicep' = {
+  name: 'hub-function-app'
+  params: {
+    name: 'func-rotation-hub-${resourceToken}'
+    planName: 'plan-rotation-hub-${resourceToken}'
+    location: location
+    tags: tags
+    hubIdentityId: identity.outputs.hubIdentityId
+    hubClientId: identity.outputs.hubClientId
+    storageAccountName: storage.outputs.accountName
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    allowedSubscriptions: allowedSubscriptions
+    keyVaultDnsSuffix: keyVaultDnsSuffix
+    armEndpoint: armEndpoint
+    approvalTimeoutHours: approvalTimeoutHours
+    retryMaxAttempts: retryMaxAttempts
+    retryFirstIntervalSeconds: retryFirstIntervalSeconds
+    sweepVaults: sweepVaults
+    sweepSchedule: sweepSchedule
+    nearExpiryDays: nearExpiryDays
+    consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
+    postgresqlOdbcDriver: postgresqlOdbcDriver
+    postgresqlSslmode: postgresqlSslmode
+  }
+}
+
+// Identifiers only: nothing here grants access to anything.
+output functionAppName string = functionApp.outputs.name
+output functionAppId string = functionApp.outputs.id
+output functionAppHostName string = functionApp.outputs.defaultHostName
+output eventFunctionResourceId string = '${functionApp.outputs.id}/functions/${eventFunctionName}'
+output hubPrincipalId string = identity.outputs.hubPrincipalId
+output hubClientId string = identity.outputs.hubClientId
+output deadLetterIdentityId string = identity.outputs.deadLetterIdentityId
+output storageAccountId string = storage.outputs.accountId
+output deadLetterContainerName string = storage.outputs.deadLetterContainerName
