@@ -86,6 +86,8 @@ class Provider:
 
 def parse_provider(value: str, *, tag: str = "rotation-provider") -> Provider:
     """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
+    if "://" in value:
+        raise InvalidRequest(f"{tag} {value!r} is a URL; give {_PROVIDER_FORMAT}")
     match = _PROVIDER.fullmatch(value)
     if not match:
         raise InvalidRequest(f"{tag} {value!r} is not {_PROVIDER_FORMAT}")
@@ -207,6 +209,10 @@ class PostgresLogin:
             with self._session(login, password, hidden=(new,)) as conn:
                 self._set_password(conn, new, as_login=login, hidden=(password,))
         except AuthenticationFailed as exc:
+            # A duplicate run of this step may have changed the password between our two
+            # logins, making the current value stale: then the work is done.
+            if self.spec.admin.mode == "self" and self._logs_in(self.role, new):
+                return False
             raise AuthenticationFailed(f"{source} is refused: {exc.detail}") from None
         return True
 
@@ -245,6 +251,8 @@ class PostgresLogin:
                     return True
                 except AuthenticationFailed:
                     continue
+            if self._logs_in(self.role, previous):  # a duplicate run restored it meanwhile
+                return False
             raise UndoImpossible(
                 f"role {self.role!r} on {self.provider} accepts neither its previous nor its new value; "
                 "the password must be reset by an administrator"
@@ -417,7 +425,9 @@ def _statement_error(
 ) -> RotationError:
     state, text = _driver_text(exc, hide)
     where = f"changing the password of role {role!r} on {provider} as {login!r}"
-    if state.startswith(_TRANSIENT_STATES):
+    # "tuple concurrently updated": two sessions altered the role at once (a duplicate run of
+    # the step); the retry finds the new value in force.
+    if state.startswith(_TRANSIENT_STATES) or "concurrently updated" in text:
         return TransientError(f"{where} failed [{state}]: {text}")
     if state == "42501":
         return TargetError(f"{where} is not permitted (the login needs CREATEROLE) [{state}]: {text}")
