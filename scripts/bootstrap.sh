@@ -22,3 +22,13 @@ fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+
+# checkov (the Bicep security checks of tests/infra) pins older packaging and python-dateutil than
+# .venv has, so it gets a venv of its own; reinstalled only when infra/requirements-checkov.txt changes.
+checkov_venv=.venv/tools/checkov
+if ! cmp -s infra/requirements-checkov.txt "$checkov_venv/requirements.installed"; then
+  rm -rf "$checkov_venv"
+  "$python" -m venv "$checkov_venv"
+  "$checkov_venv/bin/python" -m pip install -q --disable-pip-version-check -r infra/requirements-checkov.txt
+  cp infra/requirements-checkov.txt "$checkov_venv/requirements.installed"
+fi
