@@ -1,0 +1,207 @@
+"""Admin endpoints (plain HTTP on 127.0.0.1), for tests, the demo and people poking at the cloud.
+
+None of these exist in Azure; they steer what Azure would do on its own schedule: inject faults,
+emit an event now, scan for expiry now, change the scan interval and near-expiry window, add or
+replace an event subscription, look at deliveries, dead letters and sites.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from local.cloud.eventgrid_delivery import ValidationFailed
+from local.cloud.eventgrid_events import EXPIRED, NEAR_EXPIRY, NEW_VERSION, secret_event
+from local.cloud.faults import FaultSpecError
+from local.cloud.kv_store import NoSuchSecret
+from local.cloud.responses import json_response
+from local.cloud.state import STATE, CloudState
+from local.cloud.topology import TopologyError, event_subscription_from_doc
+
+EVENT_TYPES = {t.rsplit(".", 1)[-1].lower(): t for t in (NEW_VERSION, NEAR_EXPIRY, EXPIRED)}
+
+# Set by the server: runs one expiry scan now and returns the events it published.
+SCAN_NOW: web.AppKey[Callable[[], Awaitable[list[dict[str, Any]]]]] = web.AppKey("scan_now")
+WAKE_SCANNER: web.AppKey[Callable[[], None]] = web.AppKey("wake_scanner")
+
+
+def _bad(message: str, status: int = 400) -> web.Response:
+    return json_response(status, {"error": message})
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        doc = await request.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body is not JSON"}), content_type="application/json"
+        ) from exc
+    if not isinstance(doc, dict):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": "body must be an object"}), content_type="application/json"
+        )
+    return doc
+
+
+def _state(request: web.Request) -> CloudState:
+    return request.app[STATE]
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response(200, {"status": "ok"})
+
+
+async def info(request: web.Request) -> web.Response:
+    return json_response(200, _state(request).info)
+
+
+async def list_faults(request: web.Request) -> web.Response:
+    return json_response(200, {"faults": _state(request).faults.listing()})
+
+
+async def add_fault(request: web.Request) -> web.Response:
+    try:
+        fault = _state(request).faults.add(await _body(request))
+    except (FaultSpecError, ValueError, TypeError) as exc:
+        return _bad(str(exc))
+    return json_response(201, fault.__dict__)
+
+
+async def clear_faults(request: web.Request) -> web.Response:
+    _state(request).faults.clear()
+    return web.Response(status=204)
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    return json_response(200, {"subscriptions": _state(request).events.subscriptions()})
+
+
+async def put_subscription(request: web.Request) -> web.Response:
+    state = _state(request)
+    try:
+        spec = event_subscription_from_doc(
+            await _body(request), state.env, state.topology.vaults, "subscription"
+        )
+    except (TopologyError, ValueError, TypeError) as exc:
+        return _bad(str(exc))
+    try:
+        await state.events.add_validated(spec)
+    except ValidationFailed as exc:
+        return _bad(str(exc))
+    return json_response(201, {"name": spec.name, "validated": True})
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    removed = _state(request).events.remove(request.match_info["name"])
+    return web.Response(status=204 if removed else 404)
+
+
+async def emit(request: web.Request) -> web.Response:
+    """Emit one event about a secret's current (or given) version now, to every matching subscription."""
+    state = _state(request)
+    doc = await _body(request)
+    vault = state.topology.vaults.get(str(doc.get("vault", "")).lower())
+    if vault is None:
+        return _bad(f"unknown vault {doc.get('vault')!r}", 404)
+    event_type = EVENT_TYPES.get(str(doc.get("event_type", "")).rsplit(".", 1)[-1].lower())
+    if event_type is None:
+        return _bad(f"event_type must be one of {', '.join(EVENT_TYPES.values())}")
+    try:
+        version = state.store.get(vault.name, str(doc.get("secret", "")), doc.get("version"))
+    except NoSuchSecret:
+        return _bad(f"no secret {doc.get('secret')!r} (version {doc.get('version')}) in {vault.name}", 404)
+    event = secret_event(vault, version, event_type)
+    matched = state.publish(vault, event)
+    return json_response(202, {"event": event, "subscriptions": matched})
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    return json_response(200, _state(request).events.settings.__dict__)
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    state = _state(request)
+    doc = await _body(request)
+    known = set(state.events.settings.__dict__)
+    unknown = set(doc) - known
+    if unknown:
+        return _bad(f"unknown settings {sorted(unknown)}; known: {sorted(known)}")
+    try:
+        changes = {k: (bool(v) if k == "duplicates" else float(v)) for k, v in doc.items()}
+    except (TypeError, ValueError) as exc:
+        return _bad(str(exc))
+    if changes.get("scan_interval_seconds", 1.0) <= 0 or changes.get("retry_schedule_scale", 1.0) < 0:
+        return _bad("scan_interval_seconds must be positive and retry_schedule_scale not negative")
+    settings = state.events.update_settings(**changes)
+    request.app[WAKE_SCANNER]()
+    return json_response(200, settings.__dict__)
+
+
+async def scan(request: web.Request) -> web.Response:
+    events = await request.app[SCAN_NOW]()
+    return json_response(200, {"events": events})
+
+
+async def deliveries(request: web.Request) -> web.Response:
+    return json_response(200, {"attempts": [a.as_dict() for a in _state(request).events.attempts]})
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    path = _state(request).events.dead_letter_path
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return json_response(200, {"dead_letters": [json.loads(line) for line in lines if line.strip()]})
+
+
+async def validate(request: web.Request) -> web.Response:
+    """The validationUrl of a SubscriptionValidation event (manual validation)."""
+    ok = _state(request).events.validate_by_url(
+        request.query.get("subscription", ""), request.query.get("code", "")
+    )
+    if not ok:
+        return _bad("unknown subscription or wrong validation code", 404)
+    return json_response(200, {"validated": True})
+
+
+async def sites(request: web.Request) -> web.Response:
+    state = _state(request)
+    result = []
+    for runtime in state.sites.runtimes.values():
+        result.append(
+            {
+                "name": runtime.site.name,
+                "arm_id": runtime.site.arm_id,
+                "port": runtime.port,
+                "url": f"http://127.0.0.1:{runtime.port}",
+                "pid": runtime.pid,
+                "desired": runtime.desired,
+                "state": await state.sites.state(runtime),
+                "restarts": runtime.restarts,
+                "log": str(runtime.log_path),
+            }
+        )
+    return json_response(200, {"sites": result})
+
+
+def make_app() -> web.Application:
+    app = web.Application()
+    r = app.router
+    r.add_get("/admin/health", health)
+    r.add_get("/admin/info", info)
+    r.add_get("/admin/faults", list_faults)
+    r.add_post("/admin/faults", add_fault)
+    r.add_delete("/admin/faults", clear_faults)
+    r.add_get("/admin/eventgrid/subscriptions", list_subscriptions)
+    r.add_post("/admin/eventgrid/subscriptions", put_subscription)
+    r.add_delete("/admin/eventgrid/subscriptions/{name}", delete_subscription)
+    r.add_post("/admin/eventgrid/emit", emit)
+    r.add_get("/admin/eventgrid/settings", get_settings)
+    r.add_put("/admin/eventgrid/settings", put_settings)
+    r.add_post("/admin/eventgrid/scan", scan)
+    r.add_get("/admin/eventgrid/deliveries", deliveries)
+    r.add_get("/admin/eventgrid/deadletters", dead_letters)
+    r.add_get("/admin/eventgrid/validate", validate)
+    r.add_get("/admin/sites", sites)
+    return app

@@ -1,0 +1,106 @@
+"""Injected faults: what the next N calls of an operation on a vault or site run into.
+
+A fault is consumed by each authenticated call it matches (Key Vault's unauthenticated
+challenge round trip does not count, so "the next 2 calls" means 2 real operations).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = ("throttle", "unavailable", "latency", "drop")
+
+# The operation names a caller uses, by service; "*" matches every operation of the target.
+KEYVAULT_OPERATIONS = (
+    "set_secret",
+    "get_secret",
+    "list_secrets",
+    "list_versions",
+    "update_secret",
+    "delete_secret",
+    "get_deleted_secret",
+    "list_deleted_secrets",
+    "recover_deleted_secret",
+    "purge_deleted_secret",
+    "backup_secret",
+    "restore_secret",
+)
+SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
+IDENTITY_OPERATIONS = ("get_token",)
+
+
+class FaultSpecError(ValueError):
+    """The fault request is not understood; the message says which field."""
+
+
+@dataclass
+class Fault:
+    id: int
+    target: str  # vault name, site name, "identity", or "*"
+    operation: str  # an operation name above, or "*"
+    kind: str
+    remaining: int
+    retry_after_seconds: int = 1
+    latency_ms: int = 0
+
+    def matches(self, target: str, operation: str) -> bool:
+        return self.target in ("*", target.lower()) and self.operation in ("*", operation)
+
+
+class FaultInjector:
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._ids = itertools.count(1)
+
+    def add(self, spec: dict[str, Any]) -> Fault:
+        """Register a fault from its JSON form.
+
+        Raises:
+            FaultSpecError: unknown kind or operation, or a count below 1.
+        """
+        kind = str(spec.get("kind", ""))
+        if kind not in KINDS:
+            raise FaultSpecError(f"kind must be one of {', '.join(KINDS)}")
+        operation = str(spec.get("operation", "*"))
+        known = (*KEYVAULT_OPERATIONS, *SITE_OPERATIONS, *IDENTITY_OPERATIONS, "*")
+        if operation not in known:
+            raise FaultSpecError(f"operation {operation!r} is unknown; one of {', '.join(known)}")
+        count = int(spec.get("count", 1))
+        if count < 1:
+            raise FaultSpecError("count must be at least 1")
+        fault = Fault(
+            id=next(self._ids),
+            target=str(spec.get("target", "*")).lower(),
+            operation=operation,
+            kind=kind,
+            remaining=count,
+            retry_after_seconds=int(spec.get("retry_after_seconds", 1)),
+            latency_ms=int(spec.get("latency_ms", 0)),
+        )
+        self._faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def listing(self) -> list[dict[str, Any]]:
+        return [asdict(f) for f in self._faults]
+
+    def take(self, target: str, operation: str) -> list[Fault]:
+        """Consume one use of each fault matching this call; latency first, then the failure."""
+        hits = [f for f in self._faults if f.matches(target, operation)]
+        for fault in hits:
+            fault.remaining -= 1
+        self._faults = [f for f in self._faults if f.remaining > 0]
+        return sorted(hits, key=lambda f: f.kind != "latency")
+
+
+async def apply_latency(faults: list[Fault]) -> list[Fault]:
+    """Sleep for every latency fault and return the failing faults left to answer with."""
+    for fault in faults:
+        if fault.kind == "latency":
+            await asyncio.sleep(fault.latency_ms / 1000)
+    return [f for f in faults if f.kind != "latency"]

@@ -1,0 +1,54 @@
+"""What every endpoint of one running local cloud shares, handed to the aiohttp apps by key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from local.cloud import rbac
+from local.cloud.eventgrid_delivery import EventDelivery
+from local.cloud.faults import FaultInjector
+from local.cloud.kv_backup import BackupCodec
+from local.cloud.kv_store import KeyVaultStore
+from local.cloud.sites import SiteManager
+from local.cloud.tokens import TokenIssuer
+from local.cloud.topology import Topology, Vault
+
+
+@dataclass
+class CloudState:
+    topology: Topology
+    data_dir: Path
+    issuer: TokenIssuer
+    store: KeyVaultStore
+    backups: BackupCodec
+    faults: FaultInjector
+    events: EventDelivery
+    sites: SiteManager
+    client_identity_header: str
+    env: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def grants(self) -> list[rbac.Grant]:
+        principal_of = {i.name: i.principal_id for i in self.topology.identities.values()}
+        return [
+            rbac.Grant(principal=principal_of[a.identity], role_id=a.role_id, scope=a.scope)
+            for a in self.topology.role_assignments
+        ]
+
+    def identity_name(self, principal_id: str) -> str:
+        for identity in self.topology.identities.values():
+            if identity.principal_id == principal_id:
+                return identity.name
+        return principal_id
+
+    def publish(self, vault: Vault, event: dict[str, Any]) -> int:
+        return self.events.publish(vault.arm_id, vault.name, event)
+
+
+STATE: web.AppKey[CloudState] = web.AppKey("local_cloud_state", CloudState)
