@@ -403,7 +403,10 @@ def _driver_text(exc: pyodbc.Error, hide: tuple[SecretValue, ...]) -> tuple[str,
     for value in hide:
         if value.reveal():
             text = text.replace(value.reveal(), "<hidden>")
-    text = re.sub(r"\s*\(\d+\) \(SQL\w+\)\s*$", "", text.strip())
+    # Drop the driver's decorations: a leading "[08001]" (the state, reported apart) and a
+    # trailing "(101) (SQLDriverConnect)".
+    text = re.sub(r"^\[\w+\]\s*", "", text.strip())
+    text = re.sub(r"\s*\(\d+\) \(SQL\w+\)\s*$", "", text)
     return state, " ".join(text.split())
 
 
