@@ -102,9 +102,14 @@ async def scan_once(state: CloudState) -> list[dict[str, Any]]:
 
 async def _scan_loop(state: CloudState, wake: asyncio.Event) -> None:
     while True:
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(wake.wait(), timeout=state.events.settings.scan_interval_seconds)
-        wake.clear()
+        except TimeoutError:
+            pass
+        else:
+            # The interval changed: start waiting anew with it (the admin "scan" runs one at once).
+            wake.clear()
+            continue
         try:
             await scan_once(state)
         except Exception:

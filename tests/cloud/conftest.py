@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+
 from local.cloud.process import LocalCloud
 from tests.cloud.support import TOPOLOGY
 from tests.cloud.webhook import Webhook

@@ -94,7 +94,8 @@ def test_invalid_name_through_the_sdk() -> None:
     with pytest.raises(HttpResponseError) as bad:
         secret_client().set_secret("not_allowed", "x")
     assert bad.value.status_code == 400
-    assert bad.value.error is not None and bad.value.error.code == "BadParameter"
+    assert bad.value.error is not None
+    assert bad.value.error.code == "BadParameter"
     assert "The request URI contains an invalid name: not_allowed" in str(bad.value)
     assert "not_allowed" not in [p.name for p in secret_client().list_properties_of_secrets()]
 
@@ -103,7 +104,8 @@ def test_value_over_25_kb_is_refused() -> None:
     with pytest.raises(HttpResponseError) as bad:
         secret_client().set_secret("too-big", "x" * (25 * 1024 + 1))
     assert bad.value.status_code == 400
-    assert bad.value.error is not None and bad.value.error.code == "BadParameter"
+    assert bad.value.error is not None
+    assert bad.value.error.code == "BadParameter"
     with pytest.raises(HttpResponseError) as missing:
         secret_client().get_secret("too-big")
     assert missing.value.status_code == 404

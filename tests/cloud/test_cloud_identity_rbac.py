@@ -116,7 +116,8 @@ def test_secrets_user_reads_but_may_not_write() -> None:
         with pytest.raises(HttpResponseError) as denied:
             attempt()
         assert denied.value.status_code == 403
-        assert denied.value.error is not None and denied.value.error.code == "Forbidden"
+        assert denied.value.error is not None
+        assert denied.value.error.code == "Forbidden"
         assert "ForbiddenByRbac" in str(denied.value)
     assert secret_client("officer").get_secret("shared").value == "readable"
     assert secret_client("officer").get_secret("shared").properties.enabled is True

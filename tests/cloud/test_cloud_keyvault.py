@@ -37,7 +37,8 @@ def test_set_then_get_latest_and_a_version() -> None:
     assert latest.properties.recovery_level == "Recoverable+Purgeable"
     assert latest.properties.recoverable_days == 90
     assert latest.properties.enabled is True
-    assert latest.properties.created_on is not None and latest.properties.updated_on is not None
+    assert latest.properties.created_on is not None
+    assert latest.properties.updated_on is not None
     older = client.get_secret("db-password", first.properties.version)
     assert older.value == "first"
     assert older.properties.content_type == "text/plain"
@@ -90,7 +91,8 @@ def test_update_properties_of_latest_and_of_a_version() -> None:
     with pytest.raises(HttpResponseError) as denied:
         client.get_secret("updatable", first.properties.version)
     assert denied.value.status_code == 403
-    assert denied.value.error is not None and denied.value.error.code == "Forbidden"
+    assert denied.value.error is not None
+    assert denied.value.error.code == "Forbidden"
     assert "SecretDisabled" in str(denied.value)
 
     client.update_secret_properties("updatable", first.properties.version, enabled=True)
@@ -112,13 +114,15 @@ def test_delete_recover_purge_and_the_deleted_name_conflict() -> None:
     poller = client.begin_delete_secret("to-delete")
     deleted = poller.result()
     assert deleted.recovery_id == f"{VAULT1}/deletedsecrets/to-delete"
-    assert deleted.deleted_date is not None and deleted.scheduled_purge_date is not None
+    assert deleted.deleted_date is not None
+    assert deleted.scheduled_purge_date is not None
     poller.wait(timeout=10)
     assert poller.done()
 
     with pytest.raises(ResourceNotFoundError) as missing:
         client.get_secret("to-delete")
-    assert missing.value.error is not None and missing.value.error.code == "SecretNotFound"
+    assert missing.value.error is not None
+    assert missing.value.error.code == "SecretNotFound"
     assert client.get_deleted_secret("to-delete").name == "to-delete"
     assert "to-delete" in [d.name for d in client.list_deleted_secrets()]
 
@@ -142,7 +146,8 @@ def test_backup_and_restore_bring_back_every_version() -> None:
     client = secret_client()
     versions = [client.set_secret("backed-up", f"v{i}").properties.version for i in range(3)]
     blob = client.backup_secret("backed-up")
-    assert isinstance(blob, bytes) and b"v0" not in blob  # opaque, like Key Vault's
+    assert isinstance(blob, bytes)
+    assert b"v0" not in blob
     with pytest.raises(ResourceExistsError):
         client.restore_secret_backup(blob)  # the name is in use
     client.begin_delete_secret("backed-up").wait(timeout=10)
