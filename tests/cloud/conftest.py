@@ -27,7 +27,12 @@ def webhook() -> Iterator[Webhook]:
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory, webhook: Webhook) -> Iterator[LocalCloud]:
     data = tmp_path_factory.mktemp("cloud") / "data"
-    env = {"WEBHOOK_URL": webhook.url, "PYTHON": sys.executable, "PROBE_MARKER": "marker-from-topology"}
+    env = {
+        "WEBHOOK_URL": webhook.url,
+        "PYTHON": sys.executable,
+        "PROBE_MARKER": "marker-from-topology",
+        "PROBE_UNHEALTHY_FILE": str(data.parent / "probe-app-unhealthy"),
+    }
     with LocalCloud(data_dir=data, topology=TOPOLOGY, env=env) as started:
         yield started
 

@@ -22,6 +22,7 @@ CLIENT_IDS = {
     "group-officer": "4db97995-caa3-4b6d-8669-417fabd83ae2",
     "site-operator": "114c5b5a-3190-4c98-86a4-781844571f7f",
     "site-identity": "f9af5c0b-4aff-4e45-b192-9f1ca710162e",
+    "platform-admin": "3ce535d3-5d6c-4742-9fc8-fa9ea6a4ebbb",
 }
 PRINCIPAL_IDS = {
     "officer": "94d4292d-1254-4b41-86ef-c80b9f5a3abb",
