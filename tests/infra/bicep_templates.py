@@ -1,0 +1,148 @@
+"""Reading the Bicep templates under infra/ without a Bicep compiler.
+
+pycep-parser turns a .bicep file into nested dicts. In its output a string is either a literal or
+the name of a parameter, variable or resource (``"resourceId": "eventFunctionResourceId"``); the
+helpers here resolve names where a test needs the value behind them. Conditional and looped
+resources and modules wrap their body in ``{"condition"|"loop_type": ..., "config": {...}}``;
+``body()`` unwraps that.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pycep import BicepParser
+
+REPO = Path(__file__).resolve().parents[2]
+INFRA = REPO / "infra"
+BICEP = INFRA / "bicep"
+POLICY_JSON = INFRA / "policy"
+
+Template = dict[str, Any]
+
+
+def bicep_files() -> list[Path]:
+    return sorted(INFRA.rglob("*.bicep"))
+
+
+@functools.cache
+def _parser() -> BicepParser:
+    # Lark's grammar cache is a shared temp file; building the grammar per process keeps
+    # parallel test workers from racing on it.
+    return BicepParser(cache=False)
+
+
+@functools.cache
+def parse(path: Path) -> Template:
+    """Parse one .bicep file.
+
+    Raises:
+        ValueError, lark.exceptions.LarkError: the text is not valid Bicep.
+    """
+    return parse_text(path.read_text())
+
+
+def parse_text(text: str) -> Template:
+    result: Template = dict(_parser().parse(text=text))
+    return result
+
+
+def template(relative: str) -> Template:
+    """The parsed template at ``infra/bicep/<relative>``."""
+    return parse(BICEP / relative)
+
+
+def body(declaration: dict[str, Any]) -> dict[str, Any]:
+    """The properties of a resource or module, whether or not it is conditional or looped."""
+    config: dict[str, Any] = declaration["config"]
+    while "config" in config and ("condition" in config or "loop_type" in config):
+        config = config["config"]
+    return config
+
+
+def resources_of_type(tpl: Template, resource_type: str) -> dict[str, dict[str, Any]]:
+    """Symbolic name -> declaration of every non-``existing`` resource of the type."""
+    return {
+        name: res
+        for name, res in tpl.get("resources", {}).items()
+        if res["type"] == resource_type and not res["existing"]
+    }
+
+
+def only_resource(tpl: Template, resource_type: str) -> dict[str, Any]:
+    found = resources_of_type(tpl, resource_type)
+    assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
+    return next(iter(found.values()))
+
+
+def resolve(tpl: Template, value: Any) -> Any:
+    """A variable's value for its name; a parameter's name stays as it is (it has no value yet)."""
+    if isinstance(value, str) and value in tpl.get("variables", {}):
+        return tpl["variables"][value]["value"]
+    return value
+
+
+def param_default(tpl: Template, name: str) -> Any:
+    return tpl["parameters"][name].get("default")
+
+
+def decorator(tpl: Template, param: str, kind: str) -> Any:
+    for dec in tpl["parameters"][param]["decorators"]:
+        if dec["type"] == kind:
+            return dec["argument"]
+    raise KeyError(f"parameter {param} has no @{kind} decorator")
+
+
+def dotted(expr: Any) -> str:
+    """``a.b.c`` for a property-access chain (pycep nests it), a plain name as it is."""
+    if isinstance(expr, str):
+        return expr
+    operator = expr["operator"]
+    assert operator["type"] == "property_accessor", operator
+    return f"{dotted(operator['operands']['operand_1'])}.{dotted(operator['operands']['operand_2'])}"
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """Every dict, list and scalar inside a parsed template, depth first."""
+    yield node
+    if isinstance(node, dict):
+        for child in node.values():
+            yield from walk(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from walk(child)
+
+
+def module_path(owner: Path, declaration: dict[str, Any]) -> Path:
+    relative: str = declaration["detail"]["path"]
+    return (owner.parent / relative).resolve()
+
+
+_LOAD_JSON = re.compile(r"loadJsonContent\('([^']+)'\)")
+
+
+def load_json_contents(path: Path) -> list[Path]:
+    """Files a template reads with loadJsonContent, resolved against the template's folder."""
+    return [(path.parent / rel).resolve() for rel in _LOAD_JSON.findall(path.read_text())]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# Built-in role definition ids (the same in every tenant), by role name.
+ALL_ROLE_IDS = {
+    "Key Vault Secrets Officer": "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+    "Website Contributor": "de139f84-1756-47ae-9be6-808fbbe84772",
+    "Storage Account Key Operator Service Role": "81a9662b-bebf-436f-a333-f67b29880f12",
+    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
+    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
+    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
+}

@@ -1,0 +1,141 @@
+"""checkov's Bicep checks pass on infra/, and every suppression says why and is still needed.
+
+checkov runs from its own venv (scripts/bootstrap.sh; its pins clash with .venv's). It starts
+slowly, so one run covers a copy of infra/ next to a deliberately insecure and a broken
+template, which show that the checks and checkov's own parser do fail where they should.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bicep_templates import INFRA, REPO, bicep_files
+
+CHECKOV = REPO / ".venv" / "tools" / "checkov" / "bin" / "checkov"
+PINS = INFRA / "requirements-checkov.txt"
+_SKIP = re.compile(r"//\s*checkov:skip=(CKV2?_[A-Z]+_\d+)(?::(.*))?$")
+
+INSECURE = """\
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: 'stinsecure'
+  location: 'westeurope'
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    supportsHttpsTrafficOnly: false
+    minimumTlsVersion: 'TLS1_0'
+  }
+}
+
+resource site 'Microsoft.Web/sites@2024-04-01' = {
+  name: 'func-insecure'
+  location: 'westeurope'
+  kind: 'functionapp,linux'
+  properties: {
+    httpsOnly: false
+    siteConfig: {
+      minTlsVersion: '1.0'
+      ftpsState: 'AllAllowed'
+    }
+  }
+}
+"""
+BROKEN = "resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {\n  name: 'st'\n"
+
+
+def _pinned_version() -> str:
+    match = re.search(r"^checkov==(\S+)$", PINS.read_text(), re.MULTILINE)
+    assert match, f"{PINS} pins no checkov version"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    assert CHECKOV.exists(), f"{CHECKOV} is missing: run scripts/bootstrap.sh (make setup)"
+    work = tmp_path_factory.mktemp("checkov")
+    shutil.copytree(INFRA, work / "infra")
+    (work / "negative").mkdir()
+    (work / "negative" / "insecure.bicep").write_text(INSECURE)
+    (work / "negative" / "broken.bicep").write_text(BROKEN)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "PRISMA_", "CKV_"))}
+    env["LOG_LEVEL"] = "WARNING"
+    # --soft-fail: the insecure template fails on purpose; --skip-download: no network here.
+    command = [str(CHECKOV), "--directory", str(work), "--framework", "bicep"]
+    command += ["--output", "json", "--soft-fail", "--skip-download"]
+    run = subprocess.run(
+        command,
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    result: dict[str, Any] = json.loads(run.stdout)
+    assert result["check_type"] == "bicep"
+    return result
+
+
+def _in(results: list[dict[str, Any]], folder: str) -> list[dict[str, Any]]:
+    return [r for r in results if r["file_path"].startswith(f"/{folder}/")]
+
+
+def test_checkov_is_the_pinned_version(report: dict[str, Any]) -> None:
+    # make setup reruns the bootstrap only when requirements*.txt or the script change.
+    installed = report["summary"]["checkov_version"]
+    assert installed == _pinned_version(), "run scripts/bootstrap.sh to install the pinned checkov"
+
+
+def test_checkov_parses_every_template(report: dict[str, Any]) -> None:
+    errors = report["results"]["parsing_errors"]
+    assert [Path(e).name for e in errors] == ["broken.bicep"], errors
+
+
+def test_no_check_fails_on_infra(report: dict[str, Any]) -> None:
+    failed = _in(report["results"]["failed_checks"], "infra")
+    assert not failed, [(f["check_id"], f["resource"], f["file_path"], f["check_name"]) for f in failed]
+    # The checks really ran on the hub's resources.
+    passed = _in(report["results"]["passed_checks"], "infra")
+    assert {"CKV_AZURE_3", "CKV_AZURE_44", "CKV_AZURE_70", "CKV_AZURE_78", "CKV_AZURE_145"} <= {
+        p["check_id"] for p in passed
+    }
+
+
+def test_checks_fail_on_an_insecure_template(report: dict[str, Any]) -> None:
+    failed = {f["check_id"] for f in _in(report["results"]["failed_checks"], "negative")}
+    # HTTPS-only and TLS on storage; HTTPS-only, TLS and FTP on the app.
+    assert {"CKV_AZURE_3", "CKV_AZURE_44", "CKV_AZURE_70", "CKV_AZURE_145", "CKV_AZURE_78"} <= failed
+
+
+def _suppressions() -> list[tuple[str, str, str]]:
+    found = []
+    for path in bicep_files():
+        for line in path.read_text().splitlines():
+            match = _SKIP.search(line.strip())
+            if match:
+                found.append((path.name, match.group(1), (match.group(2) or "").strip()))
+    return found
+
+
+def test_every_suppression_says_why() -> None:
+    for file_name, check, reason in _suppressions():
+        assert len(reason) >= 30, f"{file_name}: {check} needs a reason after the colon"
+
+
+def test_every_suppression_is_still_needed(report: dict[str, Any]) -> None:
+    skipped = {
+        (Path(s["file_path"]).name, s["check_id"]) for s in _in(report["results"]["skipped_checks"], "infra")
+    }
+    in_files = {(file_name, check) for file_name, check, _ in _suppressions()}
+    assert in_files, "expected the documented suppressions"
+    assert in_files == skipped, f"unused: {sorted(in_files - skipped)}"
