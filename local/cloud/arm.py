@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from local.cloud import rbac
-from local.cloud.faults import apply_latency
+from local.cloud.faults import apply_latency, drop_connection
 from local.cloud.requestlog import IDENTITY_KEY
 from local.cloud.responses import arm_error, json_response
 from local.cloud.sites import SiteRuntime
@@ -193,9 +193,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             )
         if fault.kind == "unavailable":
             return arm_error(503, "ServiceUnavailable", "The service is temporarily unavailable.")
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionResetError("connection dropped by an injected fault")
+        raise drop_connection(request.transport)
 
     if op_name == "get_site":
         return json_response(200, await _site_document(state, runtime))

@@ -32,6 +32,17 @@ SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
 IDENTITY_OPERATIONS = ("get_token",)
 
 
+class ConnectionDropped(Exception):
+    """Raised by a handler after aborting its connection for a "drop" fault; logged, never answered."""
+
+
+def drop_connection(transport: asyncio.BaseTransport | None) -> ConnectionDropped:
+    """Reset the client's connection (as a failing load balancer would) and return what to raise."""
+    if transport is not None:
+        transport.abort()
+    return ConnectionDropped()
+
+
 class FaultSpecError(ValueError):
     """The fault request is not understood; the message says which field."""
 

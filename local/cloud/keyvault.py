@@ -18,7 +18,7 @@ from aiohttp import web
 
 from local.cloud import rbac
 from local.cloud.eventgrid_events import NEW_VERSION, secret_event
-from local.cloud.faults import Fault, apply_latency
+from local.cloud.faults import Fault, apply_latency, drop_connection
 from local.cloud.kv_backup import InvalidBackup
 from local.cloud.kv_store import Deletion, NoSuchSecret, SecretExists, SecretIsDeleted, SecretVersion
 from local.cloud.requestlog import IDENTITY_KEY
@@ -439,10 +439,7 @@ def _fault_response(request: web.Request, fault: Fault) -> web.Response:
         return keyvault_error(
             503, "ServiceUnavailable", "The service is temporarily unavailable. Please retry the request."
         )
-    # "drop": close the connection without an answer, as a load balancer reset would.
-    if request.transport is not None:
-        request.transport.abort()
-    raise ConnectionResetError("connection dropped by an injected fault")
+    raise drop_connection(request.transport)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:

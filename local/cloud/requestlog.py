@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from local.cloud.faults import ConnectionDropped
+
 logger = logging.getLogger("local.cloud.requests")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -22,11 +24,14 @@ IDENTITY_KEY = "identity"
 @web.middleware
 async def log_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
-    status = 500
+    status: int | str = 500
     try:
         response = await handler(request)
         status = response.status
         return response
+    except ConnectionDropped:
+        status = "dropped"
+        return web.Response(status=500)  # the connection is gone; this goes nowhere
     except web.HTTPException as exc:
         status = exc.status
         raise

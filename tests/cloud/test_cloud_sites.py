@@ -186,12 +186,8 @@ def test_missing_api_version_and_missing_token_get_arm_errors(cloud: LocalCloud)
     wrong_audience = WebSiteManagementClient(_Static(vault_token), SUB1)  # type: ignore[arg-type]
     with pytest.raises(ClientAuthenticationError) as refused:
         wrong_audience.web_apps.get("rg-test1", "probe-app")
-    assert (
-        refused.value.error is not None
-    )
-    assert (
-        refused.value.error.code == "InvalidAuthenticationTokenAudience"
-    )
+    assert refused.value.error is not None
+    assert refused.value.error.code == "InvalidAuthenticationTokenAudience"
 
 
 class _Static:
