@@ -57,7 +57,7 @@ var resourceToken = toLower(uniqueString(subscription().id, environmentName, loc
 var spokeSubscriptionIds = [for s in spokes: s.subscriptionId]
 var spokeVaultIds = [for s in spokes: '/subscriptions/${s.subscriptionId}/resourceGroups/${s.resourceGroupName}/providers/Microsoft.KeyVault/vaults/${s.vaultName}']
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2022-09-01' = {
   name: empty(resourceGroupName) ? 'rg-${environmentName}' : resourceGroupName
   location: location
   tags: tags

@@ -61,7 +61,6 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Event Grid's AzureFunction delivery and the HTTP API reach the app over its public endpoint (no VNet in this template); HTTPS only, keys required
-  // checkov:skip=CKV_AZURE_16: Easy Auth would also challenge Event Grid's deliveries to the trigger endpoint; the HTTP API uses function keys, Entra in front of it is a deployment choice
   // checkov:skip=CKV_AZURE_17: Event Grid presents no client certificate, so requiring one would block event delivery
   // checkov:skip=CKV_AZURE_212: Flex Consumption has no fixed instance count; it scales per execution from zero
   // checkov:skip=CKV_AZURE_213: the App Service health check (which takes instances out of a fixed pool) does not apply to Flex Consumption
