@@ -36,7 +36,7 @@ class ConnectionDropped(Exception):
     """Raised by a handler after aborting its connection for a "drop" fault; logged, never answered."""
 
 
-def drop_connection(transport: asyncio.BaseTransport | None) -> ConnectionDropped:
+def drop_connection(transport: asyncio.Transport | None) -> ConnectionDropped:
     """Reset the client's connection (as a failing load balancer would) and return what to raise."""
     if transport is not None:
         transport.abort()

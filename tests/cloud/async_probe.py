@@ -37,16 +37,13 @@ async def main(vault_url: str, reader_client_id: str) -> dict[str, object]:
             report["after_delete"] = exc.error.code if exc.error else None
         recovered = await client.recover_deleted_secret("async-secret")
         report["recovered"] = recovered.name
-    async with ManagedIdentityCredential(client_id=reader_client_id) as reader_credential:
-        async with SecretClient(vault_url, reader_credential) as reader:
-            try:
-                await reader.set_secret("async-secret", "denied")
-            except HttpResponseError as exc:
-                report["reader_set"] = [
-                    exc.status_code,
-                    exc.error.code if exc.error else None,
-                    "ForbiddenByRbac" in str(exc),
-                ]
+    reader_credential = ManagedIdentityCredential(client_id=reader_client_id)
+    async with reader_credential, SecretClient(vault_url, reader_credential) as reader:
+        try:
+            await reader.set_secret("async-secret", "denied")
+        except HttpResponseError as exc:
+            code = exc.error.code if exc.error else None
+            report["reader_set"] = [exc.status_code, code, "ForbiddenByRbac" in str(exc)]
     return report
 
 

@@ -32,7 +32,7 @@ class Handler(BaseHTTPRequestHandler):
             unhealthy = os.environ.get("PROBE_UNHEALTHY_FILE")
             self._answer(500 if unhealthy and Path(unhealthy).exists() else 200, {"ok": True})
         elif url.path == "/probe":
-            report = {
+            report: dict[str, object] = {
                 "pid": os.getpid(),
                 "client_id": os.environ.get("AZURE_CLIENT_ID"),
                 "marker": os.environ.get("PROBE_MARKER"),

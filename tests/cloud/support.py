@@ -35,4 +35,4 @@ def credential(identity: str) -> ManagedIdentityCredential:
 
 
 def secret_client(identity: str = "officer", vault_url: str = VAULT1, **kwargs: object) -> SecretClient:
-    return SecretClient(vault_url, credential(identity), **kwargs)  # type: ignore[arg-type]
+    return SecretClient(vault_url, credential(identity), **kwargs)

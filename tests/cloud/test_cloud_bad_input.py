@@ -28,10 +28,13 @@ API = "?api-version=2026-04-01"
 
 
 def _token(identity: str = "officer", scope: str = "https://vault.azure.net/.default") -> str:
-    return credential(identity).get_token(scope).token
+    token: str = credential(identity).get_token(scope).token
+    return token
 
 
-def _call(method: str, path: str, *, token: str | None = None, body: Any = None, raw: bytes | None = None):  # type: ignore[no-untyped-def]
+def _call(
+    method: str, path: str, *, token: str | None = None, body: Any = None, raw: bytes | None = None
+) -> requests.Response:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -164,7 +167,7 @@ def test_expired_token_is_refused_through_the_sdk(cloud: LocalCloud, existing: s
     expired, _ = TokenIssuer(cloud.data_dir, TENANT).issue(
         officer, "https://vault.azure.net", lifetime_seconds=-5
     )
-    client = SecretClient(VAULT1, StaticToken(expired))  # type: ignore[arg-type]
+    client = SecretClient(VAULT1, StaticToken(expired))
     with pytest.raises(ClientAuthenticationError) as refused:
         client.get_secret(existing)
     assert refused.value.status_code == 401
@@ -178,7 +181,7 @@ def test_token_signed_by_someone_else_is_refused(
     foreign, _ = TokenIssuer(tmp_path_factory.mktemp("other-cloud"), TENANT).issue(
         officer, "https://vault.azure.net", 3600
     )
-    client = SecretClient(VAULT1, StaticToken(foreign))  # type: ignore[arg-type]
+    client = SecretClient(VAULT1, StaticToken(foreign))
     with pytest.raises(ClientAuthenticationError) as refused:
         client.set_secret(existing, "changed")
     assert refused.value.status_code == 401

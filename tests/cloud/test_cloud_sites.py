@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,11 @@ def _probe(cloud: LocalCloud, query: str = "") -> dict[str, Any]:
 
 
 @pytest.fixture
-def running(cloud: LocalCloud) -> Iterator[None]:
+def running(cloud: LocalCloud) -> None:
     """Each test starts with the site running and healthy."""
     client = web()
     client.web_apps.start("rg-test1", "probe-app")
     wait_for(lambda: client.web_apps.get("rg-test1", "probe-app").state == "Running", timeout=20)
-    return
 
 
 @pytest.mark.usefixtures("running")
@@ -183,7 +181,7 @@ def test_missing_api_version_and_missing_token_get_arm_errors(cloud: LocalCloud)
     assert no_version.status_code == 400
     assert no_version.json()["error"]["code"] == "MissingApiVersionParameter"
     vault_token = credential("site-operator").get_token("https://vault.azure.net/.default").token
-    wrong_audience = WebSiteManagementClient(_Static(vault_token), SUB1)  # type: ignore[arg-type]
+    wrong_audience = WebSiteManagementClient(_Static(vault_token), SUB1)
     with pytest.raises(ClientAuthenticationError) as refused:
         wrong_audience.web_apps.get("rg-test1", "probe-app")
     assert refused.value.error is not None
