@@ -48,3 +48,9 @@ def vault_named(vault_name: str, settings: Settings) -> Vault:
 
 def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementClient:
     return _web_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
+def clear_cache() -> None:
+    """Forget the clients built so far (for a process whose Azure endpoints changed: tests)."""
+    for cached in (_credential, _secret_client, _web_client):
+        cached.cache_clear()

@@ -1,0 +1,239 @@
+"""The domain core's steps and undos, called in sequence in this process against the local
+cloud (real SecretClient through the HTTPS proxy) and a real PostgreSQL server.
+
+Each scenario checks what a user would see: which value the vault serves, whether it logs in,
+whether a pending value is left enabled. Every step also runs twice, to prove it is safe to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from local.stack import LocalStack, Seeded
+from rotation import metadata, steps
+from rotation.clients import vault_named
+from rotation.errors import AuthenticationFailed, TransientError, VerificationFailed
+from rotation.model import PromoteInput, SecretRef, StageInput, StepInput
+from rotation.settings import Settings
+from rotation.vault import Vault
+
+VAULT = "spoke1-kv"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as running:
+        yield running
+
+
+@pytest.fixture
+def settings(stack: LocalStack) -> Settings:
+    return stack.settings()
+
+
+@pytest.fixture
+def vault(stack: LocalStack, settings: Settings) -> Vault:
+    return vault_named(VAULT, settings)
+
+
+_counter = iter(range(1000))
+
+
+def seed(stack: LocalStack, **kwargs: str) -> tuple[Seeded, StepInput]:
+    n = next(_counter)
+    seeded = stack.seed_login_secret(VAULT, f"db-password-{n}", login=f"app_{n}", **kwargs)
+    secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
+    return seeded, StepInput(
+        rotation_id=secret.rotation_id(seeded.version), secret=secret, version=seeded.version
+    )
+
+
+def value_of(stack: LocalStack, name: str, version: str | None = None) -> str:
+    return stack.secret_client(VAULT).get_secret(name, version).value or ""
+
+
+def enabled_pending(stack: LocalStack, name: str) -> list[str]:
+    client = stack.secret_client(VAULT)
+    try:
+        return [
+            p.version or "" for p in client.list_properties_of_secret_versions(name + "-pending") if p.enabled
+        ]
+    except Exception:  # the companion does not exist at all
+        return []
+
+
+def stage(step: StepInput, vault: Vault) -> StepInput:
+    staged = steps.stage_pending(StageInput(step, "postgresql-login", 24), vault, now=datetime.now(UTC))
+    return replace(step, pending_version=staged.pending_version)
+
+
+def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault, settings: Settings) -> None:
+    seeded, step = seed(stack, tags={metadata.VALIDITY_DAYS: "30", "team": "payments"})
+    old = value_of(stack, seeded.name)
+
+    plan = steps.plan(step, vault)
+    assert (plan.target_kind, plan.validity_days, plan.skip_reason) == ("postgresql-login", 30, None)
+
+    step = stage(step, vault)
+    assert stage(step, vault).pending_version == step.pending_version  # reused, not a second value
+    assert len(enabled_pending(stack, seeded.name)) == 1
+    new = value_of(stack, seeded.name + "-pending", step.pending_version)
+    assert new != old
+    assert len(new) == 32
+
+    assert steps.apply_target(step, vault, settings).changed is True
+    assert steps.apply_target(step, vault, settings).changed is False
+    assert stack.pg.can_login(seeded.login, new)
+    assert not stack.pg.can_login(seeded.login, old)
+    steps.verify_target(step, vault, settings)
+
+    now = datetime.now(UTC)
+    first = steps.promote(PromoteInput(step, plan.validity_days), vault, now=now)
+    again = steps.promote(PromoteInput(step, plan.validity_days), vault, now=now)
+    assert first.changed
+    assert not again.changed
+    assert first.new_version == again.new_version
+
+    current = stack.secret_client(VAULT).get_secret(seeded.name)
+    assert current.properties.version == first.new_version
+    assert current.value == new
+    tags = current.properties.tags or {}
+    assert tags[metadata.ROTATION_ID] == step.rotation_id
+    assert tags[metadata.PREVIOUS_VERSION] == seeded.version
+    assert tags["team"] == "payments"
+    assert tags[metadata.TARGET] == "postgresql-login"
+    expires = current.properties.expires_on
+    assert expires is not None
+    assert abs((expires - (now + timedelta(days=30))).total_seconds()) < 5
+
+    assert steps.discard_pending(step, vault).changed is True
+    assert steps.discard_pending(step, vault).changed is False
+    assert enabled_pending(stack, seeded.name) == []
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+
+
+def test_revert_restores_the_previous_password_and_runs_twice(
+    stack: LocalStack, vault: Vault, settings: Settings
+) -> None:
+    seeded, step = seed(stack)
+    old = value_of(stack, seeded.name)
+    step = stage(step, vault)
+    steps.apply_target(step, vault, settings)
+
+    assert steps.revert_target(step, vault, settings).changed is True
+    assert steps.revert_target(step, vault, settings).changed is False
+    assert stack.pg.can_login(seeded.login, old)
+    assert not stack.pg.can_login(
+        seeded.login, value_of(stack, seeded.name + "-pending", step.pending_version)
+    )
+    steps.discard_pending(step, vault)
+    assert enabled_pending(stack, seeded.name) == []
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+
+
+def test_revert_after_promotion_keeps_the_new_password(
+    stack: LocalStack, vault: Vault, settings: Settings
+) -> None:
+    seeded, step = seed(stack)
+    step = stage(step, vault)
+    steps.apply_target(step, vault, settings)
+    steps.promote(PromoteInput(step, 60), vault, now=datetime.now(UTC))
+
+    result = steps.revert_target(step, vault, settings)
+    assert result.changed is False
+    assert "promoted" in result.detail
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+
+
+def test_an_admin_secret_changes_the_login(stack: LocalStack, vault: Vault, settings: Settings) -> None:
+    admin = stack.seed_admin_secret(VAULT, "pg-admin-steps", login="rot_admin_steps")
+    login = "app_with_admin"
+    real = stack.create_login(login)
+    # With an admin the login's own password is not needed: the vault's copy is even wrong.
+    seeded = stack.seed_login_secret(
+        VAULT, "db-password-admin", login=login, admin=f"secret:{admin.name}", password="stale"
+    )
+    secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
+    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault)
+    assert steps.apply_target(step, vault, settings).changed is True
+    steps.verify_target(step, vault, settings)
+    assert not stack.pg.can_login(login, real)
+    # The undo restores what the vault held before: the target and the vault agree again.
+    assert steps.revert_target(step, vault, settings).changed is True
+    assert stack.pg.can_login(login, "stale")
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+
+
+def test_verify_refuses_a_value_the_target_never_got(
+    stack: LocalStack, vault: Vault, settings: Settings
+) -> None:
+    _, step = seed(stack)
+    step = stage(step, vault)
+    with pytest.raises(VerificationFailed) as failed:
+        steps.verify_target(step, vault, settings)
+    assert "[permanent]" in str(failed.value)
+
+
+def test_a_wrong_current_password_changes_nothing(
+    stack: LocalStack, vault: Vault, settings: Settings
+) -> None:
+    login = "app_wrong_current"
+    real = stack.create_login(login)
+    seeded = stack.seed_login_secret(VAULT, "db-password-wrong", login=login, password="not-the-password")
+    secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
+    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault)
+    with pytest.raises(AuthenticationFailed):
+        steps.apply_target(step, vault, settings)
+    assert stack.pg.can_login(login, real)
+
+
+def test_stage_disables_a_pending_value_left_by_another_rotation(stack: LocalStack, vault: Vault) -> None:
+    seeded, step = seed(stack)
+    leftover = stage(replace(step, rotation_id=step.rotation_id + "-old"), vault)
+    mine = stage(step, vault)
+    assert enabled_pending(stack, seeded.name) == [mine.pending_version]
+    assert leftover.pending_version != mine.pending_version
+
+
+def test_plan_skips_a_version_that_is_no_longer_current(stack: LocalStack, vault: Vault) -> None:
+    seeded, step = seed(stack)
+    stack.seed_login_secret(VAULT, seeded.name, login=seeded.login, password=value_of(stack, seeded.name))
+    plan = steps.plan(step, vault)
+    assert plan.skip_reason is not None
+    assert "no longer current" in plan.skip_reason
+
+
+def test_key_vault_unavailable_is_transient(stack: LocalStack, vault: Vault) -> None:
+    _seeded, step = seed(stack)
+    assert stack.cloud is not None
+    # More 503s than the SDK's own retry policy absorbs (3 status retries).
+    stack.cloud.admin.inject_fault(kind="unavailable", target=VAULT, operation="get_secret", count=4)
+    try:
+        with pytest.raises(TransientError):
+            steps.plan(step, vault)
+    finally:
+        stack.cloud.admin.clear_faults()
+    assert steps.plan(step, vault).skip_reason is None
+
+
+def test_no_value_reaches_the_log(
+    stack: LocalStack, vault: Vault, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    seeded, step = seed(stack)
+    old = value_of(stack, seeded.name)
+    step = stage(step, vault)
+    steps.apply_target(step, vault, settings)
+    steps.verify_target(step, vault, settings)
+    steps.promote(PromoteInput(step, 60), vault, now=datetime.now(UTC))
+    steps.discard_pending(step, vault)
+    new = value_of(stack, seeded.name)
+    assert caplog.records, "the steps should log what they did"
+    for value in (old, new):
+        assert value not in caplog.text
