@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,7 +46,7 @@ def vault(stack: LocalStack, settings: Settings) -> Vault:
 _counter = iter(range(1000))
 
 
-def seed(stack: LocalStack, **kwargs: str) -> tuple[Seeded, StepInput]:
+def seed(stack: LocalStack, **kwargs: Any) -> tuple[Seeded, StepInput]:
     n = next(_counter)
     seeded = stack.seed_login_secret(VAULT, f"db-password-{n}", login=f"app_{n}", **kwargs)
     secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
