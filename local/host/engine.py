@@ -1,0 +1,254 @@
+"""The durable engine's scheduling: which episode runs next, activities on a bounded pool, timers.
+
+Three loops share the event loop:
+- the orchestration loop takes ready instances one at a time and runs an episode for each
+  (episodes of one instance are therefore never concurrent; many instances are in flight because
+  an episode only schedules work and returns);
+- each activity runs as its own task, bounded by ``max_activities`` (host.json's
+  maxConcurrentActivityFunctions), and commits its result to the inbox before the orchestrator
+  can see it;
+- the timer loop sleeps until the earliest durable timer is due on the host clock.
+
+On start the engine recovers from whatever the store holds: instances with inbox items are ready,
+every activity row is a scheduled activity without a result (run again: at-least-once), and timers
+are simply still in their table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from azure.functions import meta
+from azure.functions.durable_functions import ActivityTriggerConverter
+
+from local.host import history
+from local.host.clock import HostClock, from_epoch, to_iso
+from local.host.episode import EpisodeResult, EpisodeRunner
+from local.host.failures import activity_failure, missing_activity_failure
+from local.host.function_index import FunctionIndex
+from local.host.invoker import Invoker
+from local.host.store import ActivityItem, Store
+
+logger = logging.getLogger(__name__)
+
+# The timer loop re-checks at least this often, so a lost wake-up can only delay a timer a little.
+MAX_TIMER_SLEEP_SECONDS = 30.0
+
+
+class DurableEngine:
+    """Runs episodes, activities and timers for one task hub."""
+
+    def __init__(
+        self, store: Store, index: FunctionIndex, clock: HostClock, *, invoker: Invoker, max_activities: int
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.clock = clock
+        self.invoker = invoker
+        self.max_activities = max_activities
+        self.runner = EpisodeRunner(store, index, clock)
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._queued: set[str] = set()
+        self._slots = asyncio.Semaphore(max_activities)
+        self._executor = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
+        self._timer_wakeup = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
+        self._activities: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.episodes_run = 0
+        self.activities_run = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        latest = self.store.max_updated_at()
+        if latest is not None:
+            # After a restart the host clock must not run behind what orchestrations already saw.
+            self.clock.not_before(latest)
+        self.clock.on_jump(self._on_clock_jump)
+        recovered = self.store.instances_with_inbox()
+        for instance_id in recovered:
+            self.wake(instance_id)
+        pending = self.store.pending_activities()
+        for item in pending:
+            self._dispatch_activity(item)
+        if recovered or pending:
+            logger.info(
+                "recovered %d instances with pending events and %d activities without a result",
+                len(recovered),
+                len(pending),
+            )
+        self._loops = [
+            asyncio.create_task(self._orchestration_loop(), name="orchestrations"),
+            asyncio.create_task(self._timer_loop(), name="durable-timers"),
+        ]
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self._activities]:
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._activities, return_exceptions=True)
+        # Activities still running in threads are abandoned; their rows stay and run again on restart.
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def wake(self, instance_id: str) -> None:
+        if instance_id not in self._queued:
+            self._queued.add(instance_id)
+            self._ready.put_nowait(instance_id)
+
+    def timers_changed(self) -> None:
+        self._timer_wakeup.set()
+
+    def _on_clock_jump(self) -> None:
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._timer_wakeup.set)
+
+    # -- orchestrations ---------------------------------------------------------------------------
+    async def _orchestration_loop(self) -> None:
+        while True:
+            instance_id = await self._ready.get()
+            self._queued.discard(instance_id)
+            started = time.perf_counter()
+            try:
+                result = self.runner.run(instance_id)
+            except Exception as exc:
+                # A host bug or a storage failure: keep serving, the inbox still holds the events.
+                logger.error(
+                    "episode for instance %s failed inside the host: %s", instance_id, type(exc).__name__
+                )
+                logger.debug("episode failure", exc_info=True)
+                await asyncio.sleep(0.5)
+                continue
+            if result is not None:
+                self._after_episode(result, (time.perf_counter() - started) * 1000)
+            # Let HTTP handlers and activity completions run between episodes.
+            await asyncio.sleep(0)
+
+    def _after_episode(self, result: EpisodeResult, elapsed_ms: float) -> None:
+        self.episodes_run += 1
+        for item in result.activities:
+            self._dispatch_activity(item)
+        for other in result.wake:
+            self.wake(other)
+        if result.more:
+            self.wake(result.instance_id)
+        if result.timers_changed:
+            self._timer_wakeup.set()
+        logger.info(
+            "episode %s [%s] delivered %d, scheduled %d, now %s (%.1f ms)",
+            result.name,
+            result.instance_id,
+            result.delivered,
+            result.scheduled,
+            result.status,
+            elapsed_ms,
+        )
+
+    # -- activities -------------------------------------------------------------------------------
+    def _dispatch_activity(self, item: ActivityItem) -> None:
+        task = asyncio.create_task(self._run_activity(item), name=f"activity-{item.id}")
+        self._activities.add(task)
+        task.add_done_callback(self._activities.discard)
+
+    async def _run_activity(self, item: ActivityItem) -> None:
+        async with self._slots:
+            started = time.perf_counter()
+            event, outcome = await self._execute_activity(item)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+        delivered = False
+        with self.store.transaction():
+            # The row is gone if the instance ended (terminated, failed) while the activity ran.
+            if self.store.delete_activity(item.id):
+                instance = self.store.get_instance(item.instance_id)
+                if (
+                    instance is not None
+                    and instance.execution_id == item.execution_id
+                    and not instance.is_terminal
+                ):
+                    self.store.add_inbox(item.instance_id, item.execution_id, event)
+                    delivered = True
+        self.activities_run += 1
+        if delivered:
+            self.wake(item.instance_id)
+        logger.info(
+            "activity %s [%s task %d] %s (%.1f ms)%s",
+            item.name,
+            item.instance_id,
+            item.task_id,
+            outcome,
+            elapsed_ms,
+            "" if delivered else ", result dropped: the instance moved on",
+        )
+
+    async def _execute_activity(self, item: ActivityItem) -> tuple[dict[str, Any], str]:
+        entry = self.index.activities.get(item.name)
+        if entry is None:
+            reason, details = missing_activity_failure(item.name)
+            return history.task_failed(
+                self._timestamp(), item.task_id, reason=reason, details=details
+            ), "failed"
+        try:
+            # The worker decodes the activity input with the SDK's own converter (JSON, else raw text).
+            argument = (
+                None
+                if item.input is None
+                else ActivityTriggerConverter.decode(
+                    meta.Datum(value=item.input, type="string"), trigger_metadata={}
+                )
+            )
+            value = await self.invoker.call(entry, argument, executor=self._executor)
+            result = ActivityTriggerConverter.encode(value, expected_type=None).value
+        except Exception as exc:
+            reason, details = activity_failure(item.name, exc)
+            event = history.task_failed(self._timestamp(), item.task_id, reason=reason, details=details)
+            return event, f"failed with {type(exc).__name__}"
+        return history.task_completed(self._timestamp(), item.task_id, result), "succeeded"
+
+    def _timestamp(self) -> str:
+        return to_iso(self.clock.now())
+
+    # -- durable timers ---------------------------------------------------------------------------
+    async def _timer_loop(self) -> None:
+        while True:
+            self._timer_wakeup.clear()
+            try:
+                woken = self._fire_due_timers()
+            except Exception as exc:
+                logger.error("firing durable timers failed: %s", type(exc).__name__)
+                woken = set()
+            for instance_id in woken:
+                self.wake(instance_id)
+            next_at = self.store.next_timer_at()
+            timeout = MAX_TIMER_SLEEP_SECONDS
+            if next_at is not None:
+                timeout = min(timeout, self.clock.wall_seconds_until(next_at))
+            if timeout <= 0:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
+
+    def _fire_due_timers(self) -> set[str]:
+        now = self.clock.now_epoch()
+        due = self.store.due_timers(now)
+        if not due:
+            return set()
+        woken: set[str] = set()
+        timestamp = to_iso(from_epoch(now))
+        with self.store.transaction():
+            for timer in due:
+                self.store.delete_timer(timer.id)
+                instance = self.store.get_instance(timer.instance_id)
+                if instance is None or instance.is_terminal or instance.execution_id != timer.execution_id:
+                    continue
+                event = history.timer_fired(timestamp, timer.timer_id, timer.fire_at_text)
+                self.store.add_inbox(timer.instance_id, timer.execution_id, event)
+                woken.add(timer.instance_id)
+        for instance_id in woken:
+            logger.info("durable timer fired for instance %s", instance_id)
+        return woken
