@@ -150,6 +150,10 @@ class DurableEngine:
         )
 
     # -- activities -------------------------------------------------------------------------------
+    def dispatch_activity(self, item: ActivityItem) -> None:
+        """Run a committed activity work item (used by rewind, which re-schedules failed work)."""
+        self._dispatch_activity(item)
+
     def _dispatch_activity(self, item: ActivityItem) -> None:
         task = asyncio.create_task(self._run_activity(item), name=f"activity-{item.id}")
         self._activities.add(task)

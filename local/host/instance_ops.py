@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from local.host import history
 from local.host.clock import HostClock, parse_iso, to_iso
@@ -20,7 +19,7 @@ from local.host.failures import unknown_function_message
 from local.host.function_index import FunctionIndex
 from local.host.history import EventType
 from local.host.lifecycle import RUNNING_STATUSES, create_instance, new_instance_id
-from local.host.store import Instance, InstanceQuery, Store
+from local.host.store import ActivityItem, Instance, InstanceQuery, Store
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +36,16 @@ class ClientError(Exception):
         self.status = status
         self.message = message
         self.exception_message = exception_message
+
+
+class EngineHooks(Protocol):
+    """What client operations tell the engine after committing (see DurableEngine)."""
+
+    def wake(self, instance_id: str) -> None: ...
+
+    def dispatch_activity(self, item: ActivityItem) -> None: ...
+
+    def timers_changed(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,13 +67,12 @@ def _invalid_id_reason(instance_id: str) -> str | None:
 class InstanceOperations:
     """The task hub's client API, shared by the public webhook routes and the SDK's RPC routes."""
 
-    def __init__(
-        self, store: Store, index: FunctionIndex, clock: HostClock, wake: Callable[[str], None]
-    ) -> None:
+    def __init__(self, store: Store, index: FunctionIndex, clock: HostClock, engine: EngineHooks) -> None:
         self.store = store
         self.index = index
         self.clock = clock
-        self.wake = wake
+        self.engine = engine
+        self.wake = engine.wake
 
     def _timestamp(self) -> str:
         return to_iso(self.clock.now())
@@ -213,13 +221,17 @@ class InstanceOperations:
                 "The rewind operation is only supported on failed orchestration instances.",
             )
         woken: set[str] = set()
+        activities: list[ActivityItem] = []
         with self.store.transaction():
-            self._rewind(instance, woken)
+            self._rewind(instance, woken, activities)
+        for item in activities:
+            self.engine.dispatch_activity(item)
+        self.engine.timers_changed()
         for target in woken:
             self.wake(target)
         logger.info("rewound instance %s", instance_id)
 
-    def _rewind(self, instance: Instance, woken: set[str]) -> None:
+    def _rewind(self, instance: Instance, woken: set[str], activities: list[ActivityItem]) -> None:
         events = self.history_events(instance.instance_id)
         cut, state, failed_event = self._rewind_point(instance, events)
         prefix, suffix = events[:cut], events[cut:]
@@ -246,8 +258,14 @@ class InstanceOperations:
             event_type = event.get("EventType")
             event_id = int(event.get("EventId", -1))
             if event_type == EventType.TASK_SCHEDULED and ("task", event_id) not in done:
-                self.store.add_activity(
-                    instance.instance_id, instance.execution_id, event_id, event["Name"], event.get("Input")
+                input_text = event.get("Input")
+                row = self.store.add_activity(
+                    instance.instance_id, instance.execution_id, event_id, event["Name"], input_text
+                )
+                activities.append(
+                    ActivityItem(
+                        row, instance.instance_id, instance.execution_id, event_id, event["Name"], input_text
+                    )
                 )
             elif (
                 event_type == EventType.TIMER_CREATED
@@ -263,7 +281,7 @@ class InstanceOperations:
                     fire_text,
                 )
             elif event_type == EventType.SUB_ORCHESTRATION_CREATED and ("task", event_id) not in done:
-                self._revive_child(instance, event, woken)
+                self._revive_child(instance, event, woken, activities)
         instance.status = "Running"
         instance.output = None
         instance.engine = state.to_dict()
@@ -290,7 +308,9 @@ class InstanceOperations:
             return 0, EngineState(), failure
         return snapshot[0], EngineState.from_dict(snapshot[1]), failure
 
-    def _revive_child(self, parent: Instance, created: dict[str, Any], woken: set[str]) -> None:
+    def _revive_child(
+        self, parent: Instance, created: dict[str, Any], woken: set[str], activities: list[ActivityItem]
+    ) -> None:
         child = self.store.get_instance(created["InstanceId"])
         timestamp = self._timestamp()
         if child is None:
@@ -312,7 +332,7 @@ class InstanceOperations:
             event = history.sub_orchestration_completed(timestamp, created["EventId"], child.output)
             self.store.add_inbox(parent.instance_id, parent.execution_id, event)
         elif child.status == "Failed":
-            self._rewind(child, woken)
+            self._rewind(child, woken, activities)
         elif child.is_terminal:
             event = history.sub_orchestration_failed(
                 timestamp,

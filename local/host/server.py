@@ -82,7 +82,7 @@ class LocalHost:
         self._engine = engine = DurableEngine(
             store, index, clock, invoker=invoker, max_activities=max_activities
         )
-        operations = InstanceOperations(store, index, clock, engine.wake)
+        operations = InstanceOperations(store, index, clock, engine)
         self._timers = timers = TimerTriggers(index.timers, invoker=invoker, clock=clock, environ=os.environ)
         durable_api = DurableHttpApi(operations, urls, clock, authorizer)
         http_router = HttpTriggerRouter(index.http, invoker=invoker, authorizer=authorizer)

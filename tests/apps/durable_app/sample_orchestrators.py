@@ -19,6 +19,13 @@ def _marker(error: Exception) -> str:
     return "unknown"
 
 
+def _count(value: object, key: str, default: int) -> int:
+    """Accept {"<key>": n} (any client) or a bare n (the Python client encodes it as JSON text)."""
+    if isinstance(value, dict):
+        return int(value.get(key, default))
+    return int(value or default)
+
+
 def _decision(value: object) -> object:
     # The Python client's raise_event double-encodes its data, so the orchestrator receives JSON text.
     if isinstance(value, str):
@@ -78,7 +85,7 @@ def approval_flow(context: df.DurableOrchestrationContext):
 def chain(context: df.DurableOrchestrationContext):
     """n sequential activity calls (the 100-step scenario)."""
     total = 0
-    for _ in range(int(context.get_input() or 1)):
+    for _ in range(_count(context.get_input(), "steps", 1)):
         total = yield context.call_activity("add_one", total)
     return total
 
@@ -101,7 +108,7 @@ def slow_chain(context: df.DurableOrchestrationContext):
 
 @bp.orchestration_trigger(context_name="context")
 def fan_out(context: df.DurableOrchestrationContext):
-    count = int(context.get_input() or 2)
+    count = _count(context.get_input(), "count", 2)
     results = yield context.task_all([context.call_activity("echo", index) for index in range(count)])
     return sum(results)
 
@@ -112,6 +119,30 @@ def noop_six(context: df.DurableOrchestrationContext):
     for step in range(6):
         yield context.call_activity("noop", step)
     return 6
+
+
+@bp.orchestration_trigger(context_name="context")
+def retry_in_fan_out(context: df.DurableOrchestrationContext):
+    """Retries inside task_all: the SDK numbers retry timers while replaying, between other tasks."""
+    key = context.instance_id
+    results = yield context.task_all(
+        [
+            context.call_activity_with_retry(
+                "flaky_stage", RETRY, {"ref": {"name": key, "version": "a"}, "fail_times": 2}
+            ),
+            context.call_activity("sleepy", 0.05),
+            context.call_activity_with_retry(
+                "flaky_stage", RETRY, {"ref": {"name": key, "version": "b"}, "fail_times": 1}
+            ),
+            context.call_activity("echo", "plain"),
+        ]
+    )
+    after = yield context.call_activity("echo", "after")
+    return {
+        "attempts": [results[0]["attempts"], results[2]["attempts"]],
+        "others": [results[1], results[3]],
+        "after": after,
+    }
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -166,7 +197,8 @@ def wait_forever(context: df.DurableOrchestrationContext):
     context.set_custom_status("waiting")
     value = yield context.wait_for_external_event("Continue")
     after = yield context.call_activity("echo", "resumed")
-    return {"event": _decision(value), "after": after}
+    # The raw value: JSON text when the Python client raised it, the object when plain HTTP did.
+    return {"event": value, "type": type(value).__name__, "after": after}
 
 
 @bp.orchestration_trigger(context_name="context")

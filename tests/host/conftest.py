@@ -1,0 +1,70 @@
+"""Fixtures of the local host's tests: hosts as real subprocesses on free ports with temporary data.
+
+Every host a test starts is stopped at teardown, even when the test failed (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from host_helpers import DURABLE_APP, NEVER, Api
+
+from local.host.process import HostProcess
+
+
+@dataclass
+class RunningHost:
+    process: HostProcess
+    api: Api
+    state_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
+
+HostFactory = Callable[..., RunningHost]
+
+
+def _factory(make_dir: Callable[[], Path], started: list[HostProcess]) -> HostFactory:
+    def make(
+        *, app: Path = DURABLE_APP, env: dict[str, str] | None = None, start: bool = True, **options: Any
+    ) -> RunningHost:
+        data = make_dir()
+        state = data / "state"
+        full_env = {"SAMPLE_STATE_DIR": str(state), "SAMPLE_SWEEP_SCHEDULE": NEVER, **(env or {})}
+        process = HostProcess(app, data / "host", env=full_env, **options)
+        started.append(process)
+        if start:
+            process.start()
+        return RunningHost(process, Api(process.base_url), state)
+
+    return make
+
+
+def _stop_all(started: list[HostProcess]) -> None:
+    for process in started:
+        try:
+            process.stop(timeout=10)
+        finally:
+            process.kill()
+
+
+@pytest.fixture(scope="module")
+def module_host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
+    """Hosts shared by the tests of one module (they use distinct instance ids)."""
+    started: list[HostProcess] = []
+    yield _factory(lambda: tmp_path_factory.mktemp("host"), started)
+    _stop_all(started)
+
+
+@pytest.fixture
+def host_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFactory]:
+    """Hosts owned by one test (restarts, kills, special options)."""
+    started: list[HostProcess] = []
+    yield _factory(lambda: tmp_path_factory.mktemp("host"), started)
+    _stop_all(started)
