@@ -1,10 +1,16 @@
 """The hub Function App: composition only. Each blueprint lives in its own module."""
 
+import logging
+
 import azure.durable_functions as df
 
 from activities import consumers, pending, plan, promote, target
 from orchestrators import rotate_secret
 from starters import event_grid, http_api, sweep
+
+# The SDK's HTTP logging policy writes every request's headers at INFO; names and versions in
+# our own log lines are what operators need, so only its warnings pass.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 app = df.DFApp()
 

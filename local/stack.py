@@ -24,9 +24,11 @@ from azure.keyvault.secrets import SecretClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from local.cloud.process import LocalCloud
+from local.host.process import HostProcess
 from local.postgres import PostgresCluster, free_port
 from rotation import clients, metadata
-from rotation.settings import Settings
+from rotation.model import SecretRef
+from rotation.settings import SETTINGS, Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDER = "seeder-identity"
@@ -55,15 +57,20 @@ class LocalStack:
         self,
         data_dir: Path,
         *,
+        with_host: bool = True,
+        time_scale: float | None = None,
         app_settings: Mapping[str, str] | None = None,
         cloud_env: Mapping[str, str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
+        self.with_host = with_host
+        self.time_scale = time_scale
         self.extra_app_settings = dict(app_settings or {})
         self.extra_cloud_env = dict(cloud_env or {})
         self.hub_port = free_port()
         self.pg = PostgresCluster()
         self.cloud: LocalCloud | None = None
+        self.host: HostProcess | None = None
         self._credentials: dict[str, ManagedIdentityCredential] = {}
 
     @property
@@ -91,12 +98,23 @@ class LocalStack:
             os.environ.update(self.cloud.client_env)
             # Clients built before belong to another cloud (other ports, other CA).
             clients.clear_cache()
+            if self.with_host:
+                self.host = HostProcess(
+                    REPO_ROOT,
+                    self.data_dir / "host",
+                    port=self.hub_port,
+                    env={**self.cloud.client_env, **self.app_settings()},
+                    time_scale=self.time_scale,
+                ).start()
         except BaseException:
             self.stop()
             raise
         return self
 
     def stop(self) -> None:
+        if self.host is not None:
+            self.host.stop()
+            self.host = None
         if self.cloud is not None:
             self.cloud.stop()
             self.cloud = None
@@ -119,7 +137,10 @@ class LocalStack:
         """The hub's app settings for this stack: both spoke subscriptions allowed, both vaults
         swept, and retries quick enough for tests (overridable through ``app_settings``)."""
         vaults = sorted(self.info["vaults"])
-        settings = {
+        # Every setting is present, as in Azure (the host resolves %NAME% in trigger arguments
+        # from app settings, so a missing one stops it).
+        settings = {spec.name: spec.default for spec in SETTINGS}
+        settings |= {
             "AZURE_CLIENT_ID": self.info["client_env"]["AZURE_CLIENT_ID"],
             "ROTATION_ALLOWED_SUBSCRIPTIONS": ",".join(sorted({self.subscription_of(v) for v in vaults})),
             "ROTATION_SWEEP_VAULTS": ",".join(self.vault_arm_id(v) for v in vaults),
@@ -129,6 +150,11 @@ class LocalStack:
         }
         settings.update(self.extra_app_settings)
         return settings
+
+    def rotation_id(self, seeded: Seeded) -> str:
+        """The instance id the hub gives the rotation of ``seeded``'s version."""
+        secret = SecretRef(self.subscription_of(seeded.vault), seeded.vault, seeded.name)
+        return secret.rotation_id(seeded.version)
 
     def settings(self) -> Settings:
         return Settings.from_environ({**os.environ, **self.app_settings()})

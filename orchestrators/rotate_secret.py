@@ -7,6 +7,8 @@ last-in-first-out on failure. Only references cross this boundary, never a secre
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Generator
 from dataclasses import replace
 from datetime import timedelta
@@ -15,6 +17,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from orchestrators.saga import Saga, StepError, StepFailed
+from rotation.errors import InvalidRequest
 from rotation.model import (
     ConsumerInput,
     Decision,
@@ -130,11 +133,16 @@ def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any,
 
 
 def _parse_decision(raw: object) -> Decision:
-    # The Durable HTTP API lets anyone with the system key raise any payload: whatever is not a
-    # well-formed approval counts as a rejection (fail closed).
+    # The Python durable client JSON-encodes event data before posting it, and the host keeps
+    # that string as the event's payload: a dict sent by raise_event arrives as its JSON text.
+    if isinstance(raw, str):
+        with contextlib.suppress(ValueError):
+            raw = json.loads(raw)
+    # Anyone with the system key can raise any payload through the Durable HTTP API: whatever
+    # is not a well-formed decision counts as a rejection (fail closed).
     try:
         return Decision.from_dict(raw)
-    except Exception:
+    except InvalidRequest:
         return Decision(approved=False, approver="unknown", reason="malformed decision event")
 
 

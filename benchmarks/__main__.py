@@ -1,0 +1,29 @@
+"""``make bench``: every benchmark in turn, each printing its own table.
+
+Each module also runs alone (``python -m benchmarks.<name> --help`` for its options). Figures
+go into the README by hand, with the machine they were measured on: nothing here asserts a
+time.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = ("host_engine", "cloud_keyvault", "rotation")
+
+
+def main() -> int:
+    failed = []
+    for name in BENCHMARKS:
+        print(f"\n== benchmarks.{name} ==", flush=True)
+        module = importlib.import_module(f"benchmarks.{name}")
+        if module.main([]) != 0:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The demo's world: which secrets exist, who consumes them, and how to watch rotations.
+
+Shared by ``make demo`` (local/demo.py), ``make up`` (local/up.py), the end-to-end tests and the
+benchmarks, so they all exercise the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from local.stack import (
+    CONSUMER_DATABASE,
+    CONSUMER_LOGIN,
+    CONSUMER_SECRET,
+    CONSUMER_SITE,
+    LocalStack,
+    Seeded,
+)
+from rotation import metadata
+
+ENDED = ("Completed", "Failed", "Terminated")
+
+
+@dataclass(frozen=True)
+class DemoSecrets:
+    consumer: Seeded  # read by the consumer app; rotation restarts it
+    approved: Seeded  # rotation-approval: required, changed by an admin login kept in the vault
+    plain: Seeded  # in the second vault, changes itself
+
+
+def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
+    """Three PostgreSQL logins and their secrets, all inside the near-expiry window."""
+    site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
+    consumer = stack.seed_login_secret(
+        "spoke1-kv",
+        CONSUMER_SECRET,
+        login=CONSUMER_LOGIN,
+        database=CONSUMER_DATABASE,
+        tags={metadata.CONSUMERS: site_id},
+    )
+    admin = stack.seed_admin_secret("spoke2-kv", "pg-admin")
+    approved = stack.seed_login_secret(
+        "spoke2-kv",
+        "reporting-db-password",
+        login="reporting_user",
+        admin=f"secret:{admin.name}",
+        tags={metadata.APPROVAL: "required", metadata.VALIDITY_DAYS: "30"},
+    )
+    plain = stack.seed_login_secret("spoke2-kv", "batch-db-password", login="batch_user")
+    return DemoSecrets(consumer=consumer, approved=approved, plain=plain)
+
+
+def start_consumer(stack: LocalStack, *, timeout: float = 60) -> dict[str, Any]:
+    """Start the consumer site through ARM (as an operator) and wait until it is healthy."""
+    site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
+    subscription, resource_group = site_id.split("/")[2], site_id.split("/")[4]
+    client = stack.web_client(subscription)
+    client.web_apps.start(resource_group, CONSUMER_SITE)
+    deadline = time.monotonic() + timeout
+    while client.web_apps.get(resource_group, CONSUMER_SITE).state != "Running":
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{CONSUMER_SITE} did not report Running within {timeout:g}s")
+        time.sleep(0.5)
+    return consumer_health(stack)
+
+
+def consumer_health(stack: LocalStack) -> dict[str, Any]:
+    """What the consumer app says at /health: whether its password logs in, and its version."""
+    url = str(stack.info["sites"][CONSUMER_SITE]["url"]) + "/health"
+    try:
+        with _opener.open(url, timeout=10) as response:
+            body: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as exc:
+        body = json.load(exc)
+    except OSError as exc:
+        body = {"ok": False, "error": type(exc).__name__}
+    return body
+
+
+# Talks to 127.0.0.1 only: never through the cloud's proxy.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def hub_call(stack: LocalStack, method: str, path: str, body: object = None) -> tuple[int, Any]:
+    """Call the hub's HTTP API; returns (status, parsed JSON body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 (hub_url is http://127.0.0.1:<port>)
+        stack.hub_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with _opener.open(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def rotations(stack: LocalStack) -> list[dict[str, Any]]:
+    status, body = hub_call(stack, "GET", "/api/rotations")
+    if status != 200:
+        raise RuntimeError(f"GET /api/rotations answered {status}: {body}")
+    return list(body["rotations"])
+
+
+def rotation(stack: LocalStack, rotation_id: str) -> dict[str, Any]:
+    status, body = hub_call(stack, "GET", f"/api/rotations/{rotation_id}")
+    if status != 200:
+        raise RuntimeError(f"GET /api/rotations/{rotation_id} answered {status}: {body}")
+    return dict(body)
+
+
+def wait_for(
+    stack: LocalStack,
+    rotation_id: str,
+    *,
+    until: tuple[str, ...] = ENDED,
+    step: str | None = None,
+    timeout: float = 120,
+) -> dict[str, Any]:
+    """Poll one rotation until its runtime status is in ``until`` (or it reaches ``step``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = hub_call(stack, "GET", f"/api/rotations/{rotation_id}")
+        if status == 200:
+            reached_step = step is not None and (body.get("status") or {}).get("step") == step
+            if body["runtimeStatus"] in until or reached_step:
+                return dict(body)
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"rotation {rotation_id} did not reach {step or until} within {timeout:g}s: {body}"
+            )
+        time.sleep(0.3)
