@@ -32,11 +32,17 @@ HostFactory = Callable[..., RunningHost]
 
 def _factory(make_dir: Callable[[], Path], started: list[HostProcess]) -> HostFactory:
     def make(
-        *, app: Path = DURABLE_APP, env: dict[str, str] | None = None, start: bool = True, **options: Any
+        *,
+        app: Path = DURABLE_APP,
+        env: dict[str, str | None] | None = None,
+        start: bool = True,
+        **options: Any,
     ) -> RunningHost:
+        """Start a host on ``app``; an ``env`` value of None leaves that variable unset."""
         data = make_dir()
         state = data / "state"
-        full_env = {"SAMPLE_STATE_DIR": str(state), "SAMPLE_SWEEP_SCHEDULE": NEVER, **(env or {})}
+        defaults: dict[str, str | None] = {"SAMPLE_STATE_DIR": str(state), "SAMPLE_SWEEP_SCHEDULE": NEVER}
+        full_env = {name: value for name, value in {**defaults, **(env or {})}.items() if value is not None}
         process = HostProcess(app, data / "host", env=full_env, **options)
         started.append(process)
         if start:

@@ -64,9 +64,9 @@ class Api:
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=all_headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return Reply(response.status, dict(response.headers), response.read())
+                return Reply(response.status, response.headers, response.read())
         except urllib.error.HTTPError as error:
-            return Reply(error.code, dict(error.headers), error.read())
+            return Reply(error.code, error.headers, error.read())
 
     # -- the Durable HTTP API --------------------------------------------------------------------
     def start(self, name: str, instance_id: str = "", payload: Any = None) -> str:
