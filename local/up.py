@@ -1,0 +1,55 @@
+"""``make up``: the demo's stack in the foreground, to try the hub by hand; Ctrl-C stops it.
+
+Prints the endpoints, the environment file a shell can source to use the Azure SDK against the
+local cloud, and a few commands to start with. The demo's secrets are seeded near expiry, so
+the cloud's expiry scan starts their rotations within seconds; the one that requires approval
+waits for you.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import threading
+
+from local.scenario import seed_demo_secrets, start_consumer
+from local.stack import REPO_ROOT, LocalStack
+
+
+def main() -> int:
+    data = REPO_ROOT / ".data" / "up"
+    shutil.rmtree(data, ignore_errors=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with LocalStack(data) as stack:
+        assert stack.cloud is not None
+        assert stack.host is not None
+        seeded = seed_demo_secrets(stack)
+        start_consumer(stack)
+        approve = stack.rotation_id(seeded.approved)
+        print(
+            f"""
+Key Vault Rotation Hub, running locally (Ctrl-C stops everything)
+
+  hub (Functions host)   {stack.hub_url}   log: {stack.host.log_path}
+  local cloud admin      {stack.cloud.admin_url}
+  environment file       {stack.cloud.data_dir / "env"}   (source it to use the Azure SDK here)
+  PostgreSQL             127.0.0.1:{stack.pg.port}
+  vaults                 {", ".join(f"https://{v}.vault.azure.net" for v in sorted(stack.info["vaults"]))}
+
+Try:
+  curl -s {stack.hub_url}/api/rotations
+  curl -s -X POST {stack.hub_url}/api/rotations/{approve}/approve -d '{{"approver": "me"}}'
+  curl -s -X POST {stack.hub_url}/api/rotations -d '{{"vault": "spoke2-kv", "secret": "batch-db-password"}}'
+  curl -s {stack.hub_url}/runtime/webhooks/durabletask/instances
+""",
+            flush=True,
+        )
+        stop.wait()
+    print("stopped everything")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
