@@ -1,0 +1,20 @@
+"""The whole stack, started as a user starts it: PostgreSQL, the local cloud, the local host
+running this app (the real Durable Functions SDK, the real Azure SDK clients through the HTTPS
+proxy). One stack per test module; each test seeds secrets of its own, so tests in a module do
+not see each other's rotations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.stack import LocalStack
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as running:
+        yield running
