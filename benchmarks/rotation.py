@@ -1,0 +1,163 @@
+"""What a rotation costs: the orchestration's overhead, throughput, memory, history and requests.
+
+1. One rotation's wall time through the local host (an HTTP request to rotate now, until the
+   orchestration reports Completed) against the same domain-core functions called in sequence
+   in this process: the ratio is what the durable orchestration adds.
+2. Rotations per second and the host's peak memory for many secrets across the two vaults,
+   all started by one run of the sweep.
+3. History events and Key Vault requests (by the hub's identity) per rotation.
+
+Runs against the whole local stack (PostgreSQL, local cloud, local host); prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+from local.scenario import ENDED, hub_call, rotations
+from local.stack import LocalStack, Seeded
+from rotation import steps
+from rotation.clients import vault_named
+from rotation.model import PromoteInput, SecretRef, StageInput, StepInput
+
+POLL_SECONDS = 0.005
+
+
+def rotate_in_process(stack: LocalStack, seeded: Seeded) -> float:
+    """The domain-core steps of one rotation, called in sequence; returns seconds."""
+    settings = stack.settings()
+    vault = vault_named(seeded.vault, settings)
+    secret = SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name)
+    step = StepInput(secret.rotation_id(seeded.version), secret, seeded.version)
+    started = time.perf_counter()
+    plan = steps.plan(step, vault)
+    staged = steps.stage_pending(StageInput(step, plan.target_kind, 24), vault, now=datetime.now(UTC))
+    step = StepInput(step.rotation_id, secret, seeded.version, staged.pending_version)
+    steps.apply_target(step, vault, settings)
+    steps.verify_target(step, vault, settings)
+    steps.promote(PromoteInput(step, plan.validity_days), vault, now=datetime.now(UTC))
+    steps.discard_pending(step, vault)
+    return time.perf_counter() - started
+
+
+def rotate_through_host(stack: LocalStack, seeded: Seeded) -> float:
+    """POST /api/rotations, then poll until the orchestration ends; returns seconds."""
+    started = time.perf_counter()
+    code, body = hub_call(stack, "POST", "/api/rotations", {"vault": seeded.vault, "secret": seeded.name})
+    if code != 202:
+        raise RuntimeError(f"rotate now answered {code}: {body}")
+    while True:
+        code, status = hub_call(stack, "GET", f"/api/rotations/{body['id']}")
+        if code == 200 and status["runtimeStatus"] in ENDED:
+            if status["runtimeStatus"] != "Completed":
+                raise RuntimeError(
+                    f"rotation {body['id']} ended {status['runtimeStatus']}: {status['status']}"
+                )
+            return time.perf_counter() - started
+        time.sleep(POLL_SECONDS)
+
+
+def history_events(stack: LocalStack, rotation_id: str) -> tuple[int, int]:
+    """(events the task hub stores, entries the Durable HTTP API's showHistory summary lists)."""
+    assert stack.host is not None
+    with sqlite3.connect(f"file:{stack.host.data_dir / 'durable.sqlite'}?mode=ro", uri=True) as db:
+        (stored,) = db.execute(
+            "SELECT count(*) FROM history WHERE instance_id = ?", (rotation_id,)
+        ).fetchone()
+    url = f"{stack.hub_url}/runtime/webhooks/durabletask/instances/{rotation_id}?showHistory=true"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=30) as response:
+        summary = len(json.load(response).get("historyEvents") or [])
+    return int(stored), summary
+
+
+def hub_vault_requests(stack: LocalStack) -> int:
+    """Key Vault requests made by the hub's identity so far, from the local cloud's request log."""
+    assert stack.cloud is not None
+    log = stack.cloud.log_file.read_text(errors="replace")
+    return sum(
+        1
+        for line in log.splitlines()
+        if "local.cloud.requests" in line
+        and ".vault.azure.net" in line
+        and "identity=hub-rotation-identity" in line
+    )
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--single", type=int, default=10, help="rotations timed one at a time, each way")
+    parser.add_argument("--bulk", type=int, default=200, help="secrets rotated at once, across two vaults")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-rotation-") as tmp, LocalStack(Path(tmp)) as stack:
+        assert stack.host is not None
+        assert stack.host.pid is not None
+        vaults = ("spoke1-kv", "spoke2-kv")
+
+        def seed(prefix: str, i: int) -> Seeded:
+            name = f"{prefix}-{i}"
+            return stack.seed_login_secret(vaults[i % 2], name, login=name.replace("-", "_"))
+
+        in_process = [rotate_in_process(stack, seed("inproc", i)) for i in range(args.single)]
+        before = hub_vault_requests(stack)
+        first = seed("hosted", 0)
+        hosted = [rotate_through_host(stack, first)]
+        requests_one = hub_vault_requests(stack) - before
+        events_one = history_events(stack, stack.rotation_id(first))
+        hosted += [rotate_through_host(stack, seed("hosted", i)) for i in range(1, args.single)]
+
+        bulk = [seed("bulk", i) for i in range(args.bulk)]
+        bulk_ids = {stack.rotation_id(s) for s in bulk}
+        started = time.perf_counter()
+        code, body = hub_call(stack, "POST", "/admin/functions/sweep", {})
+        if code not in (200, 202):
+            raise RuntimeError(f"running the sweep answered {code}: {body}")
+        while True:
+            ended = [r for r in rotations(stack) if r["id"] in bulk_ids and r["runtimeStatus"] in ENDED]
+            if len(ended) == len(bulk_ids):
+                break
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - started
+        failed = [r["id"] for r in ended if r["runtimeStatus"] != "Completed"]
+        peak = peak_rss_mib(stack.host.pid)
+
+    inproc_ms = statistics.median(in_process) * 1000
+    hosted_ms = statistics.median(hosted) * 1000
+    rows = [
+        ("one rotation, domain core in one process (median)", f"{inproc_ms:.0f} ms"),
+        ("one rotation through the local host (median)", f"{hosted_ms:.0f} ms"),
+        ("orchestration overhead (host / in-process)", f"{hosted_ms / inproc_ms:.1f}x"),
+        (f"{args.bulk} rotations across 2 vaults, started by one sweep", f"{elapsed:.1f} s"),
+        ("rotations per second", f"{len(bulk_ids) / elapsed:.1f}"),
+        ("failed rotations in the bulk run", str(len(failed))),
+        ("host peak memory (VmHWM)", f"{peak:.0f} MiB"),
+        ("history events per rotation (stored / showHistory summary)", f"{events_one[0]} / {events_one[1]}"),
+        ("Key Vault requests per rotation (hub identity)", str(requests_one)),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure'.ljust(width)}  value")
+    print(f"{'-' * width}  -----")
+    for name, value in rows:
+        print(f"{name.ljust(width)}  {value}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
