@@ -99,6 +99,11 @@ async def launch(
     running = await client.get_status_by(
         runtime_status=ACTIVE, instance_id_prefix=secret.rotation_id_prefix()
     )
+    if any(status.instance_id == rotation_id for status in running):
+        # Another delivery of the same event created this very instance since the check above.
+        return _said(
+            Launch("duplicate", "a rotation of this version was started concurrently", rotation_id), secret
+        )
     if running:
         other = running[0].instance_id
         return _said(Launch("busy", f"rotation {other} of this secret is still running", rotation_id), secret)
