@@ -3,7 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -91,3 +101,160 @@ def assert_no_value_leaked(stack: LocalStack, seeded: Seeded) -> None:
     for value in values:
         assert value not in store, f"a value of {seeded.name} is in the durable store"
         assert value not in log, f"a value of {seeded.name} is in the host log"
+
+
+# -- talking to the hub as Event Grid and as an operator ---------------------------------------
+
+NEAR_EXPIRY = "Microsoft.KeyVault.SecretNearExpiry"
+EVENTGRID_WEBHOOK = "/runtime/webhooks/eventgrid?functionName=on_secret_event"
+DURABLE_API = "/runtime/webhooks/durabletask"
+
+# Talks to 127.0.0.1 only: never through the cloud's proxy.
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def hub_request(
+    stack: LocalStack,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    raw: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """One request to the hub: (status, headers, body parsed as JSON, or its text if it is not)."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(
+        stack.hub_url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with _direct.open(request, timeout=60) as response:
+            status, answer_headers, text = response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        status, answer_headers, text = exc.code, dict(exc.headers), exc.read()
+    try:
+        parsed: Any = json.loads(text) if text.strip() else None
+    except ValueError:
+        parsed = text.decode(errors="replace")
+    return status, answer_headers, parsed
+
+
+def post_events(stack: LocalStack, payload: object = None, *, raw: bytes | None = None) -> tuple[int, Any]:
+    """Deliver ``payload`` (an event, or an array of them) to the hub as Event Grid does."""
+    status, _, body = hub_request(
+        stack, "POST", EVENTGRID_WEBHOOK, payload, raw=raw, headers={"aeg-event-type": "Notification"}
+    )
+    return status, body
+
+
+def event_grid_event(
+    stack: LocalStack, seeded: Seeded, *, version: str | None = None, event_type: str = NEAR_EXPIRY
+) -> dict[str, Any]:
+    """A Key Vault event about ``seeded`` in the Event Grid schema, as Key Vault sends it."""
+    version = version or seeded.version
+    vault_url = str(stack.info["vaults"][seeded.vault]["url"]).rstrip("/")
+    now = int(time.time())
+    return {
+        "id": str(uuid.uuid4()),
+        "topic": stack.vault_arm_id(seeded.vault),
+        "subject": seeded.name,
+        "eventType": event_type,
+        "eventTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f0Z"),
+        "data": {
+            "Id": f"{vault_url}/secrets/{seeded.name}/{version}",
+            "VaultName": seeded.vault,
+            "ObjectType": "Secret",
+            "ObjectName": seeded.name,
+            "Version": version,
+            "NBF": now - 60,
+            "EXP": now + 10 * 86400,
+        },
+        "dataVersion": "1",
+        "metadataVersion": "1",
+    }
+
+
+def cloud_event(stack: LocalStack, seeded: Seeded, *, event_type: str = NEAR_EXPIRY) -> dict[str, Any]:
+    """The same event in the CloudEvents 1.0 schema (source/type/time/specversion)."""
+    grid = event_grid_event(stack, seeded, event_type=event_type)
+    return {
+        "specversion": "1.0",
+        "id": grid["id"],
+        "source": grid["topic"],
+        "subject": grid["subject"],
+        "type": grid["eventType"],
+        "time": grid["eventTime"],
+        "datacontenttype": "application/json",
+        "data": grid["data"],
+    }
+
+
+def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
+    """Every orchestration instance the task hub knows whose id starts with ``prefix``."""
+    path = f"{DURABLE_API}/instances?showInput=false&instanceIdPrefix={urllib.parse.quote(prefix)}"
+    status, _, body = hub_request(stack, "GET", path)
+    assert status == 200, f"listing instances answered {status}: {body}"
+    return {item["instanceId"] for item in body}
+
+
+def quiet_expiry_scan(stack: LocalStack) -> None:
+    """Stop the local cloud's periodic NearExpiry scan, so only the test decides what is sent."""
+    assert stack.cloud is not None
+    stack.cloud.admin.set_eventgrid(scan_interval_seconds=86400)
+
+
+def write_version(stack: LocalStack, seeded: Seeded) -> Seeded:
+    """An operator writes a new version of ``seeded`` (same value and tags): it is current now."""
+    client = stack.secret_client(seeded.vault)
+    current = client.get_secret(seeded.name)
+    written = client.set_secret(
+        seeded.name,
+        current.value or "",
+        tags=current.properties.tags,
+        expires_on=current.properties.expires_on,
+    )
+    return replace(seeded, version=str(written.properties.version))
+
+
+def current_password(stack: LocalStack, seeded: Seeded) -> str:
+    return stack.secret_client(seeded.vault).get_secret(seeded.name).value or ""
+
+
+def assert_untouched(stack: LocalStack, seeded: Seeded, password: str) -> None:
+    """Nothing changed: the seeded version is the only one and current, the database still
+    takes its password, and no pending value exists."""
+    current = stack.secret_client(seeded.vault).get_secret(seeded.name)
+    assert current.properties.version == seeded.version, f"{seeded.name}: the current version changed"
+    assert versions_of(stack, seeded) == [seeded.version], f"{seeded.name}: a version was added"
+    assert stack.pg.can_login(seeded.login, password), f"{seeded.name}: the old password no longer logs in"
+    assert enabled_pending(stack, seeded) == [], f"{seeded.name}: a pending value is enabled"
+
+
+class HostLog:
+    """The host's log from a mark on: what the hub said about what a test just did."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        assert stack.host is not None
+        self.path = stack.host.log_path
+        self.start = self.path.stat().st_size
+
+    def text(self) -> str:
+        with self.path.open("rb") as log:
+            log.seek(self.start)
+            return log.read().decode(errors="replace")
+
+    def wait_for(self, needle: str, *, count: int = 1, timeout: float = 30) -> str:
+        """The log since the mark, once ``needle`` appears ``count`` times in it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.text()
+            if text.count(needle) >= count:
+                return text
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{needle!r} not {count} time(s) in the host log within {timeout:g}s:\n{text}"
+                )
+            time.sleep(0.1)
