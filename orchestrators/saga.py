@@ -45,13 +45,14 @@ class StepError:
     @classmethod
     def from_exception(cls, step: str, exc: BaseException) -> StepError:
         text = str(exc)
-        match = _MARKED.search(text)
-        if match:
-            return cls(
-                step, match["cls"], match["msg"].strip()[:_MAX_MESSAGE], retry_kind_of(text) == "transient"
-            )
-        # Not one of ours (the activity adapter wraps everything, so this is the host or the SDK).
         first_line = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        # Only the first line (the failure's reason) speaks for the error raised: the details
+        # after it hold the stack, where the markers of the causes it chains appear too.
+        match = _MARKED.search(first_line)
+        if match:
+            transient = retry_kind_of(match.group(0)) == "transient"
+            return cls(step, match["cls"], match["msg"].strip()[:_MAX_MESSAGE], transient)
+        # Not one of ours (the activity adapter wraps everything, so this is the host or the SDK).
         return cls(step, type(exc).__name__, first_line[:_MAX_MESSAGE], False)
 
     def as_status(self) -> dict[str, str]:
