@@ -1,0 +1,774 @@
+"""The rotate_secret protocol through the real Durable Functions SDK replay, on the local host.
+
+What is real here: the orchestrator (orchestrators/rotate_secret.py and its saga), the
+azure-functions-durable SDK replaying it, the durable timers (retry back-off, the approval
+deadline), the external events and the local Functions host with its Durable HTTP API.
+
+What is scripted: the activities. tests/apps/scripted_rotation registers the real orchestrator
+with stand-ins of the same names that follow a per-rotation script (succeed, fail transiently,
+fail permanently, return a given plan) and log every call with its input. The domain steps
+themselves are tested elsewhere against real servers; the subject here is the orchestration
+logic: which activities run, in which order, with which inputs, and what an operator then sees
+in the status, the output, the custom status and the history.
+
+One host serves the module (each test rotates its own secret, so its own instance id); the
+restart test has a host of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.host.process import HostProcess
+from rotation.model import ConsumerInput, RotationPolicy, RotationRequest, SecretRef, StepInput
+
+APP = Path(__file__).resolve().parents[1] / "apps" / "scripted_rotation"
+SUBSCRIPTION = "11111111-2222-3333-4444-555555555555"
+VAULT = "spoke-kv-01"
+VERSION = "0123456789abcdef0123456789abcdef"
+# Host time runs 20x faster: the 2 s and 4 s back-off timers take 0.1 s and 0.2 s of wall time,
+# while the one-hour approval deadline is still three minutes of wall time away.
+TIME_SCALE = 20.0
+POLICY = RotationPolicy(
+    retry_max_attempts=3,
+    retry_first_interval_seconds=2.0,
+    approval_timeout_hours=1.0,
+    consumer_ready_timeout_seconds=30.0,
+)
+ENDED = ("Completed", "Failed", "Terminated")
+CONSUMERS = [
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/apps/providers/Microsoft.Web/sites/{name}"
+    for name in ("orders-api", "billing-api", "reports-job")
+]
+HAPPY_ORDER = [
+    "plan_rotation",
+    "stage_pending",
+    "apply_target",
+    "verify_target",
+    "promote_secret",
+    "discard_pending",
+]
+
+
+def fail(error: str, message: str = "", **extra: Any) -> dict[str, Any]:
+    """A script entry: raise ``error`` (a rotation.errors class, or RuntimeError for no marker)."""
+    return {"raise": error, "message": message or f"scripted {error}", **extra}
+
+
+def plan(**fields: Any) -> dict[str, Any]:
+    """A script entry: plan_rotation returns this RotationPlan."""
+    return {
+        "return": {"target_kind": "postgresql-login", "approval_required": False, "validity_days": 60.0}
+        | fields
+    }
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, message: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(message())
+        time.sleep(0.03)
+
+
+@dataclass
+class Hub:
+    """One local host running the scripted app, and the folder the scripted activities read."""
+
+    process: HostProcess
+    scripts: Path
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.process.base_url + path,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        return status, json.loads(raw) if raw.strip() else None
+
+    def advance_clock(self, seconds: float) -> None:
+        status, body = self.call("POST", "/admin/host/clock", {"advanceSeconds": seconds})
+        assert status == 200, body
+
+    def rotate(self, secret_name: str, script: dict[str, list[dict[str, Any]]] | None = None) -> Rotation:
+        """Write the script of this rotation, then start it through the Durable HTTP API."""
+        secret = SecretRef(SUBSCRIPTION, VAULT, secret_name)
+        request = RotationRequest(secret=secret, version=VERSION, trigger="test", policy=POLICY)
+        rotation = Rotation(self, secret.rotation_id(VERSION), request)
+        rotation.folder.mkdir(parents=True)
+        (rotation.folder / "script.json").write_text(json.dumps(script or {}), encoding="utf-8")
+        status, body = self.call(
+            "POST",
+            f"/runtime/webhooks/durabletask/orchestrators/rotate_secret/{rotation.id}",
+            request.to_dict(),
+        )
+        assert status == 202, body
+        assert body["id"] == rotation.id
+        return rotation
+
+
+@dataclass
+class Rotation:
+    hub: Hub
+    id: str
+    request: RotationRequest
+
+    @property
+    def folder(self) -> Path:
+        return self.hub.scripts / self.id
+
+    @property
+    def first_step(self) -> dict[str, Any]:
+        """The StepInput every activity starts from (no pending version yet)."""
+        return StepInput(rotation_id=self.id, secret=self.request.secret, version=VERSION).to_dict()
+
+    def calls(self) -> list[dict[str, Any]]:
+        log = self.folder / "calls.jsonl"
+        lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+        return [json.loads(line) for line in lines]
+
+    def activities(self) -> list[str]:
+        return [call["activity"] for call in self.calls()]
+
+    def inputs(self, activity: str) -> list[dict[str, Any]]:
+        return [call["input"] for call in self.calls() if call["activity"] == activity]
+
+    def status(self, *, history: bool = False) -> dict[str, Any]:
+        query = "?showHistory=true&showHistoryOutput=true" if history else ""
+        code, body = self.hub.call("GET", f"/runtime/webhooks/durabletask/instances/{self.id}{query}")
+        assert code in (200, 202), body
+        return dict(body)
+
+    def wait(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Poll until the instance has ended; returns its status with the history."""
+        last: dict[str, Any] = {}
+
+        def ended() -> bool:
+            nonlocal last
+            last = self.status(history=True)
+            return last["runtimeStatus"] in ENDED
+
+        wait_until(ended, timeout, lambda: f"{self.id} did not end: {last}")
+        return last
+
+    def wait_step(self, step: str, timeout: float = 20.0) -> dict[str, Any]:
+        last: dict[str, Any] = {}
+
+        def reached() -> bool:
+            nonlocal last
+            last = self.status()
+            return (last.get("customStatus") or {}).get("step") == step
+
+        wait_until(reached, timeout, lambda: f"{self.id} never reached step {step}: {last}")
+        assert last["runtimeStatus"] == "Running"
+        return last
+
+    def wait_call(self, activity: str, timeout: float = 20.0) -> None:
+        wait_until(
+            lambda: activity in self.activities(),
+            timeout,
+            lambda: f"{activity} never called: {self.activities()}",
+        )
+
+    def decide(self, data: Any) -> None:
+        status, body = self.hub.call(
+            "POST", f"/runtime/webhooks/durabletask/instances/{self.id}/raiseEvent/RotationDecision", data
+        )
+        assert status == 202, body
+
+    def open_gate(self, name: str) -> None:
+        (self.folder / name).touch()
+
+
+def events(status: dict[str, Any], *types: str) -> list[dict[str, Any]]:
+    return [event for event in status["historyEvents"] if event["EventType"] in types]
+
+
+def result_of(status: dict[str, Any], activity: str) -> Any:
+    """The result of the one completed call of ``activity`` in the history."""
+    [completed] = [e for e in events(status, "TaskCompleted") if e["FunctionName"] == activity]
+    return completed["Result"]
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def start_hub(base: Path) -> Hub:
+    scripts = base / "scripts"
+    scripts.mkdir(parents=True)
+    process = HostProcess(
+        script_root=APP,
+        data_dir=base / "host",
+        env={"SCRIPTED_ROTATION_DIR": str(scripts)},
+        time_scale=TIME_SCALE,
+    )
+    try:
+        process.start()
+    except BaseException:
+        process.kill()
+        raise
+    return Hub(process, scripts)
+
+
+def stop_hub(hub: Hub) -> None:
+    try:
+        hub.process.stop(timeout=10)
+    finally:
+        hub.process.kill()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    started = start_hub(tmp_path_factory.mktemp("scripted-rotation"))
+    yield started
+    stop_hub(started)
+
+
+# -- 1. the happy path ----------------------------------------------------------------------------
+
+
+def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
+    rotation = hub.rotate("happy-path", {"plan_rotation": [plan(validity_days=30.0)]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == HAPPY_ORDER
+    pending_version = result_of(done, "stage_pending")["pending_version"]
+    new_version = result_of(done, "promote_secret")["new_version"]
+
+    # Every activity gets references only, the pending version once it exists.
+    with_pending = rotation.first_step | {"pending_version": pending_version}
+    assert rotation.inputs("plan_rotation") == [rotation.first_step]
+    assert rotation.inputs("stage_pending") == [
+        {"step": rotation.first_step, "target_kind": "postgresql-login", "pending_ttl_hours": 24.0}
+    ]
+    assert rotation.inputs("apply_target") == [with_pending]
+    assert rotation.inputs("verify_target") == [with_pending]
+    assert rotation.inputs("promote_secret") == [{"step": with_pending, "validity_days": 30.0}]
+    assert rotation.inputs("discard_pending") == [with_pending]
+
+    output = done["output"]
+    assert output["result"] == "rotated"
+    assert output["new_version"] == new_version
+    assert output["previous_version"] == VERSION
+    assert output["secret"] == rotation.request.secret.to_dict()
+    assert output["steps"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+    assert output["decision"] is None
+
+    custom = done["customStatus"]
+    assert custom["step"] == "done"
+    assert custom["result"] == "rotated"
+    assert custom["stepsDone"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+    assert custom["newVersion"] == new_version
+    assert custom["rotationId"] == rotation.id
+    assert (custom["vault"], custom["secret"]) == (VAULT, "happy-path")
+    assert "retrying" not in custom
+    assert "compensating" not in custom
+    assert events(done, "TaskFailed", "TimerCreated", "EventRaised") == []
+
+
+# -- 2. retries -----------------------------------------------------------------------------------
+
+
+def test_transient_failures_are_retried_after_durable_backoff_timers(hub: Hub) -> None:
+    throttled = fail("TransientError", "spoke-kv-01 answered 429")
+    rotation = hub.rotate("retried", {"apply_target": [throttled, throttled, {}]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rotated"
+    assert rotation.activities() == [
+        "plan_rotation",
+        "stage_pending",
+        "apply_target",
+        "apply_target",
+        "apply_target",
+        "verify_target",
+        "promote_secret",
+        "discard_pending",
+    ]
+    # The same input at every attempt (the step is idempotent, so it can be re-run as is).
+    first, *again = rotation.inputs("apply_target")
+    assert again == [first, first]
+
+    # A durable timer between the attempts, each twice as long as the one before.
+    around_apply = [
+        e
+        for e in events(done, "TaskFailed", "TaskCompleted", "TimerCreated", "TimerFired")
+        if e.get("FunctionName") in (None, "apply_target")
+    ]
+    assert [e["EventType"] for e in around_apply] == [
+        "TaskFailed",
+        "TimerCreated",
+        "TimerFired",
+        "TaskFailed",
+        "TimerCreated",
+        "TimerFired",
+        "TaskCompleted",
+    ]
+    waits = [
+        (parse_time(e["FireAt"]) - parse_time(e["Timestamp"])).total_seconds()
+        for e in around_apply
+        if e["EventType"] == "TimerCreated"
+    ]
+    assert waits == pytest.approx([2.0, 4.0], abs=0.01)
+    assert "[transient] TransientError: spoke-kv-01 answered 429" in around_apply[0]["Reason"]
+    assert "retrying" not in done["customStatus"]
+
+
+def test_transient_failures_stop_after_retry_max_attempts_and_the_step_fails(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "retries-exhausted", {"verify_target": [fail("TransientError", "connection refused")]}
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [
+        "plan_rotation",
+        "stage_pending",
+        "apply_target",
+        *["verify_target"] * POLICY.retry_max_attempts,
+        "revert_target",
+        "discard_pending",
+    ]
+    verify_events = [
+        e["EventType"]
+        for e in events(done, "TaskFailed", "TaskCompleted", "TimerCreated", "TimerFired")
+        if e.get("FunctionName") in (None, "verify_target")
+    ]
+    # No timer after the last attempt: the step fails at once.
+    assert verify_events == ["TaskFailed", "TimerCreated", "TimerFired"] * 2 + ["TaskFailed"]
+    custom = done["customStatus"]
+    assert custom["step"] == "failed"
+    assert custom["failed"] == {"step": "verify", "class": "TransientError", "message": "connection refused"}
+    assert "promoted" not in custom
+
+
+@pytest.mark.parametrize(
+    ("secret_name", "activity", "error", "expected_calls"),
+    [
+        pytest.param(
+            "plan-invalid",
+            "plan_rotation",
+            "InvalidRequest",
+            ["plan_rotation"],
+            id="plan-InvalidRequest-nothing-to-undo",
+        ),
+        pytest.param(
+            "stage-auth",
+            "stage_pending",
+            "AuthenticationFailed",
+            ["plan_rotation", "stage_pending", "discard_pending"],
+            id="stage-AuthenticationFailed-discards-only",
+        ),
+        pytest.param(
+            "apply-auth",
+            "apply_target",
+            "AuthenticationFailed",
+            ["plan_rotation", "stage_pending", "apply_target", "revert_target", "discard_pending"],
+            id="apply-AuthenticationFailed",
+        ),
+        pytest.param(
+            "verify-refused",
+            "verify_target",
+            "VerificationFailed",
+            [*HAPPY_ORDER[:4], "revert_target", "discard_pending"],
+            id="verify-VerificationFailed",
+        ),
+        pytest.param(
+            "promote-invalid",
+            "promote_secret",
+            "InvalidRequest",
+            [*HAPPY_ORDER[:5], "revert_target", "discard_pending"],
+            id="promote-InvalidRequest",
+        ),
+    ],
+)
+def test_permanent_failures_are_not_retried_and_undo_what_was_done(
+    hub: Hub, secret_name: str, activity: str, error: str, expected_calls: list[str]
+) -> None:
+    message = f"{activity} refused by the scripted target"
+    rotation = hub.rotate(secret_name, {activity: [fail(error, message)]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == expected_calls
+    assert rotation.activities().count(activity) == 1
+    assert events(done, "TimerCreated") == []
+    step = {
+        "plan_rotation": "plan",
+        "stage_pending": "stage",
+        "apply_target": "apply",
+        "verify_target": "verify",
+        "promote_secret": "promote",
+    }[activity]
+    custom = done["customStatus"]
+    assert custom["step"] == "failed"
+    assert custom["failed"] == {"step": step, "class": error, "message": message}
+    assert [undo["undo"] for undo in custom["compensation"]] == expected_calls[
+        expected_calls.index(activity) + 1 :
+    ]
+    assert all(undo["result"] == "done" for undo in custom["compensation"])
+    assert f"step {step} failed: {error}: {message}" in done["output"]
+
+
+def test_an_error_without_a_marker_is_not_retried(hub: Hub) -> None:
+    rotation = hub.rotate("no-marker", {"verify_target": [fail("RuntimeError", "driver crashed")]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [*HAPPY_ORDER[:4], "revert_target", "discard_pending"]
+    assert events(done, "TimerCreated") == []
+    failed = done["customStatus"]["failed"]
+    assert failed["step"] == "verify"
+    assert "RuntimeError: driver crashed" in failed["message"]
+
+
+@pytest.mark.parametrize(
+    ("secret_name", "error", "expected_class"),
+    [
+        pytest.param("chained-permanent", "VerificationFailed", "VerificationFailed", id="permanent"),
+        pytest.param("chained-unmarked", "RuntimeError", None, id="no-marker"),
+    ],
+)
+def test_an_error_raised_from_a_transient_one_is_judged_by_its_own_marker(
+    hub: Hub, secret_name: str, error: str, expected_class: str | None
+) -> None:
+    # The activity gave up (say after its own waits) and chained the transient cause; the
+    # failure's details then carry the cause's stack, marker included.
+    rotation = hub.rotate(
+        secret_name, {"verify_target": [fail(error, "the role refuses the value", cause="TransientError")]}
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [*HAPPY_ORDER[:4], "revert_target", "discard_pending"]
+    assert events(done, "TimerCreated") == []
+    [verify_failed] = events(done, "TaskFailed")
+    assert "[transient] TransientError: scripted cause of verify_target" in verify_failed["Details"]
+    failed = done["customStatus"]["failed"]
+    assert failed["step"] == "verify"
+    if expected_class:
+        assert failed["class"] == expected_class
+        assert failed["message"] == "the role refuses the value"
+    else:
+        assert "RuntimeError: the role refuses the value" in failed["message"]
+
+
+# -- 3. compensation ------------------------------------------------------------------------------
+
+
+def test_a_failure_after_apply_reverts_then_discards_with_the_registered_inputs(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "compensated", {"verify_target": [fail("VerificationFailed", "role r1 refuses it")]}
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [*HAPPY_ORDER[:4], "revert_target", "discard_pending"]
+    assert "promote_secret" not in rotation.activities()
+    # revert_target was registered with the step apply got; discard_pending before stage ran,
+    # when no pending version was known (it finds this rotation's pending values by its id).
+    assert rotation.inputs("revert_target") == rotation.inputs("apply_target")
+    assert rotation.inputs("discard_pending") == [rotation.first_step]
+
+    custom = done["customStatus"]
+    assert custom["step"] == "failed"
+    assert custom["failed"] == {
+        "step": "verify",
+        "class": "VerificationFailed",
+        "message": "role r1 refuses it",
+    }
+    assert custom["compensation"] == [
+        {"undo": "revert_target", "result": "done", "detail": "revert_target done (scripted)"},
+        {"undo": "discard_pending", "result": "done", "detail": "discard_pending done (scripted)"},
+    ]
+    assert custom["stepsDone"] == ["plan", "stage", "apply"]
+    assert "promoted" not in custom
+    assert "compensating" not in custom
+    assert done["output"].endswith(
+        "step verify failed: VerificationFailed: role r1 refuses it; "
+        "revert_target: done (revert_target done (scripted)); "
+        "discard_pending: done (discard_pending done (scripted))"
+    )
+
+
+def test_one_failing_undo_does_not_stop_the_next(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "undo-fails",
+        {
+            "verify_target": [fail("VerificationFailed", "role r1 refuses it")],
+            "revert_target": [fail("UndoImpossible", "the previous value no longer logs in")],
+            # An undo is a step like the others: its transient failures are retried too.
+            "discard_pending": [fail("TransientError", "spoke-kv-01 answered 503"), {}],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [
+        *HAPPY_ORDER[:4],
+        "revert_target",
+        "discard_pending",
+        "discard_pending",
+    ]
+    custom = done["customStatus"]
+    assert custom["failed"] == {
+        "step": "verify",
+        "class": "VerificationFailed",
+        "message": "role r1 refuses it",
+    }
+    assert custom["compensation"] == [
+        {"undo": "revert_target", "result": "failed", "detail": "the previous value no longer logs in"},
+        {"undo": "discard_pending", "result": "done", "detail": "discard_pending done (scripted)"},
+    ]
+    assert "revert_target: failed (the previous value no longer logs in)" in done["output"]
+
+
+# -- 4. approval ----------------------------------------------------------------------------------
+
+
+def approval_rotation(
+    hub: Hub, secret_name: str, **script: list[dict[str, Any]]
+) -> tuple[Rotation, dict[str, Any]]:
+    """Start a rotation whose plan asks for approval; returns it waiting for the decision."""
+    rotation = hub.rotate(secret_name, {"plan_rotation": [plan(approval_required=True)], **script})
+    waiting = rotation.wait_step("approval")["customStatus"]
+    started = parse_time(waiting["stepStartedAt"])
+    assert parse_time(waiting["awaitingDecisionUntil"]) == started + timedelta(
+        hours=POLICY.approval_timeout_hours
+    )
+    assert waiting["stepsDone"] == ["plan", "stage"]
+    assert rotation.activities() == ["plan_rotation", "stage_pending"]
+    # The pending value must outlive the approval wait.
+    [stage_input] = rotation.inputs("stage_pending")
+    assert stage_input["pending_ttl_hours"] == 24.0 + POLICY.approval_timeout_hours
+    return rotation, waiting
+
+
+def test_an_approval_continues_the_rotation_and_records_the_approver(hub: Hub) -> None:
+    rotation, waiting = approval_rotation(hub, "approved")
+    decided = time.monotonic()
+    rotation.decide({"approved": True, "approver": "alice@example.com"})
+    done = rotation.wait()
+
+    # Promptly: the deadline is three minutes of wall time away, and nothing waits for it.
+    assert time.monotonic() - decided < 10
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == HAPPY_ORDER
+    decision = {"approved": True, "approver": "alice@example.com", "reason": ""}
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["decision"] == decision
+    assert done["output"]["steps"] == ["plan", "stage", "approval", "apply", "verify", "promote", "cleanup"]
+    assert done["customStatus"]["decision"] == decision
+    [timer] = events(done, "TimerCreated")
+    assert timer["FireAt"].startswith(waiting["awaitingDecisionUntil"][:19])
+    assert len(events(done, "EventRaised")) == 1
+    assert events(done, "TimerFired") == []
+
+
+def test_the_approval_timer_is_cancelled_once_the_decision_arrives(hub: Hub) -> None:
+    rotation, _ = approval_rotation(hub, "timer-cancelled", apply_target=[{"wait_for": "release-apply"}])
+    rotation.decide({"approved": True, "approver": "bob"})
+    rotation.wait_call("apply_target")
+    # The rotation is still running (apply is held), and the deadline passes now.
+    hub.advance_clock(POLICY.approval_timeout_hours * 3600 + 60)
+    time.sleep(0.5)  # a timer still armed would fire on the jump, well within this
+    assert events(rotation.status(history=True), "TimerFired") == []
+    rotation.open_gate("release-apply")
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rotated"
+    assert len(events(done, "TimerCreated")) == 1
+    assert events(done, "TimerFired") == []
+
+
+def test_a_rejection_discards_the_pending_value(hub: Hub) -> None:
+    rotation, _ = approval_rotation(hub, "rejected")
+    rotation.decide({"approved": False, "approver": "carol", "reason": "not during the freeze"})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ["plan_rotation", "stage_pending", "discard_pending"]
+    assert rotation.inputs("discard_pending") == [rotation.first_step]
+    output = done["output"]
+    assert output["result"] == "rejected"
+    assert output["decision"] == {"approved": False, "approver": "carol", "reason": "not during the freeze"}
+    assert output["new_version"] is None
+    assert output["detail"] == "discard_pending: done (discard_pending done (scripted))"
+    assert done["customStatus"]["step"] == "done"
+    assert done["customStatus"]["result"] == "rejected"
+    assert events(done, "TimerFired") == []
+
+
+def test_no_decision_before_the_deadline_times_out(hub: Hub) -> None:
+    rotation, _ = approval_rotation(hub, "timed-out")
+    hub.advance_clock(POLICY.approval_timeout_hours * 3600 + 60)
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ["plan_rotation", "stage_pending", "discard_pending"]
+    output = done["output"]
+    assert output["result"] == "timed_out"
+    assert output["decision"]["approved"] is False
+    assert output["decision"]["approver"] == "timeout"
+    assert done["customStatus"]["result"] == "timed_out"
+    assert len(events(done, "TimerFired")) == 1
+    assert events(done, "EventRaised") == []
+
+
+@pytest.mark.parametrize(
+    ("secret_name", "payload"),
+    [
+        pytest.param("malformed-type", {"approved": "yes", "approver": "mallory"}, id="approved-not-a-bool"),
+        pytest.param("malformed-missing", {"approved": True}, id="no-approver"),
+        pytest.param("malformed-text", "approve it", id="not-an-object"),
+    ],
+)
+def test_a_malformed_decision_rejects(hub: Hub, secret_name: str, payload: Any) -> None:
+    rotation, _ = approval_rotation(hub, secret_name)
+    rotation.decide(payload)
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ["plan_rotation", "stage_pending", "discard_pending"]
+    assert done["output"]["result"] == "rejected"
+    assert done["output"]["decision"] == {
+        "approved": False,
+        "approver": "unknown",
+        "reason": "malformed decision event",
+    }
+
+
+# -- 5. consumers ---------------------------------------------------------------------------------
+
+
+def test_consumers_are_restarted_in_order_after_promotion(hub: Hub) -> None:
+    rotation = hub.rotate("consumers-ok", {"plan_rotation": [plan(consumers=CONSUMERS)]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == [*HAPPY_ORDER[:5], *["restart_consumer"] * 3, "discard_pending"]
+    assert rotation.inputs("restart_consumer") == [
+        ConsumerInput(rotation.id, consumer, POLICY.consumer_ready_timeout_seconds).to_dict()
+        for consumer in CONSUMERS
+    ]
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["steps"] == ["plan", "stage", "apply", "verify", "promote", "restart", "cleanup"]
+    assert done["customStatus"]["consumers"] == CONSUMERS
+
+
+def test_a_failing_consumer_does_not_stop_the_others_and_nothing_is_reverted(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "consumer-fails",
+        {
+            "plan_rotation": [plan(consumers=CONSUMERS)],
+            "restart_consumer": [{}, fail("TargetError", "billing-api did not come back"), {}],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [*HAPPY_ORDER[:5], *["restart_consumer"] * 3, "discard_pending"]
+    assert [call["consumer_id"] for call in rotation.inputs("restart_consumer")] == CONSUMERS
+    assert "revert_target" not in rotation.activities()
+    custom = done["customStatus"]
+    assert custom["step"] == "failed"
+    assert custom["promoted"] is True
+    assert custom["newVersion"] == result_of(done, "promote_secret")["new_version"]
+    assert custom["failed"] == {
+        "step": "restart",
+        "class": "TargetError",
+        "message": "1 consumer(s) not restarted: billing-api did not come back",
+    }
+    assert custom["compensation"] == [
+        {"undo": "discard_pending", "result": "done", "detail": "discard_pending done (scripted)"}
+    ]
+    assert custom["stepsDone"] == ["plan", "stage", "apply", "verify", "promote"]
+
+
+# -- 6. skipped and resumed rotations -------------------------------------------------------------
+
+
+def test_a_plan_with_a_skip_reason_ends_skipped_without_other_calls(hub: Hub) -> None:
+    reason = f"version {VERSION} is no longer current"
+    rotation = hub.rotate(
+        "skipped", {"plan_rotation": [{"return": {**plan()["return"], "skip_reason": reason}}]}
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ["plan_rotation"]
+    assert done["output"]["result"] == "skipped"
+    assert done["output"]["detail"] == reason
+    assert done["output"]["steps"] == ["plan"]
+    assert done["customStatus"]["result"] == "skipped"
+
+
+def test_a_restarted_rotation_that_promoted_before_only_restarts_consumers_and_cleans_up(hub: Hub) -> None:
+    promoted_version = "fedcba9876543210fedcba9876543210"
+    rotation = hub.rotate(
+        "promoted-before",
+        {"plan_rotation": [plan(consumers=CONSUMERS[:2], promoted_version=promoted_version)]},
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == [
+        "plan_rotation",
+        "restart_consumer",
+        "restart_consumer",
+        "discard_pending",
+    ]
+    assert rotation.inputs("discard_pending") == [rotation.first_step]
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["new_version"] == promoted_version
+    assert done["output"]["steps"] == ["plan", "restart", "cleanup"]
+
+
+# -- 7. replay across a host restart --------------------------------------------------------------
+
+
+def test_the_approval_wait_survives_a_host_restart(tmp_path: Path) -> None:
+    own = start_hub(tmp_path)
+    try:
+        rotation, waiting = approval_rotation(own, "survives-restart")
+        own.process.stop()
+        own.process.start()
+
+        # The new process replays the history and is waiting at the same point.
+        still = rotation.status()
+        assert still["runtimeStatus"] == "Running"
+        assert still["customStatus"] == waiting
+        rotation.decide({"approved": True, "approver": "dave"})
+        done = rotation.wait()
+    finally:
+        stop_hub(own)
+
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["decision"]["approver"] == "dave"
+    # Nothing before the restart ran again after it.
+    assert rotation.activities() == HAPPY_ORDER
+    assert [e["FunctionName"] for e in events(done, "TaskCompleted")] == HAPPY_ORDER
+    assert len(events(done, "TimerCreated")) == 1
