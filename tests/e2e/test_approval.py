@@ -1,0 +1,182 @@
+"""Rotations of secrets tagged ``rotation-approval: required``: approved, rejected, timed out
+(the host's clock made to pass 72 hours), and a malformed decision raised straight through the
+Durable HTTP API, which must count as a rejection. On every "no", nothing changed: the vault
+serves the old version, the database takes the old password, no pending value is enabled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from e2e_helpers import (
+    DURABLE_API,
+    assert_consistent,
+    assert_no_value_leaked,
+    assert_untouched,
+    current_password,
+    enabled_pending,
+    event_grid_event,
+    hub_request,
+    post_events,
+    quiet_expiry_scan,
+    seed,
+    versions_of,
+)
+
+from local.scenario import wait_for
+from local.stack import LocalStack, Seeded
+from rotation import metadata
+
+PRINCIPAL = "X-MS-CLIENT-PRINCIPAL-NAME"
+APPROVAL_TIMEOUT = 72 * 3600
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _only_our_rotations(stack: LocalStack) -> None:
+    quiet_expiry_scan(stack)
+
+
+def waiting_rotation(stack: LocalStack, vault: str = "spoke1-kv") -> tuple[Seeded, str, dict[str, Any]]:
+    """An approval-required secret, its rotation started by a real Event Grid delivery, waiting."""
+    seeded = seed(stack, vault, tags={metadata.APPROVAL: "required"})
+    assert post_events(stack, [event_grid_event(stack, seeded)])[0] == 202
+    rotation_id = stack.rotation_id(seeded)
+    waiting = wait_for(stack, rotation_id, step="approval", until=())
+    assert waiting["runtimeStatus"] == "Running"
+    return seeded, rotation_id, waiting
+
+
+def assert_waiting_changed_nothing(stack: LocalStack, seeded: Seeded, password: str) -> None:
+    """While it waits: the old version is current and logs in; only the pending value is staged."""
+    current = stack.secret_client(seeded.vault).get_secret(seeded.name)
+    assert current.properties.version == seeded.version
+    assert stack.pg.can_login(seeded.login, password)
+    assert len(enabled_pending(stack, seeded)) == 1
+
+
+def assert_said_no(stack: LocalStack, seeded: Seeded, password: str) -> None:
+    """Nothing changed, and the value that was staged is disabled (it existed, so it is checked)."""
+    assert_untouched(stack, seeded, password)
+    versions = list(
+        stack.secret_client(seeded.vault).list_properties_of_secret_versions(seeded.name + "-pending")
+    )
+    assert len(versions) == 1
+    assert not versions[0].enabled
+    assert_consistent(stack, seeded)
+    assert_no_value_leaked(stack, seeded)
+
+
+def test_approved_rotation_completes_and_records_the_approver(stack: LocalStack) -> None:
+    seeded, rotation_id, waiting = waiting_rotation(stack)
+    old = current_password(stack, seeded)
+    assert_waiting_changed_nothing(stack, seeded, old)
+    assert waiting["status"]["stepsDone"] == ["plan", "stage"]
+
+    status, _, body = hub_request(
+        stack,
+        "POST",
+        f"/api/rotations/{rotation_id}/approve",
+        {},
+        headers={PRINCIPAL: "alice@contoso.example"},
+    )
+
+    assert status == 202, body
+    done = wait_for(stack, rotation_id)
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["decision"] == {"approved": True, "approver": "alice@contoso.example", "reason": ""}
+    assert done["status"]["decision"]["approver"] == "alice@contoso.example"
+    assert done["status"]["stepsDone"] == [
+        "plan",
+        "stage",
+        "approval",
+        "apply",
+        "verify",
+        "promote",
+        "cleanup",
+    ]
+    current = stack.secret_client(seeded.vault).get_secret(seeded.name)
+    assert current.properties.version == done["output"]["new_version"]
+    assert current.properties.tags[metadata.PREVIOUS_VERSION] == seeded.version
+    assert len(versions_of(stack, seeded)) == 2
+    assert not stack.pg.can_login(seeded.login, old)
+    assert_consistent(stack, seeded)
+    assert_no_value_leaked(stack, seeded)
+
+
+def test_rejected_rotation_changes_nothing_and_records_why(stack: LocalStack) -> None:
+    seeded, rotation_id, _ = waiting_rotation(stack, "spoke2-kv")
+    password = current_password(stack, seeded)
+
+    status, _, body = hub_request(
+        stack,
+        "POST",
+        f"/api/rotations/{rotation_id}/reject",
+        {"approver": "bob", "reason": "the reporting job runs tonight"},
+    )
+
+    assert status == 202, body
+    done = wait_for(stack, rotation_id)
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rejected"
+    assert done["output"]["new_version"] is None
+    decision = {"approved": False, "approver": "bob", "reason": "the reporting job runs tonight"}
+    assert done["output"]["decision"] == decision
+    assert done["status"]["decision"] == decision
+    assert "apply" not in done["output"]["steps"]
+    assert_said_no(stack, seeded, password)
+
+
+def test_a_malformed_decision_raised_through_the_durable_api_counts_as_a_rejection(stack: LocalStack) -> None:
+    # Anyone holding the system key can raise any payload; none of these is a decision.
+    payloads: list[bytes] = [
+        b'{"approved": true}',  # looks like a yes, says nobody's
+        b'{"approved": "true", "approver": "mallory"}',  # a yes of the wrong type
+        b'"approve"',
+        b"true",
+    ]
+    started = [waiting_rotation(stack) for _ in payloads]
+    passwords = [current_password(stack, seeded) for seeded, _, _ in started]
+    for (_, rotation_id, _), payload in zip(started, payloads, strict=True):
+        status, _, body = hub_request(
+            stack, "POST", f"{DURABLE_API}/instances/{rotation_id}/raiseEvent/RotationDecision", raw=payload
+        )
+        assert status == 202, (payload, body)
+
+    for (seeded, rotation_id, _), payload, password in zip(started, payloads, passwords, strict=True):
+        done = wait_for(stack, rotation_id)
+        assert done["runtimeStatus"] == "Completed", payload
+        assert done["output"]["result"] == "rejected", payload
+        assert done["output"]["decision"] == {
+            "approved": False,
+            "approver": "unknown",
+            "reason": "malformed decision event",
+        }, payload
+        assert_said_no(stack, seeded, password)
+
+
+def test_no_decision_within_72_hours_times_out_and_changes_nothing(stack: LocalStack) -> None:
+    seeded, rotation_id, waiting = waiting_rotation(stack, "spoke2-kv")
+    password = current_password(stack, seeded)
+    deadline = datetime.fromisoformat(waiting["status"]["awaitingDecisionUntil"])
+    started = datetime.fromisoformat(waiting["status"]["stepStartedAt"])
+    assert deadline - started == timedelta(hours=72)
+
+    status, _, clock = hub_request(
+        stack, "POST", "/admin/host/clock", {"advanceSeconds": APPROVAL_TIMEOUT + 60}
+    )
+
+    assert status == 200, clock
+    done = wait_for(stack, rotation_id, timeout=60)
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "timed_out"
+    assert done["output"]["decision"]["approved"] is False
+    assert done["output"]["decision"]["approver"] == "timeout"
+    # Too late: the decision is refused and changes nothing.
+    status, _, body = hub_request(
+        stack, "POST", f"/api/rotations/{rotation_id}/approve", {"approver": "alice"}
+    )
+    assert status == 409, body
+    assert_said_no(stack, seeded, password)
