@@ -237,20 +237,38 @@ def test_an_event_about_a_pending_companion_starts_nothing(stack: LocalStack) ->
     assert stack.pg.can_login(owner.login, password)
 
 
-def test_other_event_types_start_nothing(stack: LocalStack) -> None:
+def test_other_event_types_and_objects_start_nothing(stack: LocalStack) -> None:
     seeded = seed(stack, "spoke2-kv")
     password = current_password(stack, seeded)
-    event = event_grid_event(stack, seeded, event_type="Microsoft.KeyVault.SecretNewVersionCreated")
+    cases: list[tuple[dict[str, Any], str]] = []
+    for event_type in (
+        "Microsoft.KeyVault.SecretNewVersionCreated",
+        "Microsoft.KeyVault.CertificateNearExpiry",
+    ):
+        cases.append(
+            (
+                event_grid_event(stack, seeded, event_type=event_type),
+                f"event type {event_type!r} is not handled",
+            )
+        )
+    no_type = event_grid_event(stack, seeded)
+    del no_type["eventType"]
+    cases.append((no_type, "event type '(none)' is not handled"))
+    numeric_type = event_grid_event(stack, seeded)
+    numeric_type["eventType"] = 7
+    cases.append((numeric_type, "event type '(none)' is not handled"))
+    a_key = event_grid_event(stack, seeded)
+    a_key["data"]["ObjectType"] = "Key"
+    cases.append((a_key, "object type 'Key' is not a secret"))
     log = HostLog(stack)
 
-    status, _ = post_events(stack, [event])
+    status, _ = post_events(stack, [event for event, _ in cases])
 
     assert status == 202
+    text = log.text()
+    for event, reason in cases:
+        assert f"event {event['id']} ignored: {reason}" in text, (reason, text)
     assert instance_ids(stack, prefix_of(stack, seeded)) == set()
-    assert (
-        f"event {event['id']} ignored: event type 'Microsoft.KeyVault.SecretNewVersionCreated' is not handled"
-        in log.text()
-    )
     assert_untouched(stack, seeded, password)
 
 
