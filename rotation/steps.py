@@ -61,7 +61,8 @@ def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
     """Write a new value into the companion ``<name>-pending``, or reuse this rotation's.
 
     Enabled pending values of other rotations are leftovers (no two rotations of a secret run at
-    once), so they are disabled first: at most one enabled pending value exists.
+    once), so they are disabled first: at most one enabled pending value exists. A value this
+    rotation staged and its undo disabled is enabled again, not replaced (a rerun).
     """
     step = inp.step
     companion = step.secret.pending_name
@@ -77,6 +78,14 @@ def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
             leftover.tags.get(metadata.ROTATION_ID, "unknown"),
         )
         vault.disable(companion, leftover.version)
+    expires_on = now + timedelta(hours=inp.pending_ttl_hours)
+    # A rerun of this rotation: its undos disabled the value it staged before, but when the
+    # revert could not be done the target may accept only that value now. Carrying on with
+    # it keeps the target reachable; a new value would lock a self-changing login out.
+    earlier = [v for v in versions if v.tags.get(metadata.ROTATION_ID) == step.rotation_id]
+    if earlier:
+        vault.enable(companion, earlier[0].version, expires_on=expires_on)
+        return Staged(pending_version=earlier[0].version, reused=True)
     value = generate(target_type(inp.target_kind).password_policy)
     written = vault.write(
         companion,
@@ -87,7 +96,7 @@ def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
             metadata.PREVIOUS_VERSION: step.version,
         },
         # Policy demands an expiry on every secret; this one only has to outlive the rotation.
-        expires_on=now + timedelta(hours=inp.pending_ttl_hours),
+        expires_on=expires_on,
         content_type=PENDING_CONTENT_TYPE,
     )
     return Staged(pending_version=written.version, reused=False)

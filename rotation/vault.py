@@ -116,6 +116,11 @@ class Vault:
             self._client.update_secret_properties(name, version, enabled=False)
         logger.info("disabled secret %s version %s in vault %s", name, version, self.vault_name)
 
+    def enable(self, name: str, version: str, *, expires_on: datetime) -> None:
+        with translated(self._what(name, version)):
+            self._client.update_secret_properties(name, version, enabled=True, expires_on=expires_on)
+        logger.info("enabled secret %s version %s in vault %s", name, version, self.vault_name)
+
     def list_secrets(self) -> list[VersionInfo]:
         """Every secret's latest properties (tags, expiry, enabled); versions are left empty."""
         with translated(f"secrets of vault {self.vault_name!r}"):
