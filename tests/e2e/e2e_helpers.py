@@ -10,13 +10,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from local.scenario import ENDED, hub_call, rotation
 from local.stack import LocalStack, Seeded
 
 _names = itertools.count()
@@ -258,3 +259,82 @@ class HostLog:
                     f"{needle!r} not {count} time(s) in the host log within {timeout:g}s:\n{text}"
                 )
             time.sleep(0.1)
+
+
+# -- driving rotations through the hub's HTTP API (failure and crash scenarios) ----------------
+
+
+def start_rotation(stack: LocalStack, seeded: Seeded) -> str:
+    """``POST /api/rotations`` for ``seeded`` (as an operator would); returns the rotation id."""
+    code, body = hub_call(stack, "POST", "/api/rotations", {"vault": seeded.vault, "secret": seeded.name})
+    assert code == 202, body
+    assert body["id"] == stack.rotation_id(seeded)
+    return str(body["id"])
+
+
+def approve(stack: LocalStack, rotation_id: str) -> None:
+    code, body = hub_call(
+        stack, "POST", f"/api/rotations/{rotation_id}/approve", {"approver": "e2e-operator"}
+    )
+    assert code == 202, body
+
+
+def rerun(
+    stack: LocalStack,
+    rotation_id: str,
+    body: dict[str, str] | None = None,
+    *,
+    approve_again: bool = False,
+    timeout: float = 120,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``POST /api/rotations/{id}/rerun`` and wait until that new run has ended, approving it
+    when it waits for a decision again (``approve_again``: a restart of a rotation that needs
+    approval asks again).
+
+    Returns (the rerun's answer, the rotation's status once it ended again).
+    """
+    # Times in the status have whole seconds: a quick rerun can end within the second the last
+    # run ended in, so the whole view tells the runs apart (the custom status has microseconds).
+    before = rotation(stack, rotation_id)
+    code, answer = hub_call(stack, "POST", f"/api/rotations/{rotation_id}/rerun", body or {})
+    assert code == 202, answer
+    deadline = time.monotonic() + timeout
+    approved = False
+    while True:
+        now = rotation(stack, rotation_id)
+        if now != before:
+            if now["runtimeStatus"] in ENDED:
+                return dict(answer), now
+            waiting = now["runtimeStatus"] == "Running" and (now["status"] or {}).get("step") == "approval"
+            if approve_again and waiting and not approved:
+                approve(stack, rotation_id)
+                approved = True
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the rerun of {rotation_id} did not end within {timeout:g}s: {now}")
+        time.sleep(0.3)
+
+
+def undo_results(ended: dict[str, Any]) -> dict[str, str]:
+    """What the status says about each undo: {undo activity: "done" | "failed"}."""
+    return {u["undo"]: u["result"] for u in ended["status"]["compensation"]}
+
+
+def undo_detail(ended: dict[str, Any], undo: str) -> str:
+    return next(str(u["detail"]) for u in ended["status"]["compensation"] if u["undo"] == undo)
+
+
+def alter_role(stack: LocalStack, login: str, clause: str) -> None:
+    """``ALTER ROLE <login> <clause>`` as the server's admin (a fault on the database's side)."""
+    stack.pg.psql(f'ALTER ROLE :"role" {clause};\n', variables={"role": login})
+
+
+def value_of(stack: LocalStack, vault: str, name: str, version: str | None = None) -> str:
+    return stack.secret_client(vault).get_secret(name, version).value or ""
+
+
+def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = 30, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g}s")
+        time.sleep(every)
