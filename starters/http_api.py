@@ -161,8 +161,14 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
             {"id": result.rotation_id, "links": json.loads(response.get_body())},
             {"Location": response.headers["Location"]},
         )
-    if result.outcome in ("duplicate", "busy"):
-        hint = "; use POST /api/rotations/{id}/rerun to run it again" if result.outcome == "duplicate" else ""
+    if result.outcome in ("duplicate", "busy") and result.rotation_id:
+        hint = ""
+        if result.outcome == "duplicate":
+            existing = await _existing(client, result.rotation_id)
+            running = existing.runtime_status in ACTIVE
+            hint = (
+                "; it is still running" if running else "; use POST /api/rotations/{id}/rerun to run it again"
+            )
         return _json(409, {"error": result.reason + hint, "id": result.rotation_id})
     return _json(400, {"error": result.reason})
 
