@@ -17,10 +17,10 @@ restart test has a host of its own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -108,10 +108,16 @@ class Hub:
         status, body = self.call("POST", "/admin/host/clock", {"advanceSeconds": seconds})
         assert status == 200, body
 
-    def rotate(self, secret_name: str, script: dict[str, list[dict[str, Any]]] | None = None) -> Rotation:
+    def rotate(
+        self,
+        secret_name: str,
+        script: dict[str, list[dict[str, Any]]] | None = None,
+        *,
+        policy: RotationPolicy = POLICY,
+    ) -> Rotation:
         """Write the script of this rotation, then start it through the Durable HTTP API."""
         secret = SecretRef(SUBSCRIPTION, VAULT, secret_name)
-        request = RotationRequest(secret=secret, version=VERSION, trigger="test", policy=POLICY)
+        request = RotationRequest(secret=secret, version=VERSION, trigger="test", policy=policy)
         rotation = Rotation(self, secret.rotation_id(VERSION), request)
         rotation.folder.mkdir(parents=True)
         (rotation.folder / "script.json").write_text(json.dumps(script or {}), encoding="utf-8")
@@ -291,7 +297,9 @@ def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
 
 def test_transient_failures_are_retried_after_durable_backoff_timers(hub: Hub) -> None:
     throttled = fail("TransientError", "spoke-kv-01 answered 429")
-    rotation = hub.rotate("retried", {"apply_target": [throttled, throttled, {}]})
+    # Four attempts, so that the third wait tells doubling (8 s) from any linear growth (6 s).
+    policy = dataclasses.replace(POLICY, retry_max_attempts=4)
+    rotation = hub.rotate("retried", {"apply_target": [throttled, throttled, throttled, {}]}, policy=policy)
     done = rotation.wait()
 
     assert done["runtimeStatus"] == "Completed"
@@ -299,38 +307,32 @@ def test_transient_failures_are_retried_after_durable_backoff_timers(hub: Hub) -
     assert rotation.activities() == [
         "plan_rotation",
         "stage_pending",
-        "apply_target",
-        "apply_target",
-        "apply_target",
+        *["apply_target"] * 4,
         "verify_target",
         "promote_secret",
         "discard_pending",
     ]
     # The same input at every attempt (the step is idempotent, so it can be re-run as is).
     first, *again = rotation.inputs("apply_target")
-    assert again == [first, first]
+    assert again == [first] * 3
 
-    # A durable timer between the attempts, each twice as long as the one before.
+    # A durable timer between the attempts, each twice as long as the one before, and the next
+    # attempt scheduled only once it fired.
     around_apply = [
         e
         for e in events(done, "TaskFailed", "TaskCompleted", "TimerCreated", "TimerFired")
         if e.get("FunctionName") in (None, "apply_target")
     ]
     assert [e["EventType"] for e in around_apply] == [
-        "TaskFailed",
-        "TimerCreated",
-        "TimerFired",
-        "TaskFailed",
-        "TimerCreated",
-        "TimerFired",
+        *["TaskFailed", "TimerCreated", "TimerFired"] * 3,
         "TaskCompleted",
     ]
-    waits = [
-        (parse_time(e["FireAt"]) - parse_time(e["Timestamp"])).total_seconds()
-        for e in around_apply
-        if e["EventType"] == "TimerCreated"
-    ]
-    assert waits == pytest.approx([2.0, 4.0], abs=0.01)
+    timers = [e for e in around_apply if e["EventType"] == "TimerCreated"]
+    waits = [(parse_time(e["FireAt"]) - parse_time(e["Timestamp"])).total_seconds() for e in timers]
+    assert waits == pytest.approx([2.0, 4.0, 8.0], abs=0.01)
+    attempts_after = [e for e in around_apply if e["EventType"] in ("TaskFailed", "TaskCompleted")][1:]
+    for timer, attempt in zip(timers, attempts_after, strict=True):
+        assert parse_time(attempt["ScheduledTime"]) >= parse_time(timer["FireAt"])
     assert "[transient] TransientError: spoke-kv-01 answered 429" in around_apply[0]["Reason"]
     assert "retrying" not in done["customStatus"]
 
@@ -586,6 +588,19 @@ def test_an_approval_continues_the_rotation_and_records_the_approver(hub: Hub) -
     assert events(done, "TimerFired") == []
 
 
+def test_a_decision_sent_as_json_text_is_understood(hub: Hub) -> None:
+    # The Python durable client (the hub's approve route) JSON-encodes the data before posting,
+    # so the event's payload is the decision's JSON text, not an object.
+    rotation, _ = approval_rotation(hub, "approved-as-text")
+    rotation.decide(json.dumps({"approved": True, "approver": "erin"}))
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["decision"] == {"approved": True, "approver": "erin", "reason": ""}
+    assert rotation.activities() == HAPPY_ORDER
+
+
 def test_the_approval_timer_is_cancelled_once_the_decision_arrives(hub: Hub) -> None:
     rotation, _ = approval_rotation(hub, "timer-cancelled", apply_target=[{"wait_for": "release-apply"}])
     rotation.decide({"approved": True, "approver": "bob"})
@@ -768,6 +783,8 @@ def test_the_approval_wait_survives_a_host_restart(tmp_path: Path) -> None:
     assert done["runtimeStatus"] == "Completed"
     assert done["output"]["result"] == "rotated"
     assert done["output"]["decision"]["approver"] == "dave"
+    # Every replay since computed the same deadline: orchestration time comes from the history.
+    assert done["customStatus"]["awaitingDecisionUntil"] == waiting["awaitingDecisionUntil"]
     # Nothing before the restart ran again after it.
     assert rotation.activities() == HAPPY_ORDER
     assert [e["FunctionName"] for e in events(done, "TaskCompleted")] == HAPPY_ORDER
