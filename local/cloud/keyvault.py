@@ -485,6 +485,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if call.version is not None and call.version and not VERSION.match(call.version):
         return _not_found(f"{call.name}/{call.version}")
 
+    # Key Vault works on a request once it has arrived: a client that goes away while a latency
+    # fault holds the call back must not undo it, so the body is read (and kept) before the wait.
+    if request.can_read_body:
+        await request.read()
     failing = await apply_latency(state.faults.take(vault.name, call.operation))
     if failing:
         return _fault_response(request, failing[0])
