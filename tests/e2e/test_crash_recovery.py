@@ -1,0 +1,319 @@
+"""The host killed with SIGKILL in the middle of each step, then started again on the same data
+dir: the rotation completes with exactly one new version of the secret, which logs in, while the
+old password does not, and no pending value is left enabled.
+
+"In the middle of a step": the step's call to Key Vault (or ARM) is held back by a latency fault
+of the local cloud, and the host is killed while that call is in flight. The cloud finishes a
+call whose client has gone (as Key Vault would once the request reached it), so the host is
+started again only once that call has landed: the rerun of the step then meets its own earlier
+work, which is what each step's check-before-acting is for. For apply, the kill comes while the
+password change waits on a lock in PostgreSQL, and that change lands while the host is down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e_helpers import (
+    approve,
+    assert_consistent,
+    assert_no_value_leaked,
+    enabled_pending,
+    quiet_expiry_scan,
+    seed,
+    start_rotation,
+    value_of,
+    versions_of,
+    wait_until,
+)
+
+from local.cloud.process import AdminClient
+from local.postgres import PostgresError
+from local.scenario import consumer_health, start_consumer, wait_for
+from local.stack import (
+    CONSUMER_DATABASE,
+    CONSUMER_LOGIN,
+    CONSUMER_SECRET,
+    CONSUMER_SITE,
+    LocalStack,
+    Seeded,
+)
+from rotation import metadata
+
+pytestmark = pytest.mark.slow
+
+ROTATED = ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as running:
+        # Only the tests start rotations: a NearExpiry event racing them would rotate first.
+        quiet_expiry_scan(running)
+        yield running
+
+
+@pytest.fixture
+def cloud(stack: LocalStack) -> Iterator[AdminClient]:
+    """Fault injection; afterwards no fault is left and the host runs again, pass or fail."""
+    assert stack.cloud is not None
+    assert stack.host is not None
+    admin = stack.cloud.admin
+    admin.clear_faults()
+    try:
+        yield admin
+    finally:
+        admin.clear_faults()
+        if not stack.host.running:
+            stack.host.start()
+
+
+def hold_back(cloud: AdminClient, target: str, operation: str, *, seconds: float, count: int = 1) -> int:
+    """Delay the next ``count`` calls of ``operation``; returns the fault's id."""
+    fault = cloud.inject_fault(
+        kind="latency", target=target, operation=operation, count=count, latency_ms=int(seconds * 1000)
+    )
+    return int(fault["id"])
+
+
+def kill_in_flight(
+    stack: LocalStack,
+    cloud: AdminClient,
+    fault_id: int,
+    *,
+    seconds: float,
+    while_down: Callable[[], None] = lambda: None,
+) -> None:
+    """SIGKILL the host while the last call held back by ``fault_id`` is in flight; start it
+    again (same data dir) once that call has landed in the cloud, after ``while_down``."""
+    assert stack.host is not None
+    wait_until(lambda: all(f["id"] != fault_id for f in cloud.faults()), "the held-back call", timeout=60)
+    taken = time.monotonic()
+    time.sleep(min(0.3, seconds / 4))
+    stack.host.kill()
+    time.sleep(max(0.0, taken + seconds + 0.5 - time.monotonic()))
+    assert not stack.host.running
+    while_down()
+    stack.host.start()
+
+
+def assert_rotated_once(stack: LocalStack, seeded: Seeded, old: str, ended: dict[str, Any]) -> None:
+    assert ended["runtimeStatus"] == "Completed", ended["status"]
+    assert ended["output"]["result"] == "rotated"
+    new_version = ended["output"]["new_version"]
+    versions = versions_of(stack, seeded)
+    assert sorted(versions) == sorted([seeded.version, new_version]), versions  # the original + one
+    current = stack.secret_client(seeded.vault).get_secret(seeded.name)
+    assert current.properties.version == new_version
+    tags = current.properties.tags or {}
+    database = tags[metadata.PROVIDER].rsplit("/", 1)[1]
+    assert not stack.pg.can_login(seeded.login, old, database)
+    assert stack.current_value_logs_in(seeded.vault, seeded.name, database=database)
+    assert enabled_pending(stack, seeded) == []
+
+
+def test_killed_during_plan(stack: LocalStack, cloud: AdminClient) -> None:
+    seeded = seed(stack)
+    old = value_of(stack, seeded.vault, seeded.name)
+    # The starter's read of the secret, then the plan's.
+    fault = hold_back(cloud, seeded.vault, "get_secret", seconds=2, count=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="plan", timeout=30)
+
+    kill_in_flight(stack, cloud, fault, seconds=2)
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == ROTATED
+    assert_rotated_once(stack, seeded, old, ended)
+
+
+def test_killed_during_stage_reuses_the_pending_value_written_meanwhile(
+    stack: LocalStack, cloud: AdminClient
+) -> None:
+    seeded = seed(stack)
+    old = value_of(stack, seeded.vault, seeded.name)
+    fault = hold_back(cloud, seeded.vault, "set_secret", seconds=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="stage", timeout=30)
+
+    kill_in_flight(
+        stack, cloud, fault, seconds=2, while_down=lambda: _assert_pending_versions(stack, seeded, 1)
+    )
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == ROTATED
+    assert_rotated_once(stack, seeded, old, ended)
+    # The value written by the killed attempt is the one that was used: no second one.
+    _assert_pending_versions(stack, seeded, 1, enabled=0)
+
+
+def test_killed_during_apply_while_the_password_change_waits_in_the_database(
+    stack: LocalStack, cloud: AdminClient
+) -> None:
+    """The change reaches PostgreSQL and lands after the host died: the rerun of apply finds the
+    new value already in force."""
+    seeded = seed(stack, tags={metadata.APPROVAL: "required"})
+    old = value_of(stack, seeded.vault, seeded.name)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="approval")
+    pending = value_of(stack, seeded.vault, seeded.name + "-pending")
+
+    # An admin session keeps the role's catalog row locked (an ALTER ROLE in an open
+    # transaction), so the hub's ALTER ROLE waits for it.
+    marker = f"hold-{seeded.login}"
+    holder = threading.Thread(target=_hold_role, args=(stack, seeded.login, marker))
+    holder.start()
+    try:
+        wait_until(lambda: _holding(stack, marker), "the lock")
+        approve(stack, rotation_id)
+        wait_until(lambda: _waiting_on_a_lock(stack, seeded.login), "the hub's ALTER ROLE waiting")
+        assert stack.host is not None
+        stack.host.kill()
+    finally:
+        stack.pg.psql(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+            "WHERE query LIKE '%' || :'v' || '%' AND pid <> pg_backend_pid();\n",
+            variables={"v": marker},
+        )
+        holder.join()
+    # The lock is gone: the dead host's ALTER ROLE goes through on its own.
+    wait_until(lambda: stack.pg.can_login(seeded.login, pending), "the orphaned password change")
+    assert not stack.pg.can_login(seeded.login, old)
+    assert versions_of(stack, seeded) == [seeded.version]
+    assert stack.host is not None
+    stack.host.start()
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == [
+        "plan",
+        "stage",
+        "approval",
+        "apply",
+        "verify",
+        "promote",
+        "cleanup",
+    ]
+    assert_rotated_once(stack, seeded, old, ended)
+    assert_no_value_leaked(stack, seeded)
+
+
+def test_killed_during_verify(stack: LocalStack, cloud: AdminClient) -> None:
+    seeded = seed(stack)
+    old = value_of(stack, seeded.vault, seeded.name)
+    # Every read is slow (the starter's, plan's, apply's, verify's): verify is current for a while.
+    hold_back(cloud, seeded.vault, "get_secret", seconds=0.8, count=1000)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="verify", timeout=30)
+    time.sleep(0.3)
+    assert stack.host is not None
+    stack.host.kill()
+    cloud.clear_faults()
+    time.sleep(1)
+    stack.host.start()
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == ROTATED
+    assert_rotated_once(stack, seeded, old, ended)
+
+
+def test_killed_during_promote_does_not_promote_twice(stack: LocalStack, cloud: AdminClient) -> None:
+    seeded = seed(stack)
+    old = value_of(stack, seeded.vault, seeded.name)
+    # Stage's write, then promote's.
+    fault = hold_back(cloud, seeded.vault, "set_secret", seconds=2, count=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="promote", timeout=30)
+
+    # The promoted version lands while the host is down; the rerun of promote must find it.
+    kill_in_flight(stack, cloud, fault, seconds=2, while_down=lambda: _assert_versions(stack, seeded, 2))
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == ROTATED
+    assert_rotated_once(stack, seeded, old, ended)
+
+
+def test_killed_during_a_consumer_restart(stack: LocalStack, cloud: AdminClient) -> None:
+    site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
+    seeded = stack.seed_login_secret(
+        "spoke1-kv",
+        CONSUMER_SECRET,
+        login=CONSUMER_LOGIN,
+        database=CONSUMER_DATABASE,
+        tags={metadata.CONSUMERS: site_id},
+    )
+    old = value_of(stack, seeded.vault, seeded.name)
+    assert start_consumer(stack)["ok"]
+    fault = hold_back(cloud, CONSUMER_SITE, "restart", seconds=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="restart", timeout=30)
+
+    kill_in_flight(stack, cloud, fault, seconds=2)
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == [*ROTATED[:-1], "restart", "cleanup"]
+    assert_rotated_once(stack, seeded, old, ended)
+    assert consumer_health(stack) == {"ok": True, "version": ended["output"]["new_version"]}
+
+
+def test_killed_during_cleanup(stack: LocalStack, cloud: AdminClient) -> None:
+    seeded = seed(stack)
+    old = value_of(stack, seeded.vault, seeded.name)
+    fault = hold_back(cloud, seeded.vault, "update_secret", seconds=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="cleanup", timeout=30)
+
+    # The pending value is disabled while the host is down; the rerun of cleanup finds that.
+    kill_in_flight(
+        stack,
+        cloud,
+        fault,
+        seconds=2,
+        while_down=lambda: _assert_pending_versions(stack, seeded, 1, enabled=0),
+    )
+
+    ended = wait_for(stack, rotation_id)
+    assert ended["status"]["stepsDone"] == ROTATED
+    assert_rotated_once(stack, seeded, old, ended)
+    assert_consistent(stack, seeded)
+
+
+def _hold_role(stack: LocalStack, login: str, marker: str) -> None:
+    """Lock ``login``'s row of pg_authid until this session is cancelled (then it rolls back)."""
+    script = "BEGIN;\nALTER ROLE :\"role\" CONNECTION LIMIT -1;\nSELECT pg_sleep(60), :'v'::text;\nCOMMIT;\n"
+    with contextlib.suppress(PostgresError):
+        stack.pg.psql(script, variables={"role": login, "v": marker})
+
+
+def _holding(stack: LocalStack, marker: str) -> bool:
+    out = stack.pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || :'v' || '%' "
+        "AND pid <> pg_backend_pid();\n",
+        variables={"v": marker},
+    )
+    return int(out) == 1
+
+
+def _waiting_on_a_lock(stack: LocalStack, login: str) -> bool:
+    out = stack.pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = :'v' AND wait_event_type = 'Lock';\n",
+        variables={"v": login},
+    )
+    return int(out) == 1
+
+
+def _assert_versions(stack: LocalStack, seeded: Seeded, count: int) -> None:
+    assert len(versions_of(stack, seeded)) == count
+
+
+def _assert_pending_versions(stack: LocalStack, seeded: Seeded, count: int, *, enabled: int = 1) -> None:
+    versions = list(
+        stack.secret_client(seeded.vault).list_properties_of_secret_versions(seeded.name + "-pending")
+    )
+    assert len(versions) == count
+    assert len(enabled_pending(stack, seeded)) == enabled
