@@ -1,9 +1,10 @@
 """The edge between an activity trigger and the domain core: parse, delegate, serialise.
 
 Every activity goes through ``run_step``, so all of them treat errors alike: the domain's own
-errors pass through (their messages name things, never values, and carry the retry marker the
-orchestrator reads); anything else is a bug or an unmapped library error whose message might
-echo a value, so it is logged by type and stack frames only and replaced by a plain error.
+errors pass through without their causes (their messages name things, never values, and carry
+the retry marker the orchestrator reads; a cause's message is a library's and might echo a
+value); anything else is a bug or an unmapped library error, logged by type and stack frames
+only and replaced by a plain error.
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ def run_step(
     try:
         result = action(input_type.from_dict(payload))
     except RotationError as exc:
-        logger.warning("activity %s failed after %.2fs: %s", name, time.monotonic() - started, exc)
+        causes = " <- ".join(type(c).__name__ for c in _causes(exc)) or "none"
+        logger.warning(
+            "activity %s failed after %.2fs: %s (causes: %s)", name, time.monotonic() - started, exc, causes
+        )
+        # The host writes the failure's stack into the history, causes included; a library's
+        # message there might echo what it was sent. Our message names things, so it alone goes.
+        exc.__cause__ = None
+        exc.__suppress_context__ = True
         raise
     except Exception as exc:
         # Frames show file, line and source text, never the values of variables or the message.
@@ -46,6 +54,15 @@ def run_step(
         raise UnexpectedError(f"{type(exc).__name__} in activity {name}; the hub's log has where") from None
     logger.info("activity %s done in %.2fs", name, time.monotonic() - started)
     return result.to_dict()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current = exc.__cause__ or exc.__context__
+    while current is not None and len(chain) < 10:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def vault_of(secret: SecretRef) -> Vault:
