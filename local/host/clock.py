@@ -10,10 +10,11 @@ seeing the real wall clock, as they would in Azure.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 
 class HostClock:
@@ -107,5 +108,14 @@ def parse_iso(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-def seconds(value: float) -> timedelta:
-    return timedelta(seconds=value)
+async def wait_for_event(event: asyncio.Event, timeout: float) -> None:
+    """Sleep until ``event`` is set or ``timeout`` seconds pass.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives while the
+    event is being set, which left shutdown waiting forever.
+    """
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()

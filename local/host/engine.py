@@ -17,7 +17,6 @@ are simply still in their table.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,7 @@ from azure.functions import meta
 from azure.functions.durable_functions import ActivityTriggerConverter
 
 from local.host import history
-from local.host.clock import HostClock, from_epoch, to_iso
+from local.host.clock import HostClock, from_epoch, to_iso, wait_for_event
 from local.host.episode import EpisodeResult, EpisodeRunner
 from local.host.failures import activity_failure, missing_activity_failure
 from local.host.function_index import FunctionIndex
@@ -234,8 +233,7 @@ class DurableEngine:
             if timeout <= 0:
                 await asyncio.sleep(0)
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._timer_wakeup.wait(), timeout)
+            await wait_for_event(self._timer_wakeup, timeout)
 
     def _fire_due_timers(self) -> set[str]:
         now = self.clock.now_epoch()

@@ -8,7 +8,6 @@ up durable timers. As in the real host, a schedule missed by a jump (or downtime
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import re
@@ -22,7 +21,7 @@ from azure.functions.timer import TimerRequestConverter
 from croniter import croniter
 
 from local.host.app_config import ConfigError, resolve_placeholders
-from local.host.clock import HostClock, to_iso
+from local.host.clock import HostClock, to_iso, wait_for_event
 from local.host.function_index import FunctionEntry
 from local.host.invoker import Invoker
 
@@ -124,8 +123,7 @@ class TimerTriggers:
             wait = self.clock.wall_seconds_until(due.timestamp())
             if wait > 0:
                 jumped = self._jumped
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(jumped.wait(), min(wait, 30.0))
+                await wait_for_event(jumped, min(wait, 30.0))
                 continue
             now = self.clock.now()
             await self.run(name, past_due=now - due > PAST_DUE_AFTER, scheduled=due)

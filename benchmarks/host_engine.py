@@ -1,0 +1,156 @@
+"""The local host's durable engine: overhead per episode and per activity call, throughput, storage.
+
+Runs the engine in this process (SQLite store, real SDK replay, activities on the thread pool)
+with the sample app's ``noop_six`` orchestration: six no-op activities in sequence, so seven
+episodes and six activity calls per instance. No HTTP is involved; the figures are the engine's.
+
+    python -m benchmarks.host_engine [--sequential 100] [--concurrent 400] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from local.host.clock import HostClock
+from local.host.engine import DurableEngine
+from local.host.episode import EpisodeResult, EpisodeRunner
+from local.host.function_index import load_app
+from local.host.instance_ops import InstanceOperations
+from local.host.invoker import Invoker
+from local.host.store import ActivityItem, Store
+
+APP = Path(__file__).resolve().parents[1] / "tests" / "apps" / "durable_app"
+ACTIVITIES_PER_INSTANCE = 6
+
+
+class TimedRunner(EpisodeRunner):
+    """Records how long each episode takes (load, replay, plan, commit)."""
+
+    durations: list[float]
+
+    def run(self, instance_id: str) -> EpisodeResult | None:
+        started = time.perf_counter()
+        result = super().run(instance_id)
+        if result is not None and result.ran_orchestrator:
+            self.durations.append(time.perf_counter() - started)
+        return result
+
+
+class TimedEngine(DurableEngine):
+    """Records each activity call from dispatch to its result committed to the inbox."""
+
+    activity_durations: list[float]
+
+    async def _run_activity(self, item: ActivityItem) -> None:
+        started = time.perf_counter()
+        await super()._run_activity(item)
+        self.activity_durations.append(time.perf_counter() - started)
+
+
+async def _run(instances: int, concurrency: int, data_dir: Path) -> dict[str, Any]:
+    index = load_app(APP)
+    store = Store(data_dir / "durable.sqlite")
+    clock = HostClock()
+    with ThreadPoolExecutor(max_workers=8) as functions:
+        invoker = Invoker(sync_executor=functions, client_binding=lambda hub: "{}")
+        engine = TimedEngine(store, index, clock, invoker=invoker, max_activities=os.cpu_count() or 2)
+        engine.activity_durations = []
+        runner = TimedRunner(store, index, clock)
+        runner.durations = []
+        engine.runner = runner
+        operations = InstanceOperations(store, index, clock, engine)
+        await engine.start()
+        ids = [f"bench-{number:05d}" for number in range(instances)]
+        pending = list(ids)
+        in_flight: set[str] = set()
+        started = time.perf_counter()
+        while pending or in_flight:
+            while pending and len(in_flight) < concurrency:
+                instance_id = pending.pop(0)
+                operations.start("noop_six", instance_id, None)
+                in_flight.add(instance_id)
+            await asyncio.sleep(0.001)
+            for instance_id in list(in_flight):
+                instance = store.get_instance(instance_id)
+                if instance is not None and instance.is_terminal:
+                    if instance.status != "Completed":
+                        raise RuntimeError(f"{instance_id} ended {instance.status}: {instance.output}")
+                    in_flight.discard(instance_id)
+        elapsed = time.perf_counter() - started
+        await engine.stop()
+    store.checkpoint()
+    store.close()
+    size = (data_dir / "durable.sqlite").stat().st_size
+    return {
+        "elapsed": elapsed,
+        "per_second": instances / elapsed,
+        "episode_ms": statistics.mean(runner.durations) * 1000,
+        "activity_ms": statistics.mean(engine.activity_durations) * 1000,
+        "episodes": len(runner.durations),
+        "activities": len(engine.activity_durations),
+        "bytes_per_instance": size / instances,
+    }
+
+
+def measure(instances: int, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="host-bench-") as folder:
+        return asyncio.run(_run(instances, concurrency, Path(folder)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.host_engine", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--sequential", type=int, default=100, help="instances run one at a time")
+    parser.add_argument(
+        "--concurrent", type=int, default=400, help="instances run with --concurrency in flight"
+    )
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args(argv)
+    # The SDK and azure-functions log notices per call; only the table belongs on the screen.
+    logging.getLogger("azure").setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+
+    one = measure(args.sequential, 1)
+    many = measure(args.concurrent, args.concurrency)
+    rows = [
+        ("engine overhead per episode (replay + commit), 1 in flight", f"{one['episode_ms']:.2f} ms"),
+        ("engine overhead per no-op activity call, 1 in flight", f"{one['activity_ms']:.2f} ms"),
+        (f"engine overhead per episode, {args.concurrency} in flight", f"{many['episode_ms']:.2f} ms"),
+        (f"no-op activity call, dispatch to result committed, {args.concurrency} in flight",
+         f"{many['activity_ms']:.2f} ms"),
+        ("instances completed per second, 1 in flight", f"{one['per_second']:.1f}"),
+        (f"instances completed per second, {args.concurrency} in flight", f"{many['per_second']:.1f}"),
+        ("SQLite file size per completed instance (history kept)", f"{many['bytes_per_instance'] / 1024:.1f} KiB"),
+    ]  # fmt: skip
+    print(f"orchestration: 6 no-op activities in sequence (7 episodes); cpus: {os.cpu_count()}; "
+          f"python {sys.version.split()[0]}")  # fmt: skip
+    width = max(len(label) for label, _ in rows)
+    print(f"{'measure'.ljust(width)} | value")
+    print(f"{'-' * width}-|-{'-' * 10}")
+    for label, value in rows:
+        print(f"{label.ljust(width)} | {value}")
+    checks = (
+        one["episodes"],
+        one["activities"],
+        args.sequential * 7,
+        args.sequential * ACTIVITIES_PER_INSTANCE,
+    )
+    print(f"(measured {checks[0]} episodes and {checks[1]} activity calls at 1 in flight; "
+          f"expected {checks[2]} and {checks[3]})")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
