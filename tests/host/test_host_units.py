@@ -34,7 +34,8 @@ def test_route_templates() -> None:
         compile_route("bad/{9name}")
     # Literal segments outrank parameters, parameters outrank catch-alls.
     ordered = sorted(
-        [compile_route("{*all}"), compile_route("items/{id}"), compile_route("items/new")], key=lambda r: r.precedence
+        [compile_route("{*all}"), compile_route("items/{id}"), compile_route("items/new")],
+        key=lambda r: r.precedence,
     )
     assert [r.template for r in ordered] == ["items/new", "items/{id}", "{*all}"]
 
@@ -73,7 +74,9 @@ def test_timestamps_round_trip() -> None:
 
 
 def test_local_settings_never_override_the_environment(tmp_path: Path) -> None:
-    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"A": "from-file", "B": "from-file"}}))
+    (tmp_path / "local.settings.json").write_text(
+        json.dumps({"Values": {"A": "from-file", "B": "from-file"}})
+    )
     environ = {"A": "from-env"}
     assert load_local_settings(tmp_path, environ) == ["B"]
     assert environ == {"A": "from-env", "B": "from-file"}
@@ -94,7 +97,9 @@ def test_placeholders_and_host_json(tmp_path: Path) -> None:
     )
     configured = read_host_json(tmp_path)
     assert (configured.hub_name, configured.max_concurrent_activities) == ("Hub1", 3)
-    (tmp_path / "host.json").write_text(json.dumps({"extensions": {"durableTask": {"maxConcurrentActivityFunctions": 0}}}))
+    (tmp_path / "host.json").write_text(
+        json.dumps({"extensions": {"durableTask": {"maxConcurrentActivityFunctions": 0}}})
+    )
     with pytest.raises(ConfigError):
         read_host_json(tmp_path)
 
@@ -111,7 +116,9 @@ def test_activity_failure_text_matches_the_real_host() -> None:
     # The user's frame is there, the host's own frames are not.
     assert "test_activity_failure_text_matches_the_real_host" in parsed["InnerException"]["RemoteStackTrace"]
     assert "local/host/engine.py" not in parsed["InnerException"]["RemoteStackTrace"]
-    assert unknown_function_message("x", "activity", []).endswith("No activity functions are currently registered!")
+    assert unknown_function_message("x", "activity", []).endswith(
+        "No activity functions are currently registered!"
+    )
 
 
 def test_actions_are_flattened_depth_first() -> None:
@@ -147,7 +154,11 @@ def test_history_is_shaped_like_the_status_api() -> None:
         {"EventType": 1, "EventId": -1, "Timestamp": "t3", "OrchestrationStatus": 1, "Result": "5"},
     ]  # fmt: skip
     shaped = present_history(raw, show_output=True, show_input=True)
-    assert [event["EventType"] for event in shaped] == ["ExecutionStarted", "TaskCompleted", "ExecutionCompleted"]
+    assert [event["EventType"] for event in shaped] == [
+        "ExecutionStarted",
+        "TaskCompleted",
+        "ExecutionCompleted",
+    ]
     assert shaped[0]["FunctionName"] == "flow"
     assert shaped[1] == {"EventType": "TaskCompleted", "Timestamp": "t2", "Result": {"ok": True},
                          "ScheduledTime": "t1", "FunctionName": "step", "Input": "\"x\""}  # fmt: skip
