@@ -284,10 +284,13 @@ def test_verify_fails_for_a_login_that_changes_itself_and_a_rerun_recovers_its_n
 
     # Apply and verify each read two versions before they connect: slow those reads down, so
     # that the fault lands between apply's change and verify's login.
-    cloud.inject_fault(kind="latency", target=seeded.vault, operation="get_secret", count=4, latency_ms=1500)
+    cloud.inject_fault(
+        kind="latency", target=seeded.vault, operation="get_secret", count=LASTING, latency_ms=1500
+    )
     approve(stack, rotation_id)
     wait_for(stack, rotation_id, step="verify", timeout=30)
     alter_role(stack, seeded.login, "NOLOGIN")
+    cloud.clear_faults()
     try:
         failed = wait_for(stack, rotation_id)
 
@@ -304,6 +307,9 @@ def test_verify_fails_for_a_login_that_changes_itself_and_a_rerun_recovers_its_n
     assert not stack.pg.can_login(seeded.login, old)
     _, ended = rerun(stack, rotation_id, {"mode": "restart"}, approve_again=True)
     assert_rotated(stack, seeded, old, ended)
+    # The rerun carried on with the value the first run staged; it did not stage another.
+    companion = stack.secret_client(seeded.vault).list_properties_of_secret_versions(seeded.name + "-pending")
+    assert len(list(companion)) == 1
 
 
 # -- promote --------------------------------------------------------------------------------
