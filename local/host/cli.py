@@ -26,6 +26,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be between 1 and 65535 (the port goes into client URLs)")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -43,7 +50,7 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
         "--script-root", type=Path, default=REPO_ROOT, help="folder with function_app.py and host.json"
     )
     parser.add_argument(
-        "--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071, as func start)"
+        "--port", type=_port, default=7071, help="port on 127.0.0.1 (default 7071, as func start)"
     )
     parser.add_argument(
         "--data", type=Path, default=None, help="state folder (default <script-root>/.data/host)"

@@ -34,6 +34,10 @@ class HostStartError(RuntimeError):
     """The host exited or did not become ready in time; the message ends with its log's tail."""
 
 
+class _PortTaken(Exception):
+    """The host could not bind its port."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -59,6 +63,7 @@ class HostProcess:
     ) -> None:
         self.script_root = Path(script_root)
         self.data_dir = Path(data_dir)
+        self._port_chosen_here = port is None
         self.port = port or free_port()
         self.env = dict(env or {})
         self.auth_keys = auth_keys
@@ -100,7 +105,21 @@ class HostProcess:
         return command + self.extra_args
 
     def start(self) -> HostProcess:
-        """Start the host and wait until it is ready; raises HostStartError (and leaves nothing running)."""
+        """Start the host and wait until it is ready; raises HostStartError (and leaves nothing running).
+
+        A port this launcher picked can be taken by another process between the pick and the bind
+        (parallel test workers); then it picks another one, up to three times.
+        """
+        for attempt in range(3):
+            try:
+                return self._start_once()
+            except _PortTaken:
+                if not self._port_chosen_here or attempt == 2:
+                    raise HostStartError(f"port {self.port} is already in use:\n{self.log_tail()}") from None
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start_once(self) -> HostProcess:
         if self.running:
             raise HostStartError("the host is already running")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +140,8 @@ class HostProcess:
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
+                if "address already in use" in self.log_tail(5).lower():
+                    raise _PortTaken
                 raise HostStartError(f"the host exited with code {code} while starting:\n{self.log_tail()}")
             if self._ready():
                 return self

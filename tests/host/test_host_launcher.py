@@ -70,3 +70,22 @@ def test_an_app_that_fails_to_import_fails_fast(tmp_path: Path) -> None:
     with pytest.raises(HostStartError, match="ModuleNotFoundError"):
         host.start()
     assert not host.running
+
+
+def test_a_taken_port_is_reported_or_replaced(tmp_path: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        explicit = HostProcess(DURABLE_APP, tmp_path / "a", port=taken, env={"SAMPLE_SWEEP_SCHEDULE": NEVER})
+        with pytest.raises(HostStartError, match="already in use"):
+            explicit.start()
+        automatic = HostProcess(DURABLE_APP, tmp_path / "b", env={"SAMPLE_SWEEP_SCHEDULE": NEVER})
+        automatic.port = taken  # as if another worker took the port between the pick and the bind
+        automatic._port_chosen_here = True
+        try:
+            automatic.start()
+            assert automatic.port != taken
+            assert Api(automatic.base_url).alive()
+        finally:
+            automatic.kill()
