@@ -83,7 +83,6 @@ class _Plan:
     timers: list[tuple[int, float, str]] = field(default_factory=list)
     cancelled_timers: list[int] = field(default_factory=list)
     children: list[tuple[str, str, str | None, int]] = field(default_factory=list)
-    failed_children: list[tuple[int, str]] = field(default_factory=list)
 
 
 def _is_retry_trigger(event: dict[str, Any], state: EngineState) -> bool:

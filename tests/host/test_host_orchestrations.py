@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timedelta
 
@@ -159,3 +160,29 @@ def test_plain_http_event_data_arrives_as_the_json_object(host: RunningHost) -> 
 def test_fan_out_and_fan_in(host: RunningHost) -> None:
     instance = host.api.start("fan_out", "fan-1", {"count": 5})
     assert host.api.wait(instance)["output"] == 0 + 1 + 2 + 3 + 4
+
+
+def test_nothing_the_app_exchanges_reaches_the_log(host: RunningHost) -> None:
+    marker = "S3CRET-VALUE-7f3a"
+    instance = host.api.start(
+        "approval_flow", "no-leak", {"name": marker, "approval": True, "fail_mode": "transient"}
+    )
+    host.api.wait_custom(instance, "stage", "awaiting_approval")
+    assert host.api.raise_event(instance, "Approval", {"by": marker}).status == 202
+    done = host.api.wait(instance)
+    assert marker in json.dumps(done["output"])  # it went through inputs, outputs, events and status
+    assert host.api.call("POST", f"/api/echo/{'x'}?q={marker}", data=marker.encode()).status == 201
+    assert marker not in host.process.log_path.read_text()
+
+
+def test_activities_run_within_the_configured_bound(host_factory: HostFactory) -> None:
+    bounded = host_factory(max_activities=2)
+    instance = bounded.api.start("sleepers", "bounded", {"count": 6, "seconds": 0.3})
+    runs = bounded.api.wait(instance)["output"]
+    assert len(runs) == 6
+    moments = sorted([(start, 1) for start, _ in runs] + [(end, -1) for _, end in runs])
+    in_flight = peak = 0
+    for _, change in moments:
+        in_flight += change
+        peak = max(peak, in_flight)
+    assert peak == 2

@@ -93,3 +93,11 @@ def fail_unless_fixed(flag: str) -> str:
     if not flag_exists(flag):
         raise PermanentError(f"flag {flag} is missing")
     return f"fixed after {count('fail_unless_fixed', flag)} runs"
+
+
+@bp.activity_trigger(input_name="request")
+def timed_sleep(request: dict) -> list:
+    """Sleeps and reports when it ran, so tests can see how many activities overlapped."""
+    started = time.time()
+    time.sleep(request["seconds"])
+    return [started, time.time()]

@@ -114,6 +114,16 @@ def fan_out(context: df.DurableOrchestrationContext):
 
 
 @bp.orchestration_trigger(context_name="context")
+def sleepers(context: df.DurableOrchestrationContext):
+    """count activities that sleep in parallel; returns when each one ran."""
+    request = context.get_input()
+    tasks = [
+        context.call_activity("timed_sleep", {"seconds": request["seconds"]}) for _ in range(request["count"])
+    ]
+    return (yield context.task_all(tasks))
+
+
+@bp.orchestration_trigger(context_name="context")
 def noop_six(context: df.DurableOrchestrationContext):
     """Six no-op activities in sequence (the benchmark's orchestration)."""
     for step in range(6):
