@@ -125,6 +125,9 @@ class EpisodeRunner:
                 if selection.suspended:
                     selection.suspended = False
                     selection.control.append(event)
+                    if selection.left_behind:
+                        # Events skipped while suspended are older: deliver them first, next episode.
+                        break
                 continue
             if selection.suspended:
                 # A suspended instance keeps its events until it is resumed (DTFx buffers them).
@@ -135,6 +138,16 @@ class EpisodeRunner:
                 break
             selection.consumed.append(item.id)
             selection.batch.append(event)
+        # A new execution's ExecutionStarted must come first (the SDK reads it at history[1]), even
+        # when external events raised during continue-as-new are older in the inbox.
+        started = [
+            event for event in selection.batch if event.get("EventType") == EventType.EXECUTION_STARTED
+        ]
+        if started:
+            others = [
+                event for event in selection.batch if event.get("EventType") != EventType.EXECUTION_STARTED
+            ]
+            selection.batch = started[:1] + others
         return selection
 
     # -- entry point ------------------------------------------------------------------------

@@ -186,3 +186,13 @@ def test_activities_run_within_the_configured_bound(host_factory: HostFactory) -
         in_flight += change
         peak = max(peak, in_flight)
     assert peak == 2
+
+
+def test_events_raised_across_continue_as_new_are_all_delivered(host: RunningHost) -> None:
+    host.api.start("collect_events", "collector")
+    for number in range(3):
+        host.api.wait_custom("collector", "count", number)
+        assert host.api.raise_event("collector", "Item", number).status == 202
+    done = host.api.wait("collector")
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"] == [0, 1, 2]

@@ -9,14 +9,18 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
+from local.host import history
 from local.host.actions import ActionFormatError, ActionType, flatten
 from local.host.app_config import ConfigError, load_local_settings, read_host_json, resolve_placeholders
 from local.host.auth import Authorizer, load_or_create_keys
 from local.host.client_binding import ClientUrls
 from local.host.clock import HostClock, parse_iso, to_iso
+from local.host.engine_state import EngineState, RetryGroup
+from local.host.episode import EpisodeRunner
 from local.host.failures import activity_failure, unknown_function_message
 from local.host.http_triggers import RouteTemplateError, compile_route
 from local.host.status import parse_token, present_history
+from local.host.store import InboxItem, Instance
 from local.host.timer_triggers import TimerSchedule
 
 
@@ -202,3 +206,42 @@ def test_keys_file_and_levels(tmp_path: Path) -> None:
     (tmp_path / "host-keys.json").write_text("{}")
     with pytest.raises(ValueError, match="not a host keys file"):
         load_or_create_keys(tmp_path)
+
+
+def _item(number: int, event: dict) -> InboxItem:
+    return InboxItem(number, "i", None, event)
+
+
+def test_episode_batches_keep_order_and_put_a_retry_trigger_first() -> None:
+    runner = EpisodeRunner.__new__(EpisodeRunner)
+    retry = RetryGroup("activity", "a", None, max_attempts=3, interval_ms=10, attempt=1, phase="task")
+    state = EngineState(retries={"3": retry})
+    running = Instance("i", "e", "o", "", "Running", None, None, None, 0.0, 0.0, None)
+    completed_1 = history.task_completed("t", 1, "1")
+    failed_3 = history.task_failed("t", 3, reason="r", details=None)
+    completed_2 = history.task_completed("t", 2, "2")
+    # A retry trigger that is not first waits for the next episode, where it is first.
+    selection = runner._select(
+        [_item(1, completed_1), _item(2, failed_3), _item(3, completed_2)], running, state
+    )
+    assert selection.batch == [completed_1]
+    assert selection.left_behind
+    selection = runner._select([_item(2, failed_3), _item(3, completed_2)], running, state)
+    assert selection.batch == [failed_3, completed_2]
+    # Events skipped while suspended are delivered before later ones once resumed.
+    suspended = Instance("i", "e", "o", "", "Suspended", None, None, None, 0.0, 0.0, None)
+    first = history.event_raised("t", "A", "1")
+    second = history.event_raised("t", "A", "2")
+    resumed = history.execution_resumed("t", None)
+    selection = runner._select(
+        [_item(1, first), _item(2, resumed), _item(3, second)], suspended, EngineState()
+    )
+    assert selection.batch == []
+    assert selection.control == [resumed]
+    assert selection.consumed == [2]
+    # A new execution's ExecutionStarted goes first even behind older external events.
+    started = history.execution_started(
+        "t", name="o", version="", input_text=None, instance_id="i", execution_id="e", parent=None
+    )
+    selection = runner._select([_item(1, first), _item(2, started)], running, EngineState())
+    assert selection.batch == [started, first]

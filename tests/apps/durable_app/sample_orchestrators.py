@@ -195,6 +195,24 @@ def counter(context: df.DurableOrchestrationContext):
 
 
 @bp.orchestration_trigger(context_name="context")
+def collect_events(context: df.DurableOrchestrationContext):
+    """Continues as new after every "Item" event until it has three.
+
+    Events that arrived while the previous execution ran stay in the inbox for the next one; events
+    already delivered to an execution that then continues as new are dropped, as on Azure (the
+    Python SDK has no preserveUnprocessedEvents), hence the custom status to pace the sender.
+    """
+    items = context.get_input() or []
+    context.set_custom_status({"count": len(items)})
+    item = yield context.wait_for_external_event("Item")
+    items = [*items, item]
+    if len(items) < 3:
+        context.continue_as_new(items)
+        return None
+    return items
+
+
+@bp.orchestration_trigger(context_name="context")
 def buffered_events(context: df.DurableOrchestrationContext):
     """Waits for an event only after a slow activity, so the event usually arrives first."""
     yield context.call_activity("sleepy", 0.5)
