@@ -213,8 +213,8 @@ def test_plan_skips_a_version_that_is_no_longer_current(stack: LocalStack, vault
 def test_key_vault_unavailable_is_transient(stack: LocalStack, vault: Vault) -> None:
     _seeded, step = seed(stack)
     assert stack.cloud is not None
-    # More 503s than the SDK's own retry policy absorbs (3 status retries).
-    stack.cloud.admin.inject_fault(kind="unavailable", target=VAULT, operation="get_secret", count=4)
+    # More 503s than the SDK's own retry policy absorbs (3 status retries); the rest is cleared.
+    stack.cloud.admin.inject_fault(kind="unavailable", target=VAULT, operation="get_secret", count=10)
     try:
         with pytest.raises(TransientError):
             steps.plan(step, vault)
