@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from conftest import HostFactory, RunningHost
-from host_helpers import read_lines
+from host_helpers import read_lines, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +196,21 @@ def test_events_raised_across_continue_as_new_are_all_delivered(host: RunningHos
     done = host.api.wait("collector")
     assert done["runtimeStatus"] == "Completed"
     assert done["output"] == [0, 1, 2]
+
+
+def test_a_ten_day_timeout_runs_as_chained_long_timers(host: RunningHost) -> None:
+    """Beyond 6 days the SDK (schema V3) splits a timer into 3-day chunks, created as each one fires."""
+    api = host.api
+    api.start("approval_flow", "long-timer", {"name": "lt", "approval": True, "timeout_hours": 240, "fail_times": 0})
+    api.wait_custom("long-timer", "stage", "awaiting_approval")
+    api.advance_clock(4 * 24 * 3600)
+
+    def chunks() -> int:
+        history = api.status("long-timer", "?showHistory=true").json()["historyEvents"]
+        return [event["EventType"] for event in history].count("TimerCreated")
+
+    wait_until(lambda: chunks() == 2, 10, "the second 3-day chunk was not created")
+    assert api.status("long-timer").json()["runtimeStatus"] == "Running"
+    api.advance_clock(7 * 24 * 3600)
+    done = api.wait("long-timer", timeout=10)
+    assert done["output"]["outcome"] == "rejected"
