@@ -201,7 +201,9 @@ def test_events_raised_across_continue_as_new_are_all_delivered(host: RunningHos
 def test_a_ten_day_timeout_runs_as_chained_long_timers(host: RunningHost) -> None:
     """Beyond 6 days the SDK (schema V3) splits a timer into 3-day chunks, created as each one fires."""
     api = host.api
-    api.start("approval_flow", "long-timer", {"name": "lt", "approval": True, "timeout_hours": 240, "fail_times": 0})
+    api.start(
+        "approval_flow", "long-timer", {"name": "lt", "approval": True, "timeout_hours": 240, "fail_times": 0}
+    )
     api.wait_custom("long-timer", "stage", "awaiting_approval")
     api.advance_clock(4 * 24 * 3600)
 
