@@ -162,7 +162,9 @@ def test_cli_refuses_an_invalid_topology(tmp_path: Path) -> None:
 
 def test_the_default_topology_is_valid_and_documented_ids_match() -> None:
     default = REPO_ROOT / "local" / "cloud" / "topologies" / "default.json"
-    topology = load(default, {"HUB_URL": "http://127.0.0.1:7071", "PYTHON": sys.executable, "PG_PORT": "5432"})
+    topology = load(
+        default, {"HUB_URL": "http://127.0.0.1:7071", "PYTHON": sys.executable, "PG_PORT": "5432"}
+    )
     assert sorted(topology.vaults) == ["spoke1-kv", "spoke2-kv"]
     assert topology.identities[topology.client_identity].name == "hub-rotation-identity"
     readme = (REPO_ROOT / "local" / "cloud" / "README.md").read_text()
