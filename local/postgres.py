@@ -30,7 +30,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from local.ports import free_port
 from rotation.targets import scram
 
 logger = logging.getLogger(__name__)
@@ -73,14 +73,6 @@ def find_bindir() -> Path:
     if not candidates:
         raise PostgresError("no PostgreSQL server under /usr/lib/postgresql/*/bin; run `make setup`")
     return max(candidates)[1]
-
-
-def free_port() -> int:
-    # The port is free now, not necessarily when the server binds it: start() retries on a clash.
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresCluster:

@@ -33,16 +33,21 @@ class DemoSecrets:
     plain: Seeded  # in the second vault, changes itself
 
 
-def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
-    """Three PostgreSQL logins and their secrets, all inside the near-expiry window."""
+def seed_consumer_secret(stack: LocalStack) -> Seeded:
+    """The secret the consumer site reads at start, tagged to restart it after promotion."""
     site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
-    consumer = stack.seed_login_secret(
+    return stack.seed_login_secret(
         "spoke1-kv",
         CONSUMER_SECRET,
         login=CONSUMER_LOGIN,
         database=CONSUMER_DATABASE,
         tags={metadata.CONSUMERS: site_id},
     )
+
+
+def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
+    """Three PostgreSQL logins and their secrets, all inside the near-expiry window."""
+    consumer = seed_consumer_secret(stack)
     admin = stack.seed_admin_secret("spoke2-kv", "pg-admin")
     approved = stack.seed_login_secret(
         "spoke2-kv",

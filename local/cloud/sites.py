@@ -15,7 +15,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from local.cloud.topology import Identity, Site
+from local.ports import free_port
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +34,6 @@ def die_with_parent() -> None:
     """preexec_fn: ask Linux to SIGTERM this child when its parent dies, even by SIGKILL."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

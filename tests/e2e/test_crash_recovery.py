@@ -35,11 +35,8 @@ from e2e_helpers import (
 
 from local.cloud.process import AdminClient
 from local.postgres import PostgresError
-from local.scenario import consumer_health, start_consumer, wait_for
+from local.scenario import consumer_health, seed_consumer_secret, start_consumer, wait_for
 from local.stack import (
-    CONSUMER_DATABASE,
-    CONSUMER_LOGIN,
-    CONSUMER_SECRET,
     CONSUMER_SITE,
     LocalStack,
     Seeded,
@@ -239,14 +236,7 @@ def test_killed_during_promote_does_not_promote_twice(stack: LocalStack, cloud: 
 
 
 def test_killed_during_a_consumer_restart(stack: LocalStack, cloud: AdminClient) -> None:
-    site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
-    seeded = stack.seed_login_secret(
-        "spoke1-kv",
-        CONSUMER_SECRET,
-        login=CONSUMER_LOGIN,
-        database=CONSUMER_DATABASE,
-        tags={metadata.CONSUMERS: site_id},
-    )
+    seeded = seed_consumer_secret(stack)
     old = value_of(stack, seeded.vault, seeded.name)
     assert start_consumer(stack)["ok"]
     fault = hold_back(cloud, CONSUMER_SITE, "restart", seconds=2)

@@ -36,11 +36,9 @@ from e2e_helpers import (
 )
 
 from local.cloud.process import AdminClient
-from local.scenario import consumer_health, start_consumer, wait_for
+from local.scenario import consumer_health, seed_consumer_secret, start_consumer, wait_for
 from local.stack import (
     CONSUMER_DATABASE,
-    CONSUMER_LOGIN,
-    CONSUMER_SECRET,
     CONSUMER_SITE,
     LocalStack,
     Seeded,
@@ -349,14 +347,7 @@ def test_a_consumer_restart_fails_after_promotion_and_a_rerun_restarts_it(
     """Past promote the new value is the truth: the target is not reverted, only the pending
     value is removed, and the status says the secret was promoted. The consumer keeps the old
     value until the rerun restarts it."""
-    site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
-    seeded = stack.seed_login_secret(
-        "spoke1-kv",
-        CONSUMER_SECRET,
-        login=CONSUMER_LOGIN,
-        database=CONSUMER_DATABASE,
-        tags={metadata.CONSUMERS: site_id},
-    )
+    seeded = seed_consumer_secret(stack)
     old = value_of(stack, seeded.vault, seeded.name)
     assert start_consumer(stack)["ok"]
 

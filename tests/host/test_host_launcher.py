@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from host_helpers import DURABLE_APP, NEVER, Api
 
-from local.host.process import HostProcess, HostStartError, free_port
+from local.host.process import HostProcess, HostStartError
+from local.ports import free_port
 
 
 def test_free_port_is_bindable() -> None:

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.postgres import PostgresCluster, free_port
+from local.ports import free_port
+from local.postgres import PostgresCluster
 from rotation.errors import (
     AuthenticationFailed,
     InvalidRequest,
