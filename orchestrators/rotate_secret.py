@@ -76,10 +76,10 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             step = replace(step, pending_version=staged.pending_version)
 
             if plan.approval_required:
-                decision = yield from _await_decision(saga, request)
+                decision, timed_out = yield from _await_decision(saga, request)
                 if not decision.approved:
                     compensated = yield from saga.compensate()
-                    result = "timed_out" if decision.approver == TIMEOUT_APPROVER else "rejected"
+                    result = "timed_out" if timed_out else "rejected"
                     return outcome(result, decision=decision, detail=_undo_summary(compensated))
 
             saga.on_failure("revert_target", step, undoes="apply")
@@ -115,8 +115,10 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
 TIMEOUT_APPROVER = "timeout"
 
 
-def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any, Decision]:
-    """Race the RotationDecision event against a durable timer; the timeout rejects."""
+def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any, tuple[Decision, bool]]:
+    """Race the RotationDecision event against a durable timer; the timeout rejects.
+
+    Returns the decision and whether it was the timeout's."""
     context = saga.context
     deadline = context.current_utc_datetime + timedelta(hours=request.policy.approval_timeout_hours)
     saga.enter("approval", awaitingDecisionUntil=deadline.isoformat())
@@ -124,12 +126,14 @@ def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any,
     timer = context.create_timer(deadline)
     winner = yield context.task_any([decision_task, timer])
     if winner != decision_task:
-        return Decision(approved=False, approver=TIMEOUT_APPROVER, reason="no decision before the deadline")
+        return Decision(
+            approved=False, approver=TIMEOUT_APPROVER, reason="no decision before the deadline"
+        ), True
     timer.cancel()
     decision = _parse_decision(decision_task.result)
     saga.steps_done.append("approval")
     saga.set_status(decision=decision.to_dict())
-    return decision
+    return decision, False
 
 
 def _parse_decision(raw: object) -> Decision:
