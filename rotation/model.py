@@ -132,12 +132,6 @@ def _from_plain(tp: Any, data: object, where: str) -> Any:
         if not isinstance(data, list | tuple):
             raise InvalidRequest(f"{where} must be a list")
         return tuple(_from_plain(item_type, v, f"{where}[{i}]") for i, v in enumerate(data))
-    if origin is dict:
-        if not isinstance(data, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in data.items()
-        ):
-            raise InvalidRequest(f"{where} must be an object of strings")
-        return dict(data)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, Mapping):
             raise InvalidRequest(f"{where} must be an object")
