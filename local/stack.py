@@ -26,7 +26,7 @@ from azure.mgmt.web import WebSiteManagementClient
 from local.cloud.process import LocalCloud
 from local.host.process import HostProcess
 from local.ports import free_port
-from local.postgres import PostgresCluster
+from local.databases.postgresql import PostgresCluster
 from rotation import clients, metadata
 from rotation.model import SecretRef
 from rotation.settings import SETTINGS, Settings

@@ -12,8 +12,10 @@ from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.web import WebSiteManagementClient
 
+from rotation.azure_errors import translated
 from rotation.model import check_vault_name
 from rotation.settings import Settings
+from rotation.targets.base import SecretValue
 from rotation.vault import Vault
 
 
@@ -48,6 +50,18 @@ def vault_named(vault_name: str, settings: Settings) -> Vault:
 
 def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementClient:
     return _web_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
+def access_token(scope: str, settings: Settings) -> SecretValue:
+    """The hub identity's access token for ``scope`` (a database's Entra audience); the
+    credential caches it until shortly before it expires.
+
+    Raises:
+        AuthenticationFailed: the identity endpoint refuses the hub's identity.
+        TransientError: the identity endpoint cannot be reached or is overloaded.
+    """
+    with translated(f"a token for {scope}", service="the managed identity endpoint"):
+        return SecretValue(_credential(settings.client_id).get_token(scope).token)
 
 
 def clear_cache() -> None:

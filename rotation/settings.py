@@ -85,14 +85,30 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "How long to wait for a restarted consuming app to report that it runs again.",
     ),
     SettingSpec(
-        "ROTATION_POSTGRESQL_ODBC_DRIVER",
-        "PostgreSQL Unicode",
-        "Name of the ODBC driver used for postgresql-login targets.",
-    ),
-    SettingSpec(
         "ROTATION_POSTGRESQL_SSLMODE",
         "require",
         "libpq sslmode for postgresql-login targets (require, verify-ca, verify-full ...).",
+    ),
+    SettingSpec(
+        "ROTATION_POSTGRESQL_ENTRA_ROLE",
+        "",
+        "PostgreSQL role of the hub's managed identity, for postgresql-login secrets tagged "
+        "rotation-admin=managed-identity (Entra authentication on Azure Database for PostgreSQL).",
+    ),
+    SettingSpec(
+        "ROTATION_MYSQL_SSLMODE",
+        "verify-full",
+        "TLS of mysql-login targets, always on: verify-full (certificate and host name), verify-ca or require.",
+    ),
+    SettingSpec(
+        "ROTATION_MYSQL_SSL_CA",
+        "",
+        "CA bundle (PEM file) that MySQL server certificates are verified against; empty: the system's CAs.",
+    ),
+    SettingSpec(
+        "ROTATION_SQLSERVER_ODBC_DRIVER",
+        "ODBC Driver 18 for SQL Server",
+        "ODBC driver of sqlserver-login targets; Azure's Functions Python image installs this one.",
     ),
 )
 
@@ -134,8 +150,11 @@ class Settings:
     sweep_schedule: str
     near_expiry_days: float
     consumer_ready_timeout_seconds: float
-    postgresql_odbc_driver: str
     postgresql_sslmode: str
+    postgresql_entra_role: str
+    mysql_sslmode: str
+    mysql_ssl_ca: str
+    sqlserver_odbc_driver: str
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -189,8 +208,11 @@ class Settings:
             consumer_ready_timeout_seconds=_positive_number(
                 "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS", get("ROTATION_CONSUMER_READY_TIMEOUT_SECONDS")
             ),
-            postgresql_odbc_driver=get("ROTATION_POSTGRESQL_ODBC_DRIVER"),
             postgresql_sslmode=get("ROTATION_POSTGRESQL_SSLMODE"),
+            postgresql_entra_role=get("ROTATION_POSTGRESQL_ENTRA_ROLE"),
+            mysql_sslmode=get("ROTATION_MYSQL_SSLMODE"),
+            mysql_ssl_ca=get("ROTATION_MYSQL_SSL_CA"),
+            sqlserver_odbc_driver=get("ROTATION_SQLSERVER_ODBC_DRIVER"),
         )
 
 

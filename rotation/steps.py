@@ -6,10 +6,11 @@ sequence. They read values from Key Vault themselves and return references only.
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime, timedelta
 
-from rotation import metadata
+from rotation import clients, metadata
 from rotation.errors import InvalidRequest, TargetError, UndoImpossible, VerificationFailed
 from rotation.model import (
     Changed,
@@ -23,7 +24,7 @@ from rotation.model import (
 from rotation.passwords import generate
 from rotation.settings import Settings
 from rotation.targets import target_type
-from rotation.targets.base import Credentials, SecretValue, Target
+from rotation.targets.base import Credentials, SecretValue, Target, TokenSource
 from rotation.vault import Vault, VersionInfo
 
 logger = logging.getLogger(__name__)
@@ -128,13 +129,21 @@ class _Bound:
         meta = metadata.parse_tags(name, info.tags)
         self.admin: SecretValue | None = None
         self.admin_login: str | None = None
+        self.access_token: TokenSource | None = None
         if meta.target.admin.mode == "secret" and meta.target.admin.secret_name:
             admin_info, self.admin = vault.get(meta.target.admin.secret_name)
             self.admin_login = metadata.credential_of(admin_info.tags)
+        elif meta.target.admin.mode == "managed-identity":
+            self.access_token = functools.partial(clients.access_token, settings=settings)
         self.target: Target = target_type(meta.target.kind).build(meta.target, settings)
 
     def using(self) -> Credentials:
-        return Credentials(current=self.previous, admin=self.admin, admin_login=self.admin_login)
+        return Credentials(
+            current=self.previous,
+            admin=self.admin,
+            admin_login=self.admin_login,
+            access_token=self.access_token,
+        )
 
 
 def apply_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:

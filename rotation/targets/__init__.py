@@ -31,9 +31,9 @@ class TargetType:
 
 
 def _registry() -> dict[str, TargetType]:
-    from rotation.targets import postgresql
+    from rotation.targets import mysql, postgresql
 
-    return {t.name: t for t in (postgresql.TARGET_TYPE,)}
+    return {t.name: t for t in (postgresql.TARGET_TYPE, mysql.TARGET_TYPE)}
 
 
 def target_type(kind: str) -> TargetType:

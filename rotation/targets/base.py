@@ -13,6 +13,7 @@ Targets never log or put a value into an exception message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -55,9 +56,14 @@ class TargetSpec:
     admin: AdminSpec
 
 
+#: Returns the hub identity's access token for a scope (``https://database.windows.net/.default``).
+TokenSource = Callable[[str], SecretValue]
+
+
 @dataclass(frozen=True)
 class Credentials:
-    """What a target move may use. ``admin`` is set only when ``spec.admin.mode == "secret"``.
+    """What a target move may use. ``admin`` is set only when ``spec.admin.mode == "secret"``,
+    ``access_token`` only when it is ``managed-identity``.
 
     ``admin_login`` is the login the admin secret's value belongs to: the ``rotation-credential``
     tag of the admin secret itself (so an admin secret is tagged like any rotated secret, and
@@ -68,6 +74,7 @@ class Credentials:
     current: SecretValue | None
     admin: SecretValue | None = None
     admin_login: str | None = None
+    access_token: TokenSource | None = field(default=None, repr=False)
 
 
 class Target(Protocol):

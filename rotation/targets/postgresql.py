@@ -1,4 +1,7 @@
-"""Target ``postgresql-login``: the password of a PostgreSQL role, changed through pyodbc.
+"""Target ``postgresql-login``: the password of a PostgreSQL role, changed through psycopg 3.
+
+psycopg's binary wheels carry libpq, so this target needs no operating-system driver: it runs on
+Azure's Functions images as deployed (tests/deploy proves it).
 
 Tags (validated here, without connecting):
 
@@ -8,31 +11,26 @@ Tags (validated here, without connecting):
   of this target connects to (the role must be allowed to connect to it).
 - ``rotation-credential``: the role's exact name, as stored (case-sensitive, unquoted).
 - ``rotation-admin``: ``self`` (the role logs in with its current value and changes its own
-  password) or ``secret:<name>``: another secret in the same vault whose value is the
-  password of an admin role, and whose own ``rotation-credential`` tag names that role
-  (``Credentials.admin_login``). The admin role needs ``CREATEROLE`` (or superuser).
-  ``managed-identity`` is refused: an Entra token can log in, but PostgreSQL's password
-  logins are not Entra principals the hub could act for.
+  password), ``secret:<name>`` (another secret in the same vault whose value is the password
+  of an admin role, and whose own ``rotation-credential`` tag names that role) or
+  ``managed-identity`` (the hub's identity logs in with an Entra access token as its
+  password, as Azure Database for PostgreSQL flexible server accepts; its role is the setting
+  ``ROTATION_POSTGRESQL_ENTRA_ROLE``). The admin role needs ``CREATEROLE``.
 
 The change is ``ALTER ROLE <role> WITH PASSWORD '<SCRAM-SHA-256 verifier>'``, the statement
 built by the server (``format('%I %L')``) and the verifier computed here, so the plaintext
-never reaches the server's statement log or activity views.
-
-Connection strings: psqlODBC decodes braces only in ``PWD``, so the role and database names
-go through libpq's own option string (``pqopt``), where libpq's quoting carries any character.
+never reaches the server's statement log or activity views. Connection parameters go to libpq
+as separate keywords (psycopg quotes each), never as one string built here.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import re
-import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
-import pyodbc
+import psycopg
 
 from rotation.errors import (
     AuthenticationFailed,
@@ -40,13 +38,14 @@ from rotation.errors import (
     RotationError,
     TargetError,
     TransientError,
-    UndoImpossible,
-    VerificationFailed,
 )
-from rotation.passwords import PasswordPolicy
+from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType, scram
-from rotation.targets.base import Credentials, SecretValue, TargetSpec
+from rotation.targets.base import SecretValue, TargetSpec, TokenSource
+from rotation.targets.logins import PasswordLogin, Principal, Purpose, scrub
+from rotation.targets.provider import Provider, check_name
+from rotation.targets.provider import parse_provider as _parse_provider
 
 logger = logging.getLogger(__name__)
 
@@ -58,65 +57,29 @@ SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"
 # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1): a longer tag would change
 # the password of another role than the one named.
 MAX_IDENTIFIER_BYTES = 63
+# The audience of Entra tokens for Azure Database for PostgreSQL (and MySQL) flexible server.
+ENTRA_SCOPE = "https://ossrdbms-aad.database.windows.net/.default"
+APPLICATION_NAME = "keyvault-rotation-hub"
 
-# The hub's own path copes with every character (the verifier travels as a SQL literal quoted
-# by the server, the password in ODBC braces). Consumers do not: they paste the value into
-# URLs (``@ : / ? # % & [ ]``), key=value connection strings (``; = { }``, spaces) and quoted
-# literals (``' " ` \``). Leaving those out costs under 8 bits of 200.
-PASSWORD_POLICY = PasswordPolicy(length=32, exclude="\"'`\\;={}@:/?#%&[]")
-
-_PROVIDER_FORMAT = "<host>[:<port>]/<database>, e.g. myserver.postgres.database.azure.com:5432/appdb"
-_PROVIDER = re.compile(r"(?P<host>\[[^\]]*\]|[^:/\[\]]*)(?::(?P<port>[^/]*))?/(?P<database>.*)", re.DOTALL)
-_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-
-
-@dataclass(frozen=True)
-class Provider:
-    host: str
-    port: int
-    database: str
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}/{self.database}"
+PASSWORD_POLICY = DATABASE_POLICY
 
 
 # -- validation (no connection) ---------------------------------------------------------------
 
 
+def _check_database(value: str, tag: str) -> None:
+    check_name(value, what="database", tag=tag, engine="PostgreSQL", max_bytes=MAX_IDENTIFIER_BYTES)
+
+
 def parse_provider(value: str, *, tag: str = "rotation-provider") -> Provider:
     """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
-    if "://" in value:
-        raise InvalidRequest(f"{tag} {value!r} is a URL; give {_PROVIDER_FORMAT}")
-    match = _PROVIDER.fullmatch(value)
-    if not match:
-        raise InvalidRequest(f"{tag} {value!r} is not {_PROVIDER_FORMAT}")
-    host, port_text, database = match["host"], match["port"], match["database"]
-    if host.startswith("["):
-        try:
-            host = str(ipaddress.IPv6Address(host[1:-1]))
-        except ValueError:
-            raise InvalidRequest(f"{tag} {value!r}: {host!r} is not an IPv6 address") from None
-    elif not _is_host_name(host):
-        raise InvalidRequest(
-            f"{tag} {value!r}: {host!r} is not a host name or IP address ({_PROVIDER_FORMAT})"
-        )
-    port = DEFAULT_PORT
-    if port_text is not None:
-        if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-            raise InvalidRequest(f"{tag} {value!r}: port {port_text!r} is not a number from 1 to 65535")
-        port = int(port_text)
-    _check_name(database, what="database", tag=tag)
-    return Provider(host=host, port=port, database=database)
-
-
-def _is_host_name(host: str) -> bool:
-    if not host or len(host) > 253:
-        return False
-    with contextlib.suppress(ValueError):
-        ipaddress.IPv4Address(host)
-        return True
-    return all(_DNS_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+    return _parse_provider(
+        value,
+        default_port=DEFAULT_PORT,
+        example="myserver.postgres.database.azure.com:5432/appdb",
+        check_database=_check_database,
+        tag=tag,
+    )
 
 
 def check_role_name(value: str, *, tag: str = "rotation-credential") -> None:
@@ -126,25 +89,11 @@ def check_role_name(value: str, *, tag: str = "rotation-credential") -> None:
     are accepted (the server quotes the name); what is refused is what PostgreSQL would
     silently alter (a name over 63 bytes is truncated) or reserves for itself.
     """
-    _check_name(value, what="role name", tag=tag)
+    check_name(value, what="role name", tag=tag, engine="PostgreSQL", max_bytes=MAX_IDENTIFIER_BYTES)
     if value.startswith("pg_"):
         raise InvalidRequest(f"{tag} {value!r}: role names starting with 'pg_' are reserved by PostgreSQL")
     if value in ("public", "none"):
         raise InvalidRequest(f"{tag} {value!r} is a reserved role name")
-
-
-def _check_name(value: str, *, what: str, tag: str) -> None:
-    if not value:
-        raise InvalidRequest(f"{tag}: the {what} is empty")
-    if value != value.strip():
-        raise InvalidRequest(f"{tag} {value!r}: the {what} has leading or trailing whitespace")
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise InvalidRequest(f"{tag} {value!r}: the {what} contains control characters")
-    size = len(value.encode("utf-8"))
-    if size > MAX_IDENTIFIER_BYTES:
-        raise InvalidRequest(
-            f"{tag} {value!r}: the {what} is {size} bytes long; PostgreSQL allows {MAX_IDENTIFIER_BYTES}"
-        )
 
 
 def validate(spec: TargetSpec) -> None:
@@ -155,218 +104,120 @@ def validate(spec: TargetSpec) -> None:
     """
     parse_provider(spec.provider)
     check_role_name(spec.credential)
-    if spec.admin.mode == "managed-identity":
+    if spec.admin.mode == "secret" and not spec.admin.secret_name:
+        raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
+    if spec.admin.mode not in ("self", "secret", "managed-identity"):
         raise InvalidRequest(
-            f"rotation-admin 'managed-identity' is not supported for {KIND}: a PostgreSQL password "
-            "login is changed by itself ('self') or by an admin role ('secret:<name>')"
-        )
-    if spec.admin.mode == "secret":
-        if not spec.admin.secret_name:
-            raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
-    elif spec.admin.mode != "self":
-        raise InvalidRequest(
-            f"rotation-admin {spec.admin.mode!r} is not supported for {KIND} (use 'self' or 'secret:<name>')"
+            f"rotation-admin {spec.admin.mode!r} is not supported for {KIND} "
+            "(use 'self', 'secret:<name>' or 'managed-identity')"
         )
 
 
-# -- the target ---------------------------------------------------------------------------------
+# -- the engine ---------------------------------------------------------------------------------
 
 
-class PostgresLogin:
-    """One role on one server, as a ``Target`` (see ``rotation.targets.base``)."""
+class _Session:
+    def __init__(self, conn: psycopg.Connection[Any], engine: PostgresEngine, as_login: str):
+        self._conn = conn
+        self._engine = engine
+        self._as_login = as_login
 
-    def __init__(
-        self, spec: TargetSpec, settings: Settings, *, connect_timeout: int = CONNECT_TIMEOUT_SECONDS
-    ):
-        validate(spec)
-        self.spec = spec
-        self.role = spec.credential
-        self.provider = parse_provider(spec.provider)
-        self._driver = settings.postgresql_odbc_driver
-        if settings.postgresql_sslmode not in SSL_MODES:
-            # psqlODBC has its own default sslmode that pqopt may not override, so the setting
-            # goes into the connection string as is: only a known value may.
-            raise TargetError(
-                f"ROTATION_POSTGRESQL_SSLMODE {settings.postgresql_sslmode!r} is not one of {SSL_MODES}"
-            )
-        self._sslmode = settings.postgresql_sslmode
-        self._connect_timeout = connect_timeout
+    def check(self) -> None:
+        self._conn.execute("SELECT 1").fetchone()
 
-    def apply(self, *, new: SecretValue, using: Credentials) -> bool:
-        """Make the role accept ``new``; False when it already does.
-
-        Raises:
-            AuthenticationFailed: the value used to make the change (current or admin) is refused.
-            TransientError, TargetError: as the Protocol says.
-        """
-        if self._logs_in(self.role, new):
-            logger.info(
-                "role %s on %s already accepts the new value; nothing to change", self.role, self.provider
-            )
-            return False
-        login, password, source = self._changer(using)
-        try:
-            with self._session(login, password, hidden=(new,)) as conn:
-                self._set_password(conn, new, as_login=login, hidden=(password,))
-        except AuthenticationFailed as exc:
-            # A duplicate run of this step may have changed the password between our two
-            # logins, making the current value stale: then the work is done.
-            if self.spec.admin.mode == "self" and self._logs_in(self.role, new):
-                return False
-            raise AuthenticationFailed(f"{source} is refused: {exc.detail}") from None
-        return True
-
-    def verify(self, *, value: SecretValue) -> None:
-        """Log in afresh as the role with ``value`` and run ``SELECT 1``.
-
-        Raises:
-            VerificationFailed: the server refuses ``value`` for the role.
-        """
-        try:
-            with self._session(self.role, value) as conn:
-                conn.cursor().execute("SELECT 1").fetchone()
-        except AuthenticationFailed:
-            raise VerificationFailed(f"role {self.role!r} on {self.provider} refuses the value") from None
-        logger.info("role %s on %s logs in with the value", self.role, self.provider)
-
-    def revert(self, *, previous: SecretValue, new: SecretValue | None, using: Credentials) -> bool:
-        """Make the role accept ``previous`` again; False when it already does.
-
-        Raises:
-            UndoImpossible: neither the role's values at hand nor the admin can log in.
-        """
-        if self._logs_in(self.role, previous):
-            logger.info(
-                "role %s on %s already accepts the previous value; nothing to undo", self.role, self.provider
-            )
-            return False
-        if self.spec.admin.mode == "self":
-            candidates = [v for v in (new, using.current) if v is not None and v != previous]
-            # De-duplicate by value: new and current are often the same after apply.
-            unique = list({v.reveal(): v for v in candidates}.values())
-            for value in unique:
-                try:
-                    with self._session(self.role, value, hidden=(previous,)) as conn:
-                        self._set_password(conn, previous, as_login=self.role, hidden=(value,))
-                    return True
-                except AuthenticationFailed:
-                    continue
-            if self._logs_in(self.role, previous):  # a duplicate run restored it meanwhile
-                return False
-            raise UndoImpossible(
-                f"role {self.role!r} on {self.provider} accepts neither its previous nor its new value; "
-                "the password must be reset by an administrator"
-            )
-        try:
-            login, password, _ = self._changer(using)
-            with self._session(login, password, hidden=(previous,)) as conn:
-                self._set_password(conn, previous, as_login=login, hidden=(password,))
-        except AuthenticationFailed as exc:
-            raise UndoImpossible(
-                f"role {self.role!r} on {self.provider} cannot be restored: {exc.detail}"
-            ) from None
-        return True
-
-    # -- helpers -------------------------------------------------------------------------------
-
-    def _changer(self, using: Credentials) -> tuple[str, SecretValue, str]:
-        """The login and value that make the change, as ``rotation-admin`` says, and what to
-        call that value in an error."""
-        if self.spec.admin.mode == "self":
-            if using.current is None:
-                raise AuthenticationFailed(
-                    f"role {self.role!r} has no current value to change its password with"
-                )
-            return self.role, using.current, f"the current value of role {self.role!r}"
-        secret_name = self.spec.admin.secret_name
-        if using.admin is None:
-            raise AuthenticationFailed(f"the admin secret {secret_name!r} gave no value")
-        if not using.admin_login:
-            raise InvalidRequest(
-                f"the admin secret {secret_name!r} has no rotation-credential tag naming its PostgreSQL role"
-            )
-        check_role_name(using.admin_login, tag=f"rotation-credential of {secret_name!r}")
-        return using.admin_login, using.admin, f"the admin secret {secret_name!r}"
-
-    def _logs_in(self, login: str, value: SecretValue) -> bool:
-        """Whether ``login`` logs in with ``value``. Raises TransientError, TargetError."""
-        try:
-            with self._session(login, value) as conn:
-                conn.cursor().execute("SELECT 1").fetchone()
-        except AuthenticationFailed:
-            return False
-        return True
-
-    @contextlib.contextmanager
-    def _session(
-        self, login: str, value: SecretValue, *, hidden: tuple[SecretValue, ...] = ()
-    ) -> Iterator[pyodbc.Connection]:
-        hide = (value, *hidden)
-        try:
-            conn = pyodbc.connect(
-                self._connection_string(login, value), autocommit=True, timeout=self._connect_timeout
-            )
-        except pyodbc.Error as exc:
-            # "from None": the driver's exception is replaced by one whose text has been scrubbed.
-            raise _connect_error(exc, login, self.provider, hide) from None
-        try:
-            yield conn
-        except pyodbc.Error as exc:
-            raise _statement_error(exc, login, self.role, self.provider, hide) from None
-        finally:
-            with contextlib.suppress(pyodbc.Error):
-                conn.close()
-
-    def _connection_string(self, login: str, value: SecretValue) -> str:
-        # statement_timeout bounds every statement on the server's side: psqlODBC does not
-        # support ODBC's query timeout attribute.
-        libpq = {
-            "user": login,
-            "dbname": self.provider.database,
-            "options": f"-c statement_timeout={STATEMENT_TIMEOUT}",
-        }
-        pqopt = " ".join(f"{key}={_libpq_quote(val)}" for key, val in libpq.items())
-        return (
-            f"DRIVER={_odbc_brace(self._driver)};SERVER={self.provider.host};PORT={self.provider.port};"
-            f"SSLMode={self._sslmode};PWD={_odbc_brace(value.reveal())};pqopt={_odbc_brace(pqopt)};"
-        )
-
-    def _set_password(
-        self, conn: pyodbc.Connection, value: SecretValue, *, as_login: str, hidden: tuple[SecretValue, ...]
-    ) -> None:
-        cur = conn.cursor()
+    def set_password(self, new: SecretValue, *, current: SecretValue | None) -> None:
         # PostgreSQL 16+ makes the iteration count a setting; before, it is fixed at 4096.
-        row = cur.execute("SELECT current_setting('scram_iterations', true)").fetchone()
-        iterations = int(row[0]) if row and row[0] else scram.DEFAULT_ITERATIONS
-        verifier = scram.verifier(value.reveal(), iterations=iterations)
+        row = self._conn.execute("SELECT current_setting('scram_iterations', true)").fetchone()
+        iterations = int(str(row[0])) if row and row[0] else scram.DEFAULT_ITERATIONS
+        verifier = SecretValue(scram.verifier(new.reveal(), iterations=iterations))
+        role = self._engine.login
         # ALTER ROLE takes no bind parameters: the server builds the statement, quoting the
-        # name (%I) and the verifier (%L); nothing is pasted into SQL text here.
-        row = cur.execute(
-            "SELECT format('ALTER ROLE %I WITH PASSWORD %L', ?::text, ?::text)", self.role, verifier
+        # name (%I) and the verifier (%L); nothing is pasted into SQL text here. (%% is
+        # psycopg's escape for a literal %.)
+        row = self._conn.execute(
+            "SELECT format('ALTER ROLE %%I WITH PASSWORD %%L', %s::text, %s::text)", (role, verifier.reveal())
         ).fetchone()
         if row is None:
             raise TargetError("the server returned no ALTER ROLE statement")
         try:
-            cur.execute(row[0])
-        except pyodbc.Error as exc:
-            hide = (value, SecretValue(verifier), *hidden)
-            raise _statement_error(exc, as_login, self.role, self.provider, hide) from None
-        logger.info("role %s on %s: password changed (as %s)", self.role, self.provider, as_login)
+            self._conn.execute(str(row[0]).encode())
+        except psycopg.Error as exc:
+            hide = (new, verifier, *((current,) if current else ()))
+            raise _statement_error(exc, self._as_login, self._engine, hide) from None
 
 
-def _odbc_brace(value: str) -> str:
-    return "{" + value.replace("}", "}}") + "}"
+class PostgresEngine:
+    """One role on one server (see ``rotation.targets.logins.Engine``)."""
 
+    def __init__(
+        self, spec: TargetSpec, settings: Settings, *, connect_timeout: int = CONNECT_TIMEOUT_SECONDS
+    ) -> None:
+        validate(spec)
+        self.provider = parse_provider(spec.provider)
+        self.login = spec.credential
+        self.what = f"role {self.login!r} on {self.provider}"
+        if settings.postgresql_sslmode not in SSL_MODES:
+            raise TargetError(
+                f"ROTATION_POSTGRESQL_SSLMODE {settings.postgresql_sslmode!r} is not one of {SSL_MODES}"
+            )
+        self._sslmode = settings.postgresql_sslmode
+        self._entra_role = settings.postgresql_entra_role
+        if spec.admin.mode == "managed-identity":
+            if not self._entra_role:
+                raise TargetError(
+                    "rotation-admin 'managed-identity' needs the setting ROTATION_POSTGRESQL_ENTRA_ROLE: "
+                    "the PostgreSQL role of the hub's managed identity"
+                )
+            check_role_name(self._entra_role, tag="ROTATION_POSTGRESQL_ENTRA_ROLE")
+        self._connect_timeout = connect_timeout
 
-def _libpq_quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    @contextlib.contextmanager
+    def session(
+        self, principal: Principal, *, purpose: Purpose, hide: tuple[SecretValue, ...]
+    ) -> Iterator[_Session]:
+        hide = (principal.secret, *hide)
+        try:
+            conn = psycopg.connect(
+                host=self.provider.host,
+                port=self.provider.port,
+                dbname=self.provider.database,
+                user=principal.login,
+                password=principal.secret.reveal(),
+                sslmode=self._sslmode,
+                connect_timeout=self._connect_timeout,
+                # Bounds every statement on the server's side (a lock wait included).
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT}",
+                application_name=APPLICATION_NAME,
+                autocommit=True,
+            )
+        except psycopg.Error as exc:
+            # "from None": the driver's exception is replaced by one whose text has been scrubbed.
+            raise _connect_error(exc, principal.login, self.provider, hide) from None
+        try:
+            yield _Session(conn, self, principal.login)
+        except psycopg.Error as exc:
+            raise _statement_error(exc, principal.login, self, hide) from None
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def identity_principal(self, token: TokenSource) -> Principal:
+        # Azure Database for PostgreSQL takes the token as the password of the identity's role.
+        return Principal(
+            self._entra_role,
+            token(ENTRA_SCOPE),
+            description=f"the hub's managed identity (role {self._entra_role!r})",
+            token=True,
+        )
+
+    def check_admin_login(self, name: str, *, tag: str) -> None:
+        check_role_name(name, tag=tag)
 
 
 # -- errors -------------------------------------------------------------------------------------
 
-# psqlODBC reports every failed connection as SQLSTATE 08001 and passes libpq's text on, so the
-# cause is told apart by that text (the server's messages are English unless lc_messages says
-# otherwise; Azure's are).
+# libpq reports a failed connection without a SQLSTATE, so its cause is told apart by the text
+# (the server's messages are English unless lc_messages says otherwise; Azure's are).
 _AUTH_REFUSED = (
     "password authentication failed",
     "is not permitted to log in",
@@ -378,6 +229,7 @@ _TRANSIENT_TEXT = (
     "timeout expired",
     "timed out",
     "could not connect",
+    "failed to resolve host",
     "could not translate host name",
     "no route to host",
     "network is unreachable",
@@ -392,54 +244,47 @@ _TRANSIENT_TEXT = (
     "ssl syscall error",
 )
 # SQLSTATE classes of failures that pass: connection (08), resources (53), operator
-# intervention (57: shutdown, cancel, statement timeout), serialization (40); HYT: ODBC timeouts.
-_TRANSIENT_STATES = ("08", "53", "57", "40", "HYT")
+# intervention (57: shutdown, cancel, statement timeout), serialization (40).
+_TRANSIENT_STATES = ("08", "53", "57", "40")
 
 
-def _driver_text(exc: pyodbc.Error, hide: tuple[SecretValue, ...]) -> tuple[str, str]:
-    state = str(exc.args[0]) if exc.args else ""
-    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
-    # The driver has no reason to echo a password, but nothing it says is trusted to be clean.
-    for value in hide:
-        if value.reveal():
-            text = text.replace(value.reveal(), "<hidden>")
-    # Drop the driver's decorations: a leading "[08001]" (the state, reported apart) and a
-    # trailing "(101) (SQLDriverConnect)".
-    text = re.sub(r"^\[\w+\]\s*", "", text.strip())
-    text = re.sub(r"\s*\(\d+\) \(SQL\w+\)\s*$", "", text)
-    return state, " ".join(text.split())
+def _driver_text(exc: psycopg.Error, hide: tuple[SecretValue, ...]) -> str:
+    # psycopg prefixes "connection failed: " to every failed connection; the rest is libpq's.
+    return scrub(str(exc).removeprefix("connection failed: "), hide)
 
 
 def _connect_error(
-    exc: pyodbc.Error, login: str, provider: Provider, hide: tuple[SecretValue, ...]
+    exc: psycopg.Error, login: str, provider: Provider, hide: tuple[SecretValue, ...]
 ) -> RotationError:
-    state, text = _driver_text(exc, hide)
+    text = _driver_text(exc, hide)
     lowered = text.lower()
     where = f"logging in as {login!r} to {provider}"
     if any(marker in lowered for marker in _AUTH_REFUSED):
         return AuthenticationFailed(f"{where} was refused: {text}")
-    if any(marker in lowered for marker in _TRANSIENT_TEXT) or state.startswith(("53", "57", "HYT")):
+    if isinstance(exc, psycopg.errors.ConnectionTimeout) or any(m in lowered for m in _TRANSIENT_TEXT):
         return TransientError(f"{where} failed: {text}")
-    return TargetError(f"{where} failed [{state}]: {text}")
+    return TargetError(f"{where} failed: {text}")
 
 
 def _statement_error(
-    exc: pyodbc.Error, login: str, role: str, provider: Provider, hide: tuple[SecretValue, ...]
+    exc: psycopg.Error, login: str, engine: PostgresEngine, hide: tuple[SecretValue, ...]
 ) -> RotationError:
-    state, text = _driver_text(exc, hide)
-    where = f"changing the password of role {role!r} on {provider} as {login!r}"
+    state = exc.sqlstate or ""
+    text = _driver_text(exc, hide)
+    where = f"changing the password of {engine.what} as {login!r}"
     # "tuple concurrently updated": two sessions altered the role at once (a duplicate run of
     # the step); the retry finds the new value in force.
-    if state.startswith(_TRANSIENT_STATES) or "concurrently updated" in text:
+    lost = not state and isinstance(exc, psycopg.OperationalError)  # the connection broke
+    if state.startswith(_TRANSIENT_STATES) or "concurrently updated" in text or lost:
         return TransientError(f"{where} failed [{state}]: {text}")
     if state == "42501":
         return TargetError(f"{where} is not permitted (the login needs CREATEROLE) [{state}]: {text}")
     return TargetError(f"{where} failed [{state}]: {text}")
 
 
-def build(spec: TargetSpec, settings: Settings) -> PostgresLogin:
+def build(spec: TargetSpec, settings: Settings) -> PasswordLogin:
     """Raises InvalidRequest when the spec's tags are malformed."""
-    return PostgresLogin(spec, settings)
+    return PasswordLogin(spec, PostgresEngine(spec, settings))
 
 
 TARGET_TYPE = TargetType(name=KIND, build=build, password_policy=PASSWORD_POLICY, validate=validate)

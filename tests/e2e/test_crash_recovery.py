@@ -34,7 +34,7 @@ from e2e_helpers import (
 )
 
 from local.cloud.process import AdminClient
-from local.postgres import PostgresError
+from local.databases.postgresql import PostgresError
 from local.scenario import consumer_health, seed_consumer_secret, start_consumer, wait_for
 from local.stack import (
     CONSUMER_SITE,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.postgres import PostgresCluster
+from local.databases.postgresql import PostgresCluster
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The postgresql-login target against a real PostgreSQL server.
 
 Every check of "can this role log in with that password" goes through psql (libpq), not the
-target's own ODBC path, so a bug in the target cannot confirm itself. After every test the
+target's own driver (psycopg), so a bug in the target cannot confirm itself. After every test the
 test's values must appear neither in the captured logs nor in the server log (which records
 every ALTER ROLE: log_statement = ddl).
 """
@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from local.ports import free_port
-from local.postgres import PostgresCluster
+from local.databases.postgresql import PostgresCluster
 from rotation.errors import (
     AuthenticationFailed,
     InvalidRequest,
@@ -34,7 +34,8 @@ from rotation.passwords import generate
 from rotation.settings import Settings
 from rotation.targets import scram, target_type
 from rotation.targets.base import AdminSpec, Credentials, SecretValue, TargetSpec
-from rotation.targets.postgresql import PostgresLogin
+from rotation.targets.logins import PasswordLogin
+from rotation.targets.postgresql import PostgresEngine
 
 DATABASE = "appdb"
 TARGET = target_type("postgresql-login")
@@ -93,11 +94,11 @@ def target(
     *,
     database: str = DATABASE,
     port: int | None = None,
-) -> PostgresLogin:
+) -> PasswordLogin:
     provider = f"{cluster.host}:{port or cluster.port}/{database}"
     spec = TargetSpec(kind="postgresql-login", provider=provider, credential=role, admin=admin)
     built = TARGET.build(spec, SETTINGS)
-    assert isinstance(built, PostgresLogin)
+    assert isinstance(built, PasswordLogin)
     return built
 
 
@@ -298,7 +299,7 @@ def test_a_server_that_never_answers_times_out_as_transient(cluster: PostgresClu
         silent.listen(8)
         port = silent.getsockname()[1]
         spec = TargetSpec("postgresql-login", f"127.0.0.1:{port}/{DATABASE}", "app", AdminSpec("self"))
-        t = PostgresLogin(spec, SETTINGS, connect_timeout=1)
+        t = PasswordLogin(spec, PostgresEngine(spec, SETTINGS, connect_timeout=1))
         started = time.monotonic()
         with pytest.raises(TransientError, match="timeout"):
             t.verify(value=values.new())

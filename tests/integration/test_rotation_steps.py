@@ -8,6 +8,7 @@ whether a pending value is left enabled. Every step also runs twice, to prove it
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,11 +18,12 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack, Seeded
-from rotation import metadata, steps
+from rotation import clients, metadata, steps
 from rotation.clients import vault_named
-from rotation.errors import AuthenticationFailed, TransientError, VerificationFailed
+from rotation.errors import AuthenticationFailed, TargetError, TransientError, VerificationFailed
 from rotation.model import PromoteInput, SecretRef, StageInput, StepInput
 from rotation.settings import Settings
+from rotation.targets import postgresql
 from rotation.vault import Vault
 
 VAULT = "spoke1-kv"
@@ -168,6 +170,39 @@ def test_an_admin_secret_changes_the_login(stack: LocalStack, vault: Vault, sett
     # The undo restores what the vault held before: the target and the vault agree again.
     assert steps.revert_target(step, vault, settings).changed is True
     assert stack.pg.can_login(login, "stale")
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+
+
+def test_the_hub_identity_changes_the_login_with_its_token(stack: LocalStack, vault: Vault) -> None:
+    """``rotation-admin: managed-identity``: the hub logs in to PostgreSQL as its Entra role with
+    the identity's token as the password, as Azure Database for PostgreSQL flexible server takes
+    it. Azure's check of the token is not here: the local server's role simply has the token the
+    local cloud issued as its password, which proves the hub asks for the right audience and logs
+    in with that token under the configured role."""
+    role = "hub-identity"
+    settings = Settings.from_environ({**os.environ, **stack.app_settings(), "ROTATION_POSTGRESQL_ENTRA_ROLE": role})
+    token = clients.access_token(postgresql.ENTRA_SCOPE, settings)  # cached: the step gets the same one
+    stack.pg.create_role(role, token.reveal(), createrole=True)
+    login = "app_with_identity"
+    stack.create_login(login)
+    seeded = stack.seed_login_secret(
+        VAULT, "db-password-identity", login=login, admin="managed-identity", password="stale"
+    )
+    secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
+    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault)
+
+    assert steps.apply_target(step, vault, settings).changed is True
+    assert steps.apply_target(step, vault, settings).changed is False
+    steps.verify_target(step, vault, settings)
+    assert stack.pg.can_login(login, value_of(stack, seeded.name + "-pending", step.pending_version))
+    assert steps.revert_target(step, vault, settings).changed is True
+    assert steps.revert_target(step, vault, settings).changed is False
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+    assert token.reveal() not in stack.pg.server_log()
+
+    # Without the role setting the step says which setting is missing, and changes nothing.
+    with pytest.raises(TargetError, match="ROTATION_POSTGRESQL_ENTRA_ROLE"):
+        steps.apply_target(step, vault, stack.settings())
     assert stack.current_value_logs_in(VAULT, seeded.name)
 
 

@@ -10,7 +10,8 @@ from rotation.errors import InvalidRequest, TargetError
 from rotation.settings import Settings
 from rotation.targets import target_type
 from rotation.targets.base import AdminSpec, TargetSpec
-from rotation.targets.postgresql import TARGET_TYPE, PostgresLogin, Provider, check_role_name, parse_provider
+from rotation.targets.logins import PasswordLogin
+from rotation.targets.postgresql import TARGET_TYPE, Provider, check_role_name, parse_provider
 from rotation.targets.scram import saslprep, verifier
 
 
@@ -47,12 +48,12 @@ def test_valid_providers(value: str, expected: Provider) -> None:
 @pytest.mark.parametrize(
     ("value", "why"),
     [
-        ("db.example.com", "is not <host>"),
-        ("db.example.com:5432", "is not <host>"),
+        ("db.example.com", "names no database"),
+        ("db.example.com:5432", "names no database"),
         ("db.example.com/", "database is empty"),
         ("/app", "is not a host name"),
         ("postgresql://db.example.com/app", "is a URL"),
-        ("Server=db;Database=app", "is not <host>"),
+        ("Server=db;Database=app", "is not a host name"),
         (
             "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.DBforPostgreSQL/flexibleServers/x",
             "is not a host name",
@@ -64,6 +65,9 @@ def test_valid_providers(value: str, expected: Provider) -> None:
         ("db.example.com:abc/app", "port 'abc'"),
         ("db.example.com:/app", "port ''"),
         ("[not-ipv6]/app", "is not an IPv6 address"),
+        # A scope id is free text that would reach the driver's connection parameters.
+        ("[fe80::1%eth0]/app", "scope ids"),
+        ("[::ffff:127.0.0.1%1;sslmode=disable]:5432/app", "scope ids"),
         ("db.example.com/" + "d" * 64, "64 bytes long"),
         ("db.example.com/ app", "leading or trailing whitespace"),
         ("db.example.com/a\nb", "control characters"),
@@ -108,8 +112,7 @@ def test_invalid_role_names_name_the_tag(role: str, why: str) -> None:
 def test_admin_modes() -> None:
     TARGET_TYPE.validate(spec(admin=AdminSpec("self")))
     TARGET_TYPE.validate(spec(admin=AdminSpec("secret", "pg-admin")))
-    with pytest.raises(InvalidRequest, match="'managed-identity' is not supported for postgresql-login"):
-        TARGET_TYPE.validate(spec(admin=AdminSpec("managed-identity")))
+    TARGET_TYPE.validate(spec(admin=AdminSpec("managed-identity")))
     with pytest.raises(InvalidRequest, match="names no secret"):
         TARGET_TYPE.validate(spec(admin=AdminSpec("secret")))
     with pytest.raises(InvalidRequest, match="'kerberos' is not supported"):
@@ -118,11 +121,23 @@ def test_admin_modes() -> None:
 
 def test_build_validates_too() -> None:
     settings = Settings.from_environ({})
-    assert isinstance(TARGET_TYPE.build(spec(), settings), PostgresLogin)
+    assert isinstance(TARGET_TYPE.build(spec(), settings), PasswordLogin)
     with pytest.raises(InvalidRequest, match="rotation-provider"):
         TARGET_TYPE.build(spec(provider="nowhere"), settings)
     with pytest.raises(TargetError, match="ROTATION_POSTGRESQL_SSLMODE"):
         TARGET_TYPE.build(spec(), Settings.from_environ({"ROTATION_POSTGRESQL_SSLMODE": "require;Driver=x"}))
+
+
+def test_the_managed_identity_needs_its_role_setting() -> None:
+    identity = spec(admin=AdminSpec("managed-identity"))
+    with pytest.raises(TargetError, match="ROTATION_POSTGRESQL_ENTRA_ROLE"):
+        TARGET_TYPE.build(identity, Settings.from_environ({}))
+    with pytest.raises(InvalidRequest, match="ROTATION_POSTGRESQL_ENTRA_ROLE"):
+        TARGET_TYPE.build(identity, Settings.from_environ({"ROTATION_POSTGRESQL_ENTRA_ROLE": "pg_x"}))
+    assert isinstance(
+        TARGET_TYPE.build(identity, Settings.from_environ({"ROTATION_POSTGRESQL_ENTRA_ROLE": "hub-identity"})),
+        PasswordLogin,
+    )
 
 
 def test_verifier_form() -> None:

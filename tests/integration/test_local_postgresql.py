@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from local.postgres import PostgresCluster, find_bindir
+from local.databases.postgresql import PostgresCluster, find_bindir
 
 
 def test_configured_like_an_audited_server(postgres: PostgresCluster) -> None:
@@ -47,7 +47,7 @@ def test_a_second_cluster_is_independent_and_leaves_nothing_behind(postgres: Pos
 
 def test_foreground_mode_prints_how_to_connect_but_no_password(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "local.postgres"],
+        [sys.executable, "-m", "local.databases.postgresql"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

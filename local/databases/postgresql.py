@@ -14,7 +14,7 @@ the ``postgres`` OS user (the temporary directory is handed to it). The processe
 directly as that user (``subprocess`` ``user=``), not through ``runuser``, so the server is our
 own child: we signal and reap it ourselves, with no wrapper process in between.
 
-Start one by hand with ``python -m local.postgres``.
+Start one by hand with ``python -m local.databases.postgresql``.
 """
 
 from __future__ import annotations
@@ -252,7 +252,7 @@ class PostgresCluster:
         }
         lines = [f"{name} = '{value}'" for name, value in settings.items()]
         with (self.data_dir / "postgresql.conf").open("a") as conf:
-            conf.write("\n# local.postgres\n" + "\n".join(lines) + "\n")
+            conf.write("\n# local.databases.postgresql\n" + "\n".join(lines) + "\n")
 
     def _launch(self) -> bool:
         """Start the server on ``self.port``. False when the port was taken meanwhile."""
@@ -389,7 +389,7 @@ class PostgresCluster:
             PGPASSWORD=self.admin_password if user is None else (password or ""),
             PGSSLMODE="require",
             PGCONNECT_TIMEOUT="10",
-            PGAPPNAME="local.postgres",
+            PGAPPNAME="local.databases.postgresql",
         )
         args = [str(self.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
         for name, value in (variables or {}).items():

@@ -1,0 +1,350 @@
+"""Target ``mysql-login``: the password of a MySQL or MariaDB account, changed through PyMySQL.
+
+PyMySQL is pure Python, so this target needs no operating-system driver: it runs on Azure's
+Functions images as deployed. Built for Azure Database for MySQL flexible server (MySQL 8);
+tested here against MariaDB from Debian's packages (see the README for where they differ).
+
+Tags (validated here, without connecting):
+
+- ``rotation-provider``: ``<host>[:<port>]/<database>``, port 3306 by default, e.g.
+  ``myserver.mysql.database.azure.com/appdb``: the database every login of this target uses.
+- ``rotation-credential``: the account, ``<user>`` or ``<user>@<host>`` (the account's host
+  part, ``%`` when left out), exactly as ``mysql.user`` holds it.
+- ``rotation-admin``: ``self`` (the account logs in with its current value and changes its own
+  password) or ``secret:<name>`` (another secret in the same vault whose value is the password
+  of an admin account that holds ``CREATE USER``, and whose own ``rotation-credential`` tag
+  names that account). ``managed-identity`` is refused (not built for MySQL).
+
+The statement is built by the server: ``QUOTE()`` quotes the account and the value, and the
+session's ``sql_mode`` is set without ``NO_BACKSLASH_ESCAPES`` so that quoting means what it
+says. On MariaDB only the ``mysql_native_password`` hash reaches the server (``SET PASSWORD ...
+= '*<hash>'``), so no log holds the plaintext; MySQL 8's ``caching_sha2_password`` has no such
+form a client can compute and trust, so there the value travels inside ``ALTER USER ...
+IDENTIFIED BY`` over TLS, and MySQL itself rewrites that statement in its general, slow and
+binary logs (``IDENTIFIED BY <secret>``).
+
+Every session requires TLS; the server certificate is verified against the system's CAs (or
+``ROTATION_MYSQL_SSL_CA``) as ``ROTATION_MYSQL_SSLMODE`` says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pymysql
+from pymysql.constants import CR, ER
+
+from rotation.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    RotationError,
+    TargetError,
+    TransientError,
+)
+from rotation.passwords import DATABASE_POLICY
+from rotation.settings import Settings
+from rotation.targets import TargetType
+from rotation.targets.base import SecretValue, TargetSpec, TokenSource
+from rotation.targets.logins import PasswordLogin, Principal, Purpose, scrub
+from rotation.targets.provider import Provider, check_name
+from rotation.targets.provider import parse_provider as _parse_provider
+
+logger = logging.getLogger(__name__)
+
+KIND = "mysql-login"
+DEFAULT_PORT = 3306
+CONNECT_TIMEOUT_SECONDS = 15
+STATEMENT_TIMEOUT_SECONDS = 30
+SSL_MODES = ("require", "verify-ca", "verify-full")
+# MariaDB allows 80 characters in a user name (MySQL 8: 32, and it refuses longer ones); host
+# parts and database names are bounded by the server too.
+MAX_USER_CHARS = 80
+MAX_HOST_CHARS = 255
+MAX_DATABASE_CHARS = 64
+# The session's SQL mode: strict, and without NO_BACKSLASH_ESCAPES, the one mode under which
+# QUOTE()'s backslash escapes would not mean what they say.
+SQL_MODE = "TRADITIONAL"
+PASSWORD_POLICY = DATABASE_POLICY
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str
+    host: str
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}"
+
+
+# -- validation (no connection) ---------------------------------------------------------------
+
+
+def _check_database(value: str, tag: str) -> None:
+    check_name(value, what="database", tag=tag, engine="MySQL", max_chars=MAX_DATABASE_CHARS)
+
+
+def parse_provider(value: str, *, tag: str = "rotation-provider") -> Provider:
+    """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
+    return _parse_provider(
+        value,
+        default_port=DEFAULT_PORT,
+        example="myserver.mysql.database.azure.com:3306/appdb",
+        check_database=_check_database,
+        tag=tag,
+    )
+
+
+def parse_account(value: str, *, tag: str = "rotation-credential") -> Account:
+    """``user`` or ``user@host`` (the host part after the last ``@``; ``%`` when left out).
+
+    Raises:
+        InvalidRequest: naming ``tag``.
+    """
+    user, at, host = value.rpartition("@")
+    if not at:
+        user, host = value, "%"
+    check_name(user, what="user name", tag=tag, engine="MySQL", max_chars=MAX_USER_CHARS)
+    check_name(host, what="host part", tag=tag, engine="MySQL", max_chars=MAX_HOST_CHARS)
+    return Account(user=user, host=host)
+
+
+def validate(spec: TargetSpec) -> None:
+    """Check the provider, credential and admin tags of a ``mysql-login`` secret.
+
+    Raises:
+        InvalidRequest: a tag is malformed or asks for something unsupported; names the tag.
+    """
+    parse_provider(spec.provider)
+    parse_account(spec.credential)
+    if spec.admin.mode == "secret" and not spec.admin.secret_name:
+        raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
+    if spec.admin.mode not in ("self", "secret"):
+        raise InvalidRequest(
+            f"rotation-admin {spec.admin.mode!r} is not supported for {KIND} (use 'self' or 'secret:<name>')"
+        )
+
+
+def native_password_hash(password: str) -> str:
+    """MySQL's ``mysql_native_password`` hash of ``password``'s UTF-8 bytes: ``*`` and the
+    upper-case hex of SHA1(SHA1(password)), what ``SET PASSWORD ... = '<hash>'`` stores."""
+    inner = hashlib.sha1(password.encode("utf-8")).digest()  # noqa: S324 (the server's own scheme)
+    return "*" + hashlib.sha1(inner).hexdigest().upper()  # noqa: S324
+
+
+# -- the engine ---------------------------------------------------------------------------------
+
+
+class _Session:
+    def __init__(self, conn: pymysql.connections.Connection, engine: MySQLEngine):
+        self._conn = conn
+        self._engine = engine
+
+    def check(self) -> None:
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+    def set_password(self, new: SecretValue, *, current: SecretValue | None) -> None:
+        account = self._engine.account
+        own = current is not None
+        if own:
+            self._check_logged_in_as(account)
+        query: str
+        args: tuple[str, ...]
+        if "mariadb" in self._conn.get_server_info().lower():
+            # Only the hash reaches the server. Without FOR, SET PASSWORD changes the account
+            # the session logged in as, which needs no privilege.
+            value = native_password_hash(new.reveal())
+            if own:
+                query, args = "SELECT CONCAT('SET PASSWORD = ', QUOTE(%s))", (value,)
+            else:
+                query = "SELECT CONCAT('SET PASSWORD FOR ', QUOTE(%s), '@', QUOTE(%s), ' = ', QUOTE(%s))"
+                args = (account.user, account.host, value)
+        elif current is not None:
+            # REPLACE proves the current password, which MySQL 8 may demand of a self-change.
+            query = (
+                "SELECT CONCAT('ALTER USER CURRENT_USER() IDENTIFIED BY ', QUOTE(%s), ' REPLACE ', QUOTE(%s))"
+            )
+            args = (new.reveal(), current.reveal())
+        else:
+            query = "SELECT CONCAT('ALTER USER ', QUOTE(%s), '@', QUOTE(%s), ' IDENTIFIED BY ', QUOTE(%s))"
+            args = (account.user, account.host, new.reveal())
+        with self._conn.cursor() as cur:
+            cur.execute(query, args)
+            row = cur.fetchone()
+            if not row or not row[0]:
+                raise TargetError("the server returned no statement to change the password")
+            # args=None: PyMySQL sends the server's statement as it is, with no % formatting.
+            cur.execute(row[0])
+
+    def _check_logged_in_as(self, account: Account) -> None:
+        """A self-change alters the account the server matched the login to, which is not the
+        tagged one when a more specific host part exists ('app'@'10.%' before 'app'@'%')."""
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT CURRENT_USER()")
+            row = cur.fetchone()
+        matched = str(row[0]) if row else ""
+        if matched != str(account):
+            raise TargetError(
+                f"logging in as {account.user!r} matches account {matched!r}, not the tagged "
+                f"{str(account)!r}; fix rotation-credential or use an admin secret"
+            )
+
+
+class MySQLEngine:
+    """One account on one server (see ``rotation.targets.logins.Engine``)."""
+
+    def __init__(
+        self, spec: TargetSpec, settings: Settings, *, connect_timeout: int = CONNECT_TIMEOUT_SECONDS
+    ) -> None:
+        validate(spec)
+        self.provider = parse_provider(spec.provider)
+        self.account = parse_account(spec.credential)
+        self.login = self.account.user
+        self.what = f"account {str(self.account)!r} on {self.provider}"
+        self._tls = tls_context(settings)
+        self._connect_timeout = connect_timeout
+
+    @contextlib.contextmanager
+    def session(
+        self, principal: Principal, *, purpose: Purpose, hide: tuple[SecretValue, ...]
+    ) -> Iterator[_Session]:
+        hide = (principal.secret, *hide)
+        try:
+            conn = pymysql.connect(
+                host=self.provider.host,
+                port=self.provider.port,
+                user=principal.login,
+                # Bytes, as the server hashes them: PyMySQL would encode a str as Latin-1.
+                password=principal.secret.reveal().encode("utf-8"),
+                database=self.provider.database,
+                ssl=self._tls,
+                connect_timeout=self._connect_timeout,
+                read_timeout=STATEMENT_TIMEOUT_SECONDS,
+                write_timeout=STATEMENT_TIMEOUT_SECONDS,
+                charset="utf8mb4",
+                sql_mode=SQL_MODE,
+                autocommit=True,
+                program_name="keyvault-rotation-hub",
+            )
+        except pymysql.Error as exc:
+            raise _connect_error(exc, principal.login, self.provider, hide) from None
+        try:
+            yield _Session(conn, self)
+        except pymysql.Error as exc:
+            raise _statement_error(exc, principal.login, self, hide) from None
+        finally:
+            with contextlib.suppress(pymysql.Error, OSError):
+                conn.close()
+
+    def identity_principal(self, token: TokenSource) -> Principal:
+        raise TargetError(f"rotation-admin 'managed-identity' is not supported for {KIND}")
+
+    def check_admin_login(self, name: str, *, tag: str) -> None:
+        parse_account(name, tag=tag)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS every session requires, verifying as ``ROTATION_MYSQL_SSLMODE`` says.
+
+    Raises:
+        TargetError: the settings name an unknown mode or a CA file that cannot be read.
+    """
+    mode = settings.mysql_sslmode
+    if mode not in SSL_MODES:
+        raise TargetError(f"ROTATION_MYSQL_SSLMODE {mode!r} is not one of {SSL_MODES}")
+    try:
+        context = ssl.create_default_context(cafile=settings.mysql_ssl_ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise TargetError(f"ROTATION_MYSQL_SSL_CA {settings.mysql_ssl_ca!r} cannot be read: {exc}") from None
+    context.check_hostname = mode == "verify-full"
+    if mode == "require":
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+_REFUSED = frozenset(
+    {
+        ER.ACCESS_DENIED_ERROR,  # 1045: wrong password or no such account
+        ER.MUST_CHANGE_PASSWORD_LOGIN,  # 1862: the password has expired
+        ER.MUST_CHANGE_PASSWORD,  # 1820
+        3118,  # MySQL: the account is locked
+        4151,  # MariaDB: the account is locked
+    }
+)
+_TRANSIENT = frozenset(
+    {
+        CR.CR_CONNECTION_ERROR,
+        CR.CR_CONN_HOST_ERROR,  # 2003: refused, unreachable, timed out
+        2005,  # unknown host (DNS may be back)
+        CR.CR_SERVER_GONE_ERROR,
+        CR.CR_SERVER_LOST,
+        CR.CR_SERVER_LOST_EXTENDED,
+        ER.CON_COUNT_ERROR,  # 1040: too many connections
+        1203,  # the account has too many connections
+        1226,  # a resource limit (max_user_connections ...) of the account
+        ER.SERVER_SHUTDOWN,
+        ER.LOCK_WAIT_TIMEOUT,
+        ER.LOCK_DEADLOCK,
+        ER.OPTION_PREVENTS_STATEMENT,  # 1290: read-only, as during a failover
+        1927,  # MariaDB: the connection was killed
+        3024,  # MySQL: max_execution_time exceeded
+        4031,  # MySQL: disconnected by the server for being idle
+    }
+)
+
+
+def _code_and_text(exc: pymysql.Error, hide: tuple[SecretValue, ...]) -> tuple[int, str]:
+    code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+    text = str(exc.args[1]) if len(exc.args) > 1 else str(exc)
+    return code, scrub(text, hide)
+
+
+def _connect_error(
+    exc: pymysql.Error, login: str, provider: Provider, hide: tuple[SecretValue, ...]
+) -> RotationError:
+    code, text = _code_and_text(exc, hide)
+    where = f"logging in as {login!r} to {provider}"
+    if code in _REFUSED:
+        return AuthenticationFailed(f"{where} was refused [{code}]: {text}")
+    # PyMySQL reports a failed TLS handshake as "can't connect" (2003): a certificate that does
+    # not verify will not pass by retrying.
+    if code == CR.CR_SSL_CONNECTION_ERROR or any(m in text for m in ("SSL", "certificate", "TLS")):
+        return TargetError(f"{where} failed: TLS could not be set up [{code}]: {text}")
+    if code in _TRANSIENT or "timed out" in text.lower():
+        return TransientError(f"{where} failed [{code}]: {text}")
+    if code == ER.DBACCESS_DENIED_ERROR:
+        return TargetError(f"{where}: the login may not use database {provider.database!r} [{code}]: {text}")
+    return TargetError(f"{where} failed [{code}]: {text}")
+
+
+def _statement_error(
+    exc: pymysql.Error, login: str, engine: MySQLEngine, hide: tuple[SecretValue, ...]
+) -> RotationError:
+    code, text = _code_and_text(exc, hide)
+    where = f"changing the password of {engine.what} as {login!r}"
+    if code in _TRANSIENT or isinstance(exc, pymysql.err.InterfaceError):
+        return TransientError(f"{where} failed [{code}]: {text}")
+    if code in (ER.SPECIFIC_ACCESS_DENIED_ERROR, ER.DBACCESS_DENIED_ERROR, 1142):
+        return TargetError(f"{where} is not permitted (the login needs CREATE USER) [{code}]: {text}")
+    if code in (ER.CANNOT_USER, ER.PASSWORD_NO_MATCH):
+        return TargetError(f"{where} failed: the server has no such account [{code}]: {text}")
+    if code == 1819:
+        return TargetError(f"{where} failed: the server's password policy refuses the value [{code}]: {text}")
+    return TargetError(f"{where} failed [{code}]: {text}")
+
+
+def build(spec: TargetSpec, settings: Settings) -> PasswordLogin:
+    """Raises InvalidRequest when the spec's tags are malformed, TargetError when the TLS
+    settings are."""
+    return PasswordLogin(spec, MySQLEngine(spec, settings))
+
+
+TARGET_TYPE = TargetType(name=KIND, build=build, password_policy=PASSWORD_POLICY, validate=validate)

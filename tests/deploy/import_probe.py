@@ -1,0 +1,82 @@
+"""Runs inside the deployment package, in a bare interpreter (`python -I -S`), as Azure's worker would.
+
+Usage: python -I -S import_probe.py PACKAGE_ROOT REPORT_JSON
+
+Only the standard library (the interpreter's own sys.path under -S) and the package's two
+directories are importable. Each import is tried on its own so that one failure hides nothing
+else; the report (JSON) says what imported, from where, and what failed.
+"""
+
+import json
+import os
+import sys
+import traceback
+from importlib import metadata
+
+root = os.path.realpath(sys.argv[1])
+report_path = sys.argv[2]
+site_packages = os.path.join(root, ".python_packages", "lib", "site-packages")
+stdlib_path = [p for p in sys.path if p]
+sys.path[:] = [root, site_packages, *stdlib_path]
+
+report = {
+    "executable": sys.executable,
+    "version": sys.version,
+    "sys_path": list(sys.path),
+    "stdlib_path": stdlib_path,
+    "errors": {},
+    "facts": {},
+}
+
+
+def attempt(name, probe):
+    try:
+        report["facts"][name] = probe()
+    except BaseException:
+        report["errors"][name] = traceback.format_exc()
+
+
+def function_app():
+    import function_app
+
+    return {"functions": sorted(f.get_function_name() for f in function_app.app.get_functions())}
+
+
+def psycopg():
+    import psycopg
+
+    return {
+        "impl": psycopg.pq.__impl__,
+        "libpq_version": psycopg.pq.version(),
+        "version": psycopg.__version__,
+    }
+
+
+def pymysql():
+    import pymysql
+
+    return {"version": metadata.version("PyMySQL"), "apilevel": pymysql.apilevel}
+
+
+def pyodbc():
+    import pyodbc
+
+    return {"drivers": pyodbc.drivers(), "version": metadata.version("pyodbc")}
+
+
+attempt("function_app", function_app)
+attempt("psycopg", psycopg)
+attempt("pymysql", pymysql)
+attempt("pyodbc", pyodbc)
+
+modules = {}
+for name, module in sorted(sys.modules.items()):
+    if name == "__main__":
+        continue  # this probe itself
+    # A namespace package (azure, azure.mgmt) has no __file__: where it lives is its __path__.
+    locations = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
+    modules[name] = sorted({os.path.realpath(p) for p in locations if isinstance(p, str)})
+report["modules"] = modules
+
+with open(report_path, "w", encoding="utf-8") as file:
+    json.dump(report, file, indent=1)

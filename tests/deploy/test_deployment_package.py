@@ -1,0 +1,195 @@
+"""The deployment package installs from wheels alone and runs on Azure's Functions Python image.
+
+The package is built as Azure's remote build does (deploy_package.py: pip for CPython 3.11 on
+manylinux x86_64 up to glibc 2.36, wheels only, plus the app's files minus `.funcignore`), then:
+a bare interpreter that sees only the package and the standard library, with no ODBC driver
+registered, imports the app and every target's driver; and every native library of the package
+loads with only the package's own libraries and those Azure's image provides.
+
+Needs PyPI (or pip's cache) for the build, `git` for the file list, `ldd`, and unixODBC's
+libodbc on this machine (scripts/bootstrap.sh installs it; Azure's image has it too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from deploy_package import (
+    AZURE_PLATFORMS,
+    Build,
+    build,
+    dependency_problem,
+    funcignore_spec,
+    ldd,
+    native_libraries,
+    wheel_tags,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+PROBE = Path(__file__).with_name("import_probe.py")
+# The interpreter the venv was made from: no venv, and with -S no site-packages of this machine.
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+DRIVERS = ("psycopg", "pymysql", "pyodbc")
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    built = build(tmp_path_factory.mktemp("deployment") / "wwwroot")
+    print(f"\npip ({built.pip_seconds:.1f} s): {' '.join(built.command)}")
+    for distribution, tags in wheel_tags(built.site_packages).items():
+        print(f"  {distribution}: {', '.join(tags)}")
+    return built
+
+
+@pytest.fixture(scope="module")
+def probe(package: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Imports in a fresh interpreter: the base one, isolated (-I) and without site (-S)."""
+    odbc = tmp_path_factory.mktemp("odbc-empty")
+    report = tmp_path_factory.mktemp("probe") / "report.json"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(odbc),  # no ~/.odbc.ini or ~/.odbcinst.ini of this machine
+        "ODBCSYSINI": str(odbc),  # an empty odbcinst.ini directory: no driver is registered
+        "ODBCINI": str(odbc / "odbc.ini"),
+    }
+    result = subprocess.run(
+        [BASE_PYTHON, "-I", "-S", str(PROBE), str(package.root), str(report)],
+        cwd=package.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    facts: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
+    print(f"\n{facts['executable']} {facts['version']}\nsys.path: {facts['sys_path']}")
+    for name in ("function_app", *DRIVERS):
+        print(f"  {name}: {facts['modules'].get(name)} {facts['facts'].get(name)}")
+    return facts
+
+
+def _inside(path: str, directory: Path) -> bool:
+    return Path(path).is_relative_to(directory.resolve())
+
+
+def _in_stdlib(path: str, stdlib: list[Path]) -> bool:
+    """In the interpreter's own library, but not in a site-packages of this machine under it."""
+    resolved = Path(path).resolve()
+    in_site = any(part in {"site-packages", "dist-packages"} for part in resolved.parts)
+    return not in_site and any(resolved.is_relative_to(directory) for directory in stdlib)
+
+
+def test_pip_gets_every_manylinux_tag_up_to_glibc_2_36() -> None:
+    expected = {f"manylinux_2_{minor}_x86_64" for minor in range(5, 37)}
+    expected |= {"manylinux1_x86_64", "manylinux2010_x86_64", "manylinux2014_x86_64"}
+    assert set(AZURE_PLATFORMS) == expected
+    assert len(AZURE_PLATFORMS) == len(expected)
+    assert AZURE_PLATFORMS[0] == "manylinux_2_36_x86_64"  # newest first, as pip prefers natively
+
+
+def test_funcignore_keeps_the_app_and_drops_the_rest() -> None:
+    spec = funcignore_spec()
+    for shipped in ("function_app.py", "host.json", "requirements.txt", "rotation/targets/base.py"):
+        assert not spec.match_file(shipped), shipped
+    for dropped in (
+        "local/host/engine.py",
+        "tests/deploy/test_deployment_package.py",
+        "benchmarks/rotation.py",
+        "infra/bicep/main.bicep",
+        "README.md",
+        "rotation/README.md",
+        ".gitignore",
+        "rotation/__pycache__/model.cpython-311.pyc",
+        "local.settings.json",
+        "requirements-dev.txt",
+    ):
+        assert spec.match_file(dropped), dropped
+
+
+def test_package_holds_the_app_and_only_wheels_for_azure(package: Build) -> None:
+    root = package.root
+    for required in ("function_app.py", "host.json", "requirements.txt"):
+        assert (root / required).is_file(), required
+    for dropped in ("local", "tests", "benchmarks", "infra", "scripts", ".venv", ".git"):
+        assert not (root / dropped).exists(), f"{dropped}/ is in the package"
+    assert not list(root.glob("*.md")), "Markdown files are in the package"
+    assert not any(".." in p or p.startswith("/") for p in package.app_files)
+
+    allowed = {f"cp311-{abi}-{platform}" for abi in ("cp311", "abi3") for platform in AZURE_PLATFORMS}
+    for distribution, tags in wheel_tags(package.site_packages).items():
+        assert tags, f"{distribution} has no wheel tags"
+        for tag in tags:
+            assert tag.endswith("-none-any") or tag in allowed, f"{distribution}: {tag}"
+
+
+def test_function_app_imports_in_the_package(probe: dict[str, Any], package: Build) -> None:
+    assert "function_app" not in probe["errors"], probe["errors"].get("function_app")
+    assert probe["modules"]["function_app"] == [str(package.root.resolve() / "function_app.py")]
+    assert probe["facts"]["function_app"]["functions"], "the app registers no functions"
+
+
+def test_psycopg_uses_the_libpq_of_its_wheel(probe: dict[str, Any], package: Build) -> None:
+    assert "psycopg" not in probe["errors"], probe["errors"].get("psycopg")
+    assert probe["facts"]["psycopg"]["impl"] == "binary"
+    binary = probe["modules"]["psycopg_binary"]
+    assert binary, "psycopg_binary (the C implementation) was not imported"
+    assert all(_inside(p, package.site_packages) for p in binary), binary
+
+
+def test_pymysql_imports(probe: dict[str, Any]) -> None:
+    assert "pymysql" not in probe["errors"], probe["errors"].get("pymysql")
+
+
+def test_pyodbc_imports_and_sees_no_driver_of_this_machine(probe: dict[str, Any]) -> None:
+    assert "pyodbc" not in probe["errors"], probe["errors"].get("pyodbc")
+    assert probe["facts"]["pyodbc"]["drivers"] == []
+
+
+def test_nothing_is_imported_from_outside_the_package(probe: dict[str, Any], package: Build) -> None:
+    stdlib = [Path(p).resolve() for p in probe["stdlib_path"]]
+    assert all(p.is_relative_to(Path(sys.base_prefix).resolve()) for p in stdlib), stdlib
+    assert not any(part in {"site-packages", "dist-packages"} for p in stdlib for part in p.parts), stdlib
+    assert probe["sys_path"] == [
+        str(package.root.resolve()),
+        str(package.site_packages.resolve()),
+        *probe["stdlib_path"],
+    ]
+
+    for name in ("function_app", *DRIVERS):
+        if name in probe["modules"]:
+            assert all(_inside(p, package.root) for p in probe["modules"][name]), (
+                name,
+                probe["modules"][name],
+            )
+    leaked = {
+        name: paths
+        for name, paths in probe["modules"].items()
+        if not all(_inside(p, package.root) or _in_stdlib(p, stdlib) for p in paths)
+    }
+    assert not leaked, f"modules imported from this machine, not the package: {leaked}"
+
+
+def test_native_libraries_need_only_the_package_and_azures_image(package: Build) -> None:
+    libraries = native_libraries(package.root)
+    assert libraries, "the package holds no native library (the wheels are expected to have some)"
+    problems = []
+    for library in libraries:
+        dependencies = ldd(library)
+        relative = library.relative_to(package.root)
+        print(f"\n{relative}:")
+        for dependency in dependencies:
+            problem = dependency_problem(package.root, dependency)
+            where = (
+                "package" if dependency.path and _inside(dependency.path, package.root) else dependency.path
+            )
+            print(f"  {dependency.soname} -> {where}{'  !! ' + problem if problem else ''}")
+            if problem:
+                problems.append(f"{relative}: {problem}")
+    assert not problems, "\n".join(problems)
