@@ -135,7 +135,7 @@ def main() -> int:
             old = stack.secret_client(s.vault).get_secret(s.name, s.version).value or ""
             check(
                 f"{s.name}: the previous password no longer does",
-                not stack.pg.can_login(s.login, old),
+                not stack.logs_in(s, old),
                 failures,
             )
             pending = [

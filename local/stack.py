@@ -1,6 +1,7 @@
 """The whole local stack, as ``make demo``, ``make up``, the end-to-end tests and the benchmarks
-start it: a throwaway PostgreSQL server, the local cloud (default topology), and optionally the
-local Functions host running this app with the cloud's environment.
+start it: throwaway database servers (PostgreSQL and MariaDB, the real targets of rotations), the
+local cloud (default topology), and optionally the local Functions host running this app with
+the cloud's environment.
 
 This process also talks to the local cloud, as an operator would (seeding secrets as the
 ``seeder-identity``, starting the consumer site): ``start()`` puts the cloud's client
@@ -10,9 +11,10 @@ requests-based sync SDK clients read when they are built or send.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,12 +26,15 @@ from azure.keyvault.secrets import SecretClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from local.cloud.process import LocalCloud
+from local.databases.base import LocalDatabase
+from local.databases.mariadb import MariaDBServer
+from local.databases.postgresql import PostgresCluster
 from local.host.process import HostProcess
 from local.ports import free_port
-from local.databases.postgresql import PostgresCluster
 from rotation import clients, metadata
 from rotation.model import SecretRef
 from rotation.settings import SETTINGS, Settings
+from rotation.targets import mysql, postgresql
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDER = "seeder-identity"
@@ -39,6 +44,14 @@ CONSUMER_SECRET = "app-db-password"  # noqa: S105 (a secret's name)
 CONSUMER_LOGIN = "app_user"
 CONSUMER_DATABASE = "appdb"
 TARGET_ADMIN_LOGIN = "rotation_admin"
+POSTGRESQL = postgresql.KIND
+MYSQL = mysql.KIND
+# The database servers of a stack, by the rotation-target kind of the logins they hold. MariaDB
+# refuses logins with an expired password, as MySQL 8 (Azure's) does by default.
+DATABASE_SERVERS: dict[str, Callable[[], LocalDatabase]] = {
+    POSTGRESQL: PostgresCluster,
+    MYSQL: functools.partial(MariaDBServer, disconnect_on_expired_password=True),
+}
 
 
 @dataclass(frozen=True)
@@ -49,10 +62,15 @@ class Seeded:
     name: str
     version: str
     login: str
+    kind: str = POSTGRESQL
 
 
 class LocalStack:
-    """PostgreSQL + local cloud (+ the local host with the app). Use as a context manager."""
+    """Database servers + local cloud (+ the local host with the app). Use as a context manager.
+
+    ``databases`` names the servers to start, by the kind of login they hold (default: all).
+    The PostgreSQL server always runs: the default topology's consumer app uses it.
+    """
 
     def __init__(
         self,
@@ -62,6 +80,7 @@ class LocalStack:
         time_scale: float | None = None,
         app_settings: Mapping[str, str] | None = None,
         cloud_env: Mapping[str, str] | None = None,
+        databases: Sequence[str] = tuple(DATABASE_SERVERS),
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.with_host = with_host
@@ -70,6 +89,9 @@ class LocalStack:
         self.extra_cloud_env = dict(cloud_env or {})
         self.hub_port = free_port()
         self.pg = PostgresCluster()
+        self.databases: dict[str, LocalDatabase] = {POSTGRESQL: self.pg}
+        for kind in databases:
+            self.databases.setdefault(kind, DATABASE_SERVERS[kind]())
         self.cloud: LocalCloud | None = None
         self.host: HostProcess | None = None
         self._credentials: dict[str, ManagedIdentityCredential] = {}
@@ -91,7 +113,8 @@ class LocalStack:
     def start(self) -> LocalStack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
-            self.pg.start()
+            for database in self.databases.values():
+                database.start()
             self.cloud = LocalCloud(
                 data_dir=self.data_dir / "cloud",
                 env={"HUB_URL": self.hub_url, "PG_PORT": str(self.pg.port), **self.extra_cloud_env},
@@ -119,7 +142,8 @@ class LocalStack:
         if self.cloud is not None:
             self.cloud.stop()
             self.cloud = None
-        self.pg.stop()
+        for database in self.databases.values():
+            database.stop()
 
     # -- what the app is told --------------------------------------------------------------
 
@@ -149,6 +173,8 @@ class LocalStack:
             "ROTATION_RETRY_FIRST_INTERVAL_SECONDS": "1",
             "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS": "60",
         }
+        for database in self.databases.values():
+            settings |= database.app_settings()
         settings.update(self.extra_app_settings)
         return settings
 
@@ -174,10 +200,21 @@ class LocalStack:
     def web_client(self, subscription_id: str, identity: str = SEEDER) -> WebSiteManagementClient:
         return WebSiteManagementClient(self.credential(identity), subscription_id)
 
-    def create_login(self, login: str, *, database: str | None = None, createrole: bool = False) -> str:
-        """A PostgreSQL login with a fresh random password; returns the password."""
+    def database(self, kind: str) -> LocalDatabase:
+        """The server holding logins of ``kind`` (a rotation-target value)."""
+        try:
+            return self.databases[kind]
+        except KeyError:
+            raise ValueError(
+                f"this stack runs no server for {kind!r} (it has {sorted(self.databases)})"
+            ) from None
+
+    def create_login(
+        self, login: str, *, kind: str = POSTGRESQL, database: str | None = None, admin: bool = False
+    ) -> str:
+        """A database login with a fresh random password; returns the password."""
         password = secrets.token_urlsafe(18)
-        self.pg.create_role(login, password, createrole=createrole, database=database)
+        self.database(kind).create_login(login, password, admin=admin, database=database)
         return password
 
     def seed_login_secret(
@@ -186,19 +223,21 @@ class LocalStack:
         name: str,
         *,
         login: str,
-        database: str = "postgres",
+        kind: str = POSTGRESQL,
+        database: str | None = None,
         admin: str = "self",
         expires_in: timedelta = timedelta(days=10),
         tags: Mapping[str, str] | None = None,
         password: str | None = None,
     ) -> Seeded:
-        """Create ``login`` in PostgreSQL (unless ``password`` is given: it exists already) and a
-        secret in ``vault`` holding its password, tagged for rotation."""
+        """Create ``login`` on the server of ``kind`` (unless ``password`` is given: it exists
+        already; with ``database``, also that database, owned by the login) and a secret in
+        ``vault`` holding its password, tagged for rotation."""
         if password is None:
-            password = self.create_login(login, database=None if database == "postgres" else database)
+            password = self.create_login(login, kind=kind, database=database)
         all_tags = {
-            metadata.TARGET: "postgresql-login",
-            metadata.PROVIDER: self.pg.provider(database),
+            metadata.TARGET: kind,
+            metadata.PROVIDER: self.database(kind).provider(database),
             metadata.CREDENTIAL: login,
             metadata.ADMIN: admin,
             **(tags or {}),
@@ -206,21 +245,34 @@ class LocalStack:
         secret = self.secret_client(vault).set_secret(
             name, password, tags=all_tags, expires_on=datetime.now(UTC) + expires_in
         )
-        return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login)
+        return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login, kind=kind)
 
-    def seed_admin_secret(self, vault: str, name: str, *, login: str = TARGET_ADMIN_LOGIN) -> Seeded:
-        """An admin login (CREATEROLE) and its secret, for ``rotation-admin: secret:<name>``."""
-        password = self.create_login(login, createrole=True)
+    def seed_admin_secret(
+        self, vault: str, name: str, *, login: str = TARGET_ADMIN_LOGIN, kind: str = POSTGRESQL
+    ) -> Seeded:
+        """An admin login (it may change other logins' passwords) and its secret, for
+        ``rotation-admin: secret:<name>``."""
+        password = self.create_login(login, kind=kind, admin=True)
         secret = self.secret_client(vault).set_secret(
             name,
             password,
             tags={metadata.CREDENTIAL: login},
             expires_on=datetime.now(UTC) + timedelta(days=365),
         )
-        return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login)
+        return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login, kind=kind)
 
-    def current_value_logs_in(self, vault: str, name: str, *, database: str = "postgres") -> bool:
-        """The invariant users care about: the latest version in the vault logs in to its target."""
+    def logs_in(self, seeded: Seeded, password: str, *, database: str | None = None) -> bool:
+        """Whether ``seeded``'s login takes ``password`` (checked with the server's own client)."""
+        return self.database(seeded.kind).can_login(seeded.login, password, database)
+
+    def current_value_logs_in(self, vault: str, name: str) -> bool:
+        """The invariant users care about: the latest version in the vault logs in to its target
+        (the login, server and database its tags name)."""
         secret = self.secret_client(vault).get_secret(name)
-        login = (secret.properties.tags or {})[metadata.CREDENTIAL]
-        return self.pg.can_login(login, secret.value or "", database)
+        tags = secret.properties.tags or {}
+        kind = tags[metadata.TARGET]
+        login = tags[metadata.CREDENTIAL]
+        if kind == MYSQL:
+            login = mysql.parse_account(login).user
+        database = tags[metadata.PROVIDER].split("/", 1)[1]
+        return self.database(kind).can_login(login, secret.value or "", database)

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One-time set-up on a fresh Debian machine: the Debian packages the local runs need
-# (a PostgreSQL server and its ODBC driver), then the virtual environment in .venv.
+# One-time set-up on a fresh Debian machine: the Debian packages the local runs need, then the
+# virtual environment in .venv. The packages: PostgreSQL and MariaDB servers and clients (the
+# targets of local rotations), unixODBC (pyodbc's driver manager, as in Azure's image) and
+# FreeTDS's ODBC driver (tdsodbc: the SQL Server connection tests, as no SQL Server runs here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(postgresql odbc-postgresql unixodbc)
+debian_packages=(postgresql mariadb-server mariadb-client unixodbc tdsodbc)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

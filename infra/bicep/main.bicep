@@ -47,8 +47,13 @@ param retryFirstIntervalSeconds int = 5
 param sweepSchedule string = '0 0 3 * * *'
 param nearExpiryDays int = 30
 param consumerReadyTimeoutSeconds int = 300
-param postgresqlOdbcDriver string = 'PostgreSQL Unicode'
 param postgresqlSslmode string = 'require'
+@description('PostgreSQL role of the hub identity on servers whose secrets say rotation-admin: managed-identity (the name given to pgaadauth_create_principal_with_oid; infra/README.md).')
+param postgresqlEntraRole string = ''
+param mysqlSslmode string = 'verify-full'
+@description('Path of a CA bundle on the worker for MySQL server certificates; empty: the system CAs (Azure Database for MySQL chains to them).')
+param mysqlSslCa string = ''
+param sqlserverOdbcDriver string = 'ODBC Driver 18 for SQL Server'
 
 var tags = {
   'azd-env-name': environmentName
@@ -82,8 +87,11 @@ module hub 'modules/hub/hub.bicep' = {
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays
     consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
-    postgresqlOdbcDriver: postgresqlOdbcDriver
     postgresqlSslmode: postgresqlSslmode
+    postgresqlEntraRole: postgresqlEntraRole
+    mysqlSslmode: mysqlSslmode
+    mysqlSslCa: mysqlSslCa
+    sqlserverOdbcDriver: sqlserverOdbcDriver
   }
 }
 

@@ -68,7 +68,8 @@ class LocalDatabase(Protocol):
     # -- faults, as a database administrator would cause them ------------------------------------
 
     def expire_password(self, login: str, *, expired: bool = True) -> None:
-        """Make ``login``'s password expired (logins refused), or valid again."""
+        """Make ``login``'s password expired, or valid again. With it expired, a login is refused
+        (or, on a server that lets such logins in, its first statement is)."""
         ...
 
     def set_admin(self, login: str, *, allowed: bool) -> None:
@@ -80,8 +81,8 @@ class LocalDatabase(Protocol):
         ...
 
     def hold_password_changes(self, login: str) -> AbstractContextManager[None]:
-        """While inside, a password change of ``login`` by anyone else waits on a lock; on exit it
-        goes through."""
+        """While inside, a password change of ``login`` by anyone else waits on a lock (it may hold
+        other logins' changes too); on exit it goes through."""
         ...
 
     def password_change_waiting(self, login: str) -> bool:

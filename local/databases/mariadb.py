@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -86,7 +86,9 @@ _CLIENT_ERROR = re.compile(r"^ERROR (\d+) ", re.MULTILINE)
 #: The processlist states of a statement that waits on the lock of ``hold_password_changes``
 #: (``LOCK TABLES ... READ`` on an Aria table; a metadata lock if someone locks it otherwise).
 _LOCK_WAIT_STATES = ("Waiting for table level lock", "Waiting for table metadata lock")
-_ACCOUNT_CHANGE = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(SET\s+PASSWORD|ALTER\s+USER)\b", re.IGNORECASE | re.DOTALL)
+_ACCOUNT_CHANGE = re.compile(
+    r"^\s*(?:/\*.*?\*/\s*)*(SET\s+PASSWORD|ALTER\s+USER)\b", re.IGNORECASE | re.DOTALL
+)
 _SOCKET_PATH_MAX = 100  # sun_path holds 108 bytes
 
 
@@ -338,17 +340,21 @@ class MariaDBServer:
         removed afterwards.
         """
         script = self.root / "bootstrap.sql"
-        # Every privilege bit, GRANT OPTION included, as the installer writes root.
-        sql = (
-            "DELETE FROM mysql.global_priv WHERE User <> 'mariadb.sys';\n"
-            "DELETE FROM mysql.proxies_priv;\n"
-            "INSERT INTO mysql.global_priv (Host, User, Priv) VALUES ("
+        # Every privilege bit, GRANT OPTION included, as the installer writes root. A bootstrap
+        # script takes no parameters: every value is quoted by _literal or quote_identifier.
+        admin = (
             f"{_literal(ACCOUNT_HOST)}, {_literal(self.admin_user)}, JSON_OBJECT("
             "'access', 18446744073709551615, 'plugin', 'mysql_native_password', "
             f"'authentication_string', {_literal(native_password_hash(self.admin_password))}, "
-            "'password_last_changed', UNIX_TIMESTAMP()));\n"
-            f"CREATE DATABASE {quote_identifier(self.default_database)};\n"
+            "'password_last_changed', UNIX_TIMESTAMP())"
         )
+        statements = [
+            "DELETE FROM mysql.global_priv WHERE User <> 'mariadb.sys'",
+            "DELETE FROM mysql.proxies_priv",
+            f"INSERT INTO mysql.global_priv (Host, User, Priv) VALUES ({admin})",  # noqa: S608
+            f"CREATE DATABASE {quote_identifier(self.default_database)}",
+        ]
+        sql = "".join(statement + ";\n" for statement in statements)
         fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(sql)
@@ -504,12 +510,16 @@ class MariaDBServer:
         """
         account = (name, ACCOUNT_HOST)
         if password is None:
-            self._query("CREATE USER %s@%s IDENTIFIED VIA mysql_native_password USING %s", (*account, "invalid"))
+            self._query(
+                "CREATE USER %s@%s IDENTIFIED VIA mysql_native_password USING %s", (*account, "invalid")
+            )
         else:
             self._query(
                 "CREATE USER %s@%s IDENTIFIED BY PASSWORD %s", (*account, native_password_hash(password))
             )
-        self._query(f"GRANT SELECT ON {_pct(quote_grant_database(self.default_database))}.* TO %s@%s", account)
+        self._query(
+            f"GRANT SELECT ON {_pct(quote_grant_database(self.default_database))}.* TO %s@%s", account
+        )
         if admin:
             self.set_admin(name, allowed=True)
         if database is not None:
@@ -520,13 +530,15 @@ class MariaDBServer:
         self._query(f"CREATE DATABASE {_pct(quote_identifier(name))}")
         if owner is not None:
             self._query(
-                f"GRANT ALL PRIVILEGES ON {_pct(quote_grant_database(name))}.* TO %s@%s", (owner, ACCOUNT_HOST)
+                f"GRANT ALL PRIVILEGES ON {_pct(quote_grant_database(name))}.* TO %s@%s",
+                (owner, ACCOUNT_HOST),
             )
 
     def stored_hash(self, login: str) -> str | None:
         """What the server stores as ``login``'s password (``mysql.user.authentication_string``)."""
         rows = self._query(
-            "SELECT authentication_string FROM mysql.user WHERE User = %s AND Host = %s", (login, ACCOUNT_HOST)
+            "SELECT authentication_string FROM mysql.user WHERE User = %s AND Host = %s",
+            (login, ACCOUNT_HOST),
         )
         return str(rows[0][0]) if rows else None
 
@@ -597,23 +609,19 @@ class MariaDBServer:
 
     def set_login_allowed(self, login: str, *, allowed: bool) -> None:
         """``ALTER USER ... ACCOUNT LOCK`` (the right password then gets error 4151) or ``UNLOCK``."""
-        self._query(
-            "ALTER USER %s@%s ACCOUNT " + ("UNLOCK" if allowed else "LOCK"), (login, ACCOUNT_HOST)
-        )
+        self._query("ALTER USER %s@%s ACCOUNT " + ("UNLOCK" if allowed else "LOCK"), (login, ACCOUNT_HOST))
 
-    def hold_password_changes(self, login: str) -> AbstractContextManager[None]:
+    @contextmanager
+    def hold_password_changes(self, login: str) -> Iterator[None]:
         """While inside, a password change waits: an admin session holds
         ``LOCK TABLES mysql.global_priv READ``.
 
         ``ALTER USER``, ``SET PASSWORD FOR`` and a login's own ``SET PASSWORD`` all write that
-        (Aria) table, so they wait ("Waiting for table level lock"); logins, ``SELECT`` from
-        ``mysql.user`` and other tables go on. The lock is on the table, so changes of every
-        account wait, not only ``login``'s; so do the admin helpers that change accounts.
+        (Aria) table, so they wait ("Waiting for table level lock") until the block is left;
+        logins, ``SELECT`` from ``mysql.user`` and other tables go on. The lock is on the table,
+        so changes of every account wait, not only ``login``'s; so do the helpers here that
+        create or change accounts (do not call them inside).
         """
-        return self._hold_password_changes()
-
-    @contextmanager
-    def _hold_password_changes(self) -> Iterator[None]:
         connection = self.connect()
         try:
             with connection.cursor() as cursor:
@@ -622,7 +630,7 @@ class MariaDBServer:
             with connection.cursor() as cursor:
                 cursor.execute("UNLOCK TABLES")
         finally:
-            connection.close()  # also releases the lock if the block raised
+            connection.close()  # the lock ends with the session, also when the block raised
 
     def password_change_waiting(self, login: str) -> bool:
         """Whether a password change of ``login`` waits on a table lock now: a session of ``login``
@@ -716,7 +724,9 @@ class MariaDBServer:
             extra_groups=extra_groups,
         )
         if result.returncode != 0:
-            raise DatabaseError(f"{step} failed ({result.returncode}): {_tail(result.stdout + result.stderr)}")
+            raise DatabaseError(
+                f"{step} failed ({result.returncode}): {_tail(result.stdout + result.stderr)}"
+            )
 
     def _server_env(self) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
@@ -743,7 +753,7 @@ def _server_owner() -> pwd.struct_passwd | None:
 
 def _literal(value: str) -> str:
     """A string literal for the bootstrap script (no parameters there)."""
-    return "'" + escape_string(value) + "'"
+    return "'" + str(escape_string(value)) + "'"
 
 
 def _pct(sql: str) -> str:
@@ -753,8 +763,10 @@ def _pct(sql: str) -> str:
 
 def _names_account(statement: str, login: str) -> bool:
     """Whether ``statement`` names the account ``login``, quoted in one of the ways SQL allows."""
+    quoted = login.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0").replace("\x1a", "\\Z")
     forms = [
-        "'" + escape_string(login) + "'",
+        "'" + quoted + "'",  # QUOTE(), as the hub builds its statements
+        "'" + escape_string(login) + "'",  # PyMySQL's parameters
         "'" + login.replace("'", "''") + "'",
         quote_identifier(login),
         '"' + escape_string(login) + '"',

@@ -33,7 +33,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 
@@ -42,6 +45,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from local.databases.base import DatabaseError
 from local.ports import free_port
 from rotation.targets import scram
 
@@ -55,7 +59,7 @@ _READY = "database system is ready to accept connections"
 _PORT_TAKEN = re.compile(r"could not bind|Address already in use", re.IGNORECASE)
 
 
-class PostgresError(RuntimeError):
+class PostgresError(DatabaseError):
     """The cluster could not be created, started or used; the message says which step."""
 
 
@@ -81,6 +85,10 @@ class PostgresCluster:
     ``admin_user`` is the bootstrap superuser; ``admin_password`` its password (a local,
     throwaway value: it is never printed or logged).
     """
+
+    kind = "postgresql-login"
+    name = "postgresql"
+    default_database = "postgres"
 
     def __init__(self, *, admin_user: str = DEFAULT_ADMIN, base_dir: str | None = None) -> None:
         self.host = HOST
@@ -114,9 +122,13 @@ class PostgresCluster:
         """A libpq password file for the admin role (``PGPASSFILE=... psql``)."""
         return self.root / "pgpass"
 
-    def provider(self, database: str = "postgres") -> str:
+    def provider(self, database: str | None = None) -> str:
         """The ``rotation-provider`` tag value that points at ``database`` on this cluster."""
-        return f"{self.host}:{self.port}/{database}"
+        return f"{self.host}:{self.port}/{database or self.default_database}"
+
+    def app_settings(self) -> dict[str, str]:
+        """Nothing to add: the hub's default ``sslmode=require`` takes the self-signed certificate."""
+        return {}
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -318,13 +330,19 @@ class PostgresCluster:
             raise PostgresError(f"psql failed: {result.stderr.strip()}")
         return result.stdout
 
-    def can_login(self, role: str, password: str, database: str = "postgres") -> bool:
+    def can_login(self, role: str, password: str, database: str | None = None) -> bool:
         """Whether ``role`` logs in with ``password``, checked with psql (not the app's driver).
 
         Raises:
             PostgresError: the attempt failed for another reason than the password.
         """
-        result = self._psql("SELECT 1", user=role, password=password, database=database, variables=None)
+        result = self._psql(
+            "SELECT 1",
+            user=role,
+            password=password,
+            database=database or self.default_database,
+            variables=None,
+        )
         if result.returncode == 0:
             return True
         if "password authentication failed" in result.stderr:
@@ -356,6 +374,12 @@ class PostgresCluster:
         if database is not None:
             self.create_database(database, owner=name)
 
+    def create_login(
+        self, name: str, password: str | None, *, admin: bool = False, database: str | None = None
+    ) -> None:
+        """A login role (``admin``: with CREATEROLE); see ``base.LocalDatabase``."""
+        self.create_role(name, password, createrole=admin, database=database)
+
     def create_database(self, name: str, *, owner: str | None = None) -> None:
         script = 'CREATE DATABASE :"db"' + (' OWNER :"owner"' if owner else "") + ";\n"
         self.psql(script, variables={"db": name, "owner": owner or ""})
@@ -366,6 +390,66 @@ class PostgresCluster:
             "SELECT rolpassword FROM pg_authid WHERE rolname = :'role';\n", variables={"role": role}
         )
         return out.strip() or None
+
+    # -- faults, as the server's administrator would cause them -------------------------------
+
+    def expire_password(self, login: str, *, expired: bool = True) -> None:
+        self._alter_role(login, "VALID UNTIL '2000-01-01'" if expired else "VALID UNTIL 'infinity'")
+
+    def set_admin(self, login: str, *, allowed: bool) -> None:
+        self._alter_role(login, "CREATEROLE" if allowed else "NOCREATEROLE")
+
+    def set_login_allowed(self, login: str, *, allowed: bool) -> None:
+        self._alter_role(login, "LOGIN" if allowed else "NOLOGIN")
+
+    @contextmanager
+    def hold_password_changes(self, login: str) -> Iterator[None]:
+        """An admin session keeps ``login``'s row of pg_authid locked (an ALTER ROLE in an open
+        transaction), so another ALTER ROLE of it waits; leaving cancels that session, which
+        rolls back and lets the waiting change through."""
+        marker = f"hold-{secrets.token_hex(8)}"
+        script = (
+            "BEGIN;\nALTER ROLE :\"role\" CONNECTION LIMIT -1;\nSELECT pg_sleep(300), :'v'::text;\nCOMMIT;\n"
+        )
+
+        def hold() -> None:
+            with suppress(PostgresError):
+                self.psql(script, variables={"role": login, "v": marker})
+
+        holder = threading.Thread(target=hold, name=f"hold-{login}", daemon=True)
+        holder.start()
+        try:
+            deadline = time.monotonic() + 30
+            while self._sessions_running(marker) != 1:
+                if time.monotonic() > deadline:
+                    raise PostgresError(f"the session holding {login!r} did not start")
+                time.sleep(0.05)
+            yield
+        finally:
+            self.psql(
+                "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                "WHERE query LIKE '%' || :'v' || '%' AND pid <> pg_backend_pid();\n",
+                variables={"v": marker},
+            )
+            holder.join(30)
+
+    def password_change_waiting(self, login: str) -> bool:
+        out = self.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = :'v' AND wait_event_type = 'Lock';\n",
+            variables={"v": login},
+        )
+        return int(out) >= 1
+
+    def _sessions_running(self, marker: str) -> int:
+        out = self.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || :'v' || '%' "
+            "AND pid <> pg_backend_pid();\n",
+            variables={"v": marker},
+        )
+        return int(out)
+
+    def _alter_role(self, login: str, clause: str) -> None:
+        self.psql(f'ALTER ROLE :"role" {clause};\n', variables={"role": login})
 
     def server_log(self) -> str:
         try:

@@ -154,33 +154,43 @@ class _Session:
         own = current is not None
         if own:
             self._check_logged_in_as(account)
-        query: str
-        args: tuple[str, ...]
         if "mariadb" in self._conn.get_server_info().lower():
-            # Only the hash reaches the server. Without FOR, SET PASSWORD changes the account
-            # the session logged in as, which needs no privilege.
-            value = native_password_hash(new.reveal())
-            if own:
-                query, args = "SELECT CONCAT('SET PASSWORD = ', QUOTE(%s))", (value,)
-            else:
-                query = "SELECT CONCAT('SET PASSWORD FOR ', QUOTE(%s), '@', QUOTE(%s), ' = ', QUOTE(%s))"
-                args = (account.user, account.host, value)
-        elif current is not None:
-            # REPLACE proves the current password, which MySQL 8 may demand of a self-change.
-            query = (
-                "SELECT CONCAT('ALTER USER CURRENT_USER() IDENTIFIED BY ', QUOTE(%s), ' REPLACE ', QUOTE(%s))"
-            )
-            args = (new.reveal(), current.reveal())
+            self._set_native_hash(account, native_password_hash(new.reveal()), own=own)
         else:
-            query = "SELECT CONCAT('ALTER USER ', QUOTE(%s), '@', QUOTE(%s), ' IDENTIFIED BY ', QUOTE(%s))"
-            args = (account.user, account.host, new.reveal())
+            self._alter_user(account, new, current)
+
+    def _set_native_hash(self, account: Account, value: str, *, own: bool) -> None:
+        """MariaDB: only the hash reaches the server, so no log can hold the plaintext. SET
+        PASSWORD without FOR changes the account the session logged in as (no privilege needed);
+        an admin uses ALTER USER, which needs CREATE USER (SET PASSWORD FOR would need UPDATE on
+        the mysql schema)."""
         with self._conn.cursor() as cur:
-            cur.execute(query, args)
-            row = cur.fetchone()
-            if not row or not row[0]:
-                raise TargetError("the server returned no statement to change the password")
+            if own:
+                cur.execute("SELECT CONCAT('SET PASSWORD = ', QUOTE(%s))", (value,))
+            else:
+                cur.execute(
+                    "SELECT CONCAT('ALTER USER ', QUOTE(%s), '@', QUOTE(%s), ' IDENTIFIED BY PASSWORD ', QUOTE(%s))",
+                    (account.user, account.host, value),
+                )
             # args=None: PyMySQL sends the server's statement as it is, with no % formatting.
-            cur.execute(row[0])
+            cur.execute(_statement(cur.fetchone()))
+
+    def _alter_user(self, account: Account, new: SecretValue, current: SecretValue | None) -> None:
+        """MySQL 8: the value must travel in ALTER USER itself, the one statement MySQL rewrites
+        in its logs; so the server quotes only the account, and the value is a parameter."""
+        with self._conn.cursor() as cur:
+            if current is not None:
+                # REPLACE proves the current password, which MySQL 8 may demand of a self-change.
+                cur.execute(
+                    "ALTER USER CURRENT_USER() IDENTIFIED BY %s REPLACE %s", (new.reveal(), current.reveal())
+                )
+                return
+            cur.execute(
+                "SELECT CONCAT('ALTER USER ', QUOTE(%s), '@', QUOTE(%s))", (account.user, account.host)
+            )
+            # The account part may hold '%' (any host): escaped, as it goes through % formatting.
+            prefix = _statement(cur.fetchone()).replace("%", "%%")
+            cur.execute(prefix + " IDENTIFIED BY %s", (new.reveal(),))
 
     def _check_logged_in_as(self, account: Account) -> None:
         """A self-change alters the account the server matched the login to, which is not the
@@ -194,6 +204,12 @@ class _Session:
                 f"logging in as {account.user!r} matches account {matched!r}, not the tagged "
                 f"{str(account)!r}; fix rotation-credential or use an admin secret"
             )
+
+
+def _statement(row: tuple[object, ...] | None) -> str:
+    if not row or not row[0]:
+        raise TargetError("the server returned no statement to change the password")
+    return str(row[0])
 
 
 class MySQLEngine:
@@ -329,10 +345,16 @@ def _statement_error(
     exc: pymysql.Error, login: str, engine: MySQLEngine, hide: tuple[SecretValue, ...]
 ) -> RotationError:
     code, text = _code_and_text(exc, hide)
+    if code == ER.MUST_CHANGE_PASSWORD:
+        # A server that lets logins with an expired password in, in "sandbox mode", refuses
+        # every statement but a password change: for the rotation the login is refused.
+        return AuthenticationFailed(
+            f"logging in as {login!r} to {engine.provider}: the password has expired [{code}]"
+        )
     where = f"changing the password of {engine.what} as {login!r}"
     if code in _TRANSIENT or isinstance(exc, pymysql.err.InterfaceError):
         return TransientError(f"{where} failed [{code}]: {text}")
-    if code in (ER.SPECIFIC_ACCESS_DENIED_ERROR, ER.DBACCESS_DENIED_ERROR, 1142):
+    if code == ER.SPECIFIC_ACCESS_DENIED_ERROR:
         return TargetError(f"{where} is not permitted (the login needs CREATE USER) [{code}]: {text}")
     if code in (ER.CANNOT_USER, ER.PASSWORD_NO_MATCH):
         return TargetError(f"{where} failed: the server has no such account [{code}]: {text}")

@@ -11,10 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from local.stack import LocalStack
+from local.stack import MYSQL, POSTGRESQL, LocalStack
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as running:
         yield running
+
+
+@pytest.fixture(params=[POSTGRESQL, MYSQL], ids=["postgresql", "mysql"])
+def kind(request: pytest.FixtureRequest) -> str:
+    """The database target a scenario runs against: every scenario that takes ``kind`` runs
+    once against PostgreSQL and once against MariaDB (``mysql-login``)."""
+    return str(request.param)

@@ -18,7 +18,7 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 
 from local.scenario import ENDED, hub_call, rotation
-from local.stack import LocalStack, Seeded
+from local.stack import POSTGRESQL, LocalStack, Seeded
 
 _names = itertools.count()
 
@@ -28,10 +28,20 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{next(_names)}"
 
 
-def seed(stack: LocalStack, vault: str = "spoke1-kv", *, prefix: str = "db", **kwargs: object) -> Seeded:
-    """A PostgreSQL login and its tagged secret near expiry, with names of its own."""
+def seed(
+    stack: LocalStack, vault: str = "spoke1-kv", *, prefix: str = "db", kind: str = POSTGRESQL, **kwargs: Any
+) -> Seeded:
+    """A database login (PostgreSQL unless ``kind`` says otherwise) and its tagged secret near
+    expiry, with names of its own."""
     name = unique(prefix)
-    return stack.seed_login_secret(vault, name, login=name.replace("-", "_"), **kwargs)  # type: ignore[arg-type]
+    return stack.seed_login_secret(vault, name, login=name.replace("-", "_"), kind=kind, **kwargs)
+
+
+def seed_admin(stack: LocalStack, vault: str = "spoke2-kv", *, kind: str = POSTGRESQL) -> Seeded:
+    """An admin login of ``kind`` and the secret holding its password (``secret:<name>``)."""
+    return stack.seed_admin_secret(
+        vault, unique("db-admin"), login=unique("adm").replace("-", "_"), kind=kind
+    )
 
 
 def enabled_pending(stack: LocalStack, seeded: Seeded) -> list[str]:
@@ -93,15 +103,18 @@ def secret_values(stack: LocalStack, seeded: Seeded) -> list[str]:
 
 
 def assert_no_value_leaked(stack: LocalStack, seeded: Seeded) -> None:
-    """No value the secret ever held appears in the task hub's store or in the host's log."""
+    """No value the secret ever held appears in the task hub's store, in the host's log or in
+    the database server's log (which records every statement that changed a login)."""
     assert stack.host is not None
     store = durable_store_text(stack)
     log = stack.host.log_path.read_text(errors="replace")
+    server_log = stack.database(seeded.kind).server_log()
     values = secret_values(stack, seeded)
     assert values, "the secret should have values to look for"
     for value in values:
         assert value not in store, f"a value of {seeded.name} is in the durable store"
         assert value not in log, f"a value of {seeded.name} is in the host log"
+        assert value not in server_log, f"a value of {seeded.name} is in the database server's log"
 
 
 # -- talking to the hub as Event Grid and as an operator ---------------------------------------
@@ -230,7 +243,7 @@ def assert_untouched(stack: LocalStack, seeded: Seeded, password: str) -> None:
     current = stack.secret_client(seeded.vault).get_secret(seeded.name)
     assert current.properties.version == seeded.version, f"{seeded.name}: the current version changed"
     assert versions_of(stack, seeded) == [seeded.version], f"{seeded.name}: a version was added"
-    assert stack.pg.can_login(seeded.login, password), f"{seeded.name}: the old password no longer logs in"
+    assert stack.logs_in(seeded, password), f"{seeded.name}: the old password no longer logs in"
     assert enabled_pending(stack, seeded) == [], f"{seeded.name}: a pending value is enabled"
 
 
@@ -321,11 +334,6 @@ def undo_results(ended: dict[str, Any]) -> dict[str, str]:
 
 def undo_detail(ended: dict[str, Any], undo: str) -> str:
     return next(str(u["detail"]) for u in ended["status"]["compensation"] if u["undo"] == undo)
-
-
-def alter_role(stack: LocalStack, login: str, clause: str) -> None:
-    """``ALTER ROLE <login> <clause>`` as the server's admin (a fault on the database's side)."""
-    stack.pg.psql(f'ALTER ROLE :"role" {clause};\n', variables={"role": login})
 
 
 def value_of(stack: LocalStack, vault: str, name: str, version: str | None = None) -> str:

@@ -52,7 +52,7 @@ def assert_waiting_changed_nothing(stack: LocalStack, seeded: Seeded, password: 
     """While it waits: the old version is current and logs in; only the pending value is staged."""
     current = stack.secret_client(seeded.vault).get_secret(seeded.name)
     assert current.properties.version == seeded.version
-    assert stack.pg.can_login(seeded.login, password)
+    assert stack.logs_in(seeded, password)
     assert len(enabled_pending(stack, seeded)) == 1
 
 
@@ -101,7 +101,7 @@ def test_approved_rotation_completes_and_records_the_approver(stack: LocalStack)
     assert current.properties.version == done["output"]["new_version"]
     assert current.properties.tags[metadata.PREVIOUS_VERSION] == seeded.version
     assert len(versions_of(stack, seeded)) == 2
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     assert_consistent(stack, seeded)
     assert_no_value_leaked(stack, seeded)
 

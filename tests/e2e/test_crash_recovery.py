@@ -1,5 +1,5 @@
 """The host killed with SIGKILL in the middle of each step, then started again on the same data
-dir: the rotation completes with exactly one new version of the secret, which logs in, while the
+dir (each scenario but the consumer's against PostgreSQL and against MariaDB): the rotation completes with exactly one new version of the secret, which logs in, while the
 old password does not, and no pending value is left enabled.
 
 "In the middle of a step": the step's call to Key Vault (or ARM) is held back by a latency fault
@@ -7,13 +7,11 @@ of the local cloud, and the host is killed while that call is in flight. The clo
 call whose client has gone (as Key Vault would once the request reached it), so the host is
 started again only once that call has landed: the rerun of the step then meets its own earlier
 work, which is what each step's check-before-acting is for. For apply, the kill comes while the
-password change waits on a lock in PostgreSQL, and that change lands while the host is down.
+password change waits on a lock in the database, and that change lands while the host is down.
 """
 
 from __future__ import annotations
 
-import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +32,6 @@ from e2e_helpers import (
 )
 
 from local.cloud.process import AdminClient
-from local.databases.postgresql import PostgresError
 from local.scenario import consumer_health, seed_consumer_secret, start_consumer, wait_for
 from local.stack import (
     CONSUMER_SITE,
@@ -108,15 +105,14 @@ def assert_rotated_once(stack: LocalStack, seeded: Seeded, old: str, ended: dict
     assert sorted(versions) == sorted([seeded.version, new_version]), versions  # the original + one
     current = stack.secret_client(seeded.vault).get_secret(seeded.name)
     assert current.properties.version == new_version
-    tags = current.properties.tags or {}
-    database = tags[metadata.PROVIDER].rsplit("/", 1)[1]
-    assert not stack.pg.can_login(seeded.login, old, database)
-    assert stack.current_value_logs_in(seeded.vault, seeded.name, database=database)
+    database = (current.properties.tags or {})[metadata.PROVIDER].rsplit("/", 1)[1]
+    assert not stack.logs_in(seeded, old, database=database)
+    assert stack.current_value_logs_in(seeded.vault, seeded.name)
     assert enabled_pending(stack, seeded) == []
 
 
-def test_killed_during_plan(stack: LocalStack, cloud: AdminClient) -> None:
-    seeded = seed(stack)
+def test_killed_during_plan(stack: LocalStack, cloud: AdminClient, kind: str) -> None:
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     # The starter's read of the secret, then the plan's.
     fault = hold_back(cloud, seeded.vault, "get_secret", seconds=2, count=2)
@@ -131,9 +127,9 @@ def test_killed_during_plan(stack: LocalStack, cloud: AdminClient) -> None:
 
 
 def test_killed_during_stage_reuses_the_pending_value_written_meanwhile(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    seeded = seed(stack)
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     fault = hold_back(cloud, seeded.vault, "set_secret", seconds=2)
     rotation_id = start_rotation(stack, seeded)
@@ -151,37 +147,27 @@ def test_killed_during_stage_reuses_the_pending_value_written_meanwhile(
 
 
 def test_killed_during_apply_while_the_password_change_waits_in_the_database(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
     """The change reaches PostgreSQL and lands after the host died: the rerun of apply finds the
     new value already in force."""
-    seeded = seed(stack, tags={metadata.APPROVAL: "required"})
+    seeded = seed(stack, kind=kind, tags={metadata.APPROVAL: "required"})
     old = value_of(stack, seeded.vault, seeded.name)
     rotation_id = start_rotation(stack, seeded)
     wait_for(stack, rotation_id, step="approval")
     pending = value_of(stack, seeded.vault, seeded.name + "-pending")
 
-    # An admin session keeps the role's catalog row locked (an ALTER ROLE in an open
-    # transaction), so the hub's ALTER ROLE waits for it.
-    marker = f"hold-{seeded.login}"
-    holder = threading.Thread(target=_hold_role, args=(stack, seeded.login, marker))
-    holder.start()
-    try:
-        wait_until(lambda: _holding(stack, marker), "the lock")
+    # An admin session holds a lock the login's password change needs (PostgreSQL: the role's
+    # catalog row; MariaDB: the global read lock), so the hub's change waits in the database.
+    database = stack.database(kind)
+    with database.hold_password_changes(seeded.login):
         approve(stack, rotation_id)
-        wait_until(lambda: _waiting_on_a_lock(stack, seeded.login), "the hub's ALTER ROLE waiting")
+        wait_until(lambda: database.password_change_waiting(seeded.login), "the hub's change waiting")
         assert stack.host is not None
         stack.host.kill()
-    finally:
-        stack.pg.psql(
-            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
-            "WHERE query LIKE '%' || :'v' || '%' AND pid <> pg_backend_pid();\n",
-            variables={"v": marker},
-        )
-        holder.join()
-    # The lock is gone: the dead host's ALTER ROLE goes through on its own.
-    wait_until(lambda: stack.pg.can_login(seeded.login, pending), "the orphaned password change")
-    assert not stack.pg.can_login(seeded.login, old)
+    # The lock is gone: the dead host's change goes through on its own.
+    wait_until(lambda: stack.logs_in(seeded, pending), "the orphaned password change")
+    assert not stack.logs_in(seeded, old)
     assert versions_of(stack, seeded) == [seeded.version]
     assert stack.host is not None
     stack.host.start()
@@ -200,8 +186,8 @@ def test_killed_during_apply_while_the_password_change_waits_in_the_database(
     assert_no_value_leaked(stack, seeded)
 
 
-def test_killed_during_verify(stack: LocalStack, cloud: AdminClient) -> None:
-    seeded = seed(stack)
+def test_killed_during_verify(stack: LocalStack, cloud: AdminClient, kind: str) -> None:
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     # Every read is slow (the starter's, plan's, apply's, verify's): verify is current for a while.
     hold_back(cloud, seeded.vault, "get_secret", seconds=0.8, count=1000)
@@ -219,8 +205,10 @@ def test_killed_during_verify(stack: LocalStack, cloud: AdminClient) -> None:
     assert_rotated_once(stack, seeded, old, ended)
 
 
-def test_killed_during_promote_does_not_promote_twice(stack: LocalStack, cloud: AdminClient) -> None:
-    seeded = seed(stack)
+def test_killed_during_promote_does_not_promote_twice(
+    stack: LocalStack, cloud: AdminClient, kind: str
+) -> None:
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     # Stage's write, then promote's.
     fault = hold_back(cloud, seeded.vault, "set_secret", seconds=2, count=2)
@@ -251,8 +239,8 @@ def test_killed_during_a_consumer_restart(stack: LocalStack, cloud: AdminClient)
     assert consumer_health(stack) == {"ok": True, "version": ended["output"]["new_version"]}
 
 
-def test_killed_during_cleanup(stack: LocalStack, cloud: AdminClient) -> None:
-    seeded = seed(stack)
+def test_killed_during_cleanup(stack: LocalStack, cloud: AdminClient, kind: str) -> None:
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     fault = hold_back(cloud, seeded.vault, "update_secret", seconds=2)
     rotation_id = start_rotation(stack, seeded)
@@ -271,30 +259,6 @@ def test_killed_during_cleanup(stack: LocalStack, cloud: AdminClient) -> None:
     assert ended["status"]["stepsDone"] == ROTATED
     assert_rotated_once(stack, seeded, old, ended)
     assert_consistent(stack, seeded)
-
-
-def _hold_role(stack: LocalStack, login: str, marker: str) -> None:
-    """Lock ``login``'s row of pg_authid until this session is cancelled (then it rolls back)."""
-    script = "BEGIN;\nALTER ROLE :\"role\" CONNECTION LIMIT -1;\nSELECT pg_sleep(60), :'v'::text;\nCOMMIT;\n"
-    with contextlib.suppress(PostgresError):
-        stack.pg.psql(script, variables={"role": login, "v": marker})
-
-
-def _holding(stack: LocalStack, marker: str) -> bool:
-    out = stack.pg.psql(
-        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || :'v' || '%' "
-        "AND pid <> pg_backend_pid();\n",
-        variables={"v": marker},
-    )
-    return int(out) == 1
-
-
-def _waiting_on_a_lock(stack: LocalStack, login: str) -> bool:
-    out = stack.pg.psql(
-        "SELECT count(*) FROM pg_stat_activity WHERE usename = :'v' AND wait_event_type = 'Lock';\n",
-        variables={"v": login},
-    )
-    return int(out) == 1
 
 
 def _assert_versions(stack: LocalStack, seeded: Seeded, count: int) -> None:

@@ -1,5 +1,6 @@
 """From a SecretNearExpiry event, emitted by the vault and delivered by Event Grid to the hub's
-webhook, to a promoted version that logs in while the old password no longer does."""
+webhook, to a promoted version that logs in while the old password no longer does: for a
+PostgreSQL login and for a MariaDB account."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from local.scenario import wait_for
 from local.stack import LocalStack
 
 
-def test_a_near_expiry_event_rotates_the_secret(stack: LocalStack) -> None:
+def test_a_near_expiry_event_rotates_the_secret(stack: LocalStack, kind: str) -> None:
     assert stack.cloud is not None
-    seeded = seed(stack, "spoke2-kv")
+    seeded = seed(stack, "spoke2-kv", kind=kind)
     old = stack.secret_client(seeded.vault).get_secret(seeded.name).value or ""
 
     stack.cloud.admin.emit_event(vault=seeded.vault, secret=seeded.name, event_type="SecretNearExpiry")
@@ -23,7 +24,7 @@ def test_a_near_expiry_event_rotates_the_secret(stack: LocalStack) -> None:
     current = stack.secret_client(seeded.vault).get_secret(seeded.name)
     assert current.properties.version == done["output"]["new_version"]
     assert current.value != old
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     assert len(versions_of(stack, seeded)) == 2
     assert_consistent(stack, seeded)
     assert_no_value_leaked(stack, seeded)

@@ -59,7 +59,7 @@ def assert_rotated_once(stack: LocalStack, seeded: Seeded, old_password: str) ->
     assert done["output"]["result"] == "rotated"
     assert len(versions_of(stack, seeded)) == 2
     assert current_password(stack, seeded) != old_password
-    assert not stack.pg.can_login(seeded.login, old_password)
+    assert not stack.logs_in(seeded, old_password)
     assert_consistent(stack, seeded)
     return done
 
@@ -196,7 +196,7 @@ def test_an_event_about_a_version_that_is_no_longer_current_starts_nothing(stack
     assert f"no longer current (the current version is {second.version})" in log.text()
     assert sorted(versions_of(stack, first)) == sorted([first.version, second.version])
     assert current_password(stack, first) == password
-    assert stack.pg.can_login(first.login, password)
+    assert stack.logs_in(first, password)
 
 
 def test_a_secret_without_a_rotation_target_starts_nothing(stack: LocalStack) -> None:
@@ -234,7 +234,7 @@ def test_an_event_about_a_pending_companion_starts_nothing(stack: LocalStack) ->
     assert instance_ids(stack, prefix_of(stack, owner)) == set()
     assert f"event {event['id']} ignored: secret {seeded.name!r} is a pending companion" in log.text()
     assert versions_of(stack, owner) == [owner.version]
-    assert stack.pg.can_login(owner.login, password)
+    assert stack.logs_in(owner, password)
 
 
 def test_other_event_types_and_objects_start_nothing(stack: LocalStack) -> None:
@@ -456,7 +456,7 @@ def test_an_event_while_a_rotation_of_the_secret_waits_starts_nothing(stack: Loc
     done = wait_for(stack, waiting_id)
     assert done["output"]["result"] == "rejected"
     assert current_password(stack, seeded) == password
-    assert stack.pg.can_login(seeded.login, password)
+    assert stack.logs_in(seeded, password)
     assert_consistent(stack, seeded)
     assert_no_value_leaked(stack, seeded)
 

@@ -6,6 +6,8 @@ the fault lasts); and once the fault is lifted, a rerun rotates the secret.
 
 Faults in the local cloud apply to a vault and an operation, not to one secret: the tests of
 this module run one after the other on their own stack, so each fault only meets its own test.
+Every scenario but the consumer's (its app reads PostgreSQL) runs against PostgreSQL and against
+MariaDB (the ``kind`` fixture).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 
 import pytest
 from e2e_helpers import (
-    alter_role,
     approve,
     assert_consistent,
     assert_no_value_leaked,
@@ -26,10 +27,10 @@ from e2e_helpers import (
     quiet_expiry_scan,
     rerun,
     seed,
+    seed_admin,
     start_rotation,
     undo_detail,
     undo_results,
-    unique,
     value_of,
     versions_of,
     wait_until,
@@ -40,6 +41,8 @@ from local.scenario import consumer_health, seed_consumer_secret, start_consumer
 from local.stack import (
     CONSUMER_DATABASE,
     CONSUMER_SITE,
+    MYSQL,
+    POSTGRESQL,
     LocalStack,
     Seeded,
 )
@@ -57,6 +60,8 @@ FAST_RETRIES = {
 LASTING = 1000
 ROTATED = ["plan", "stage", "apply", "verify", "promote", "cleanup"]
 APPROVAL = {metadata.APPROVAL: "required"}
+# What the target's error names when an admin login lacks the right to change passwords.
+ADMIN_RIGHT = {POSTGRESQL: "CREATEROLE", MYSQL: "CREATE USER"}
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +105,14 @@ def assert_rotated(stack: LocalStack, seeded: Seeded, old: str, ended: dict[str,
     current = stack.secret_client(seeded.vault).get_secret(seeded.name)
     assert current.properties.version == ended["output"]["new_version"]
     assert (current.properties.tags or {})[metadata.ROTATION_ID] == ended["id"]
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     assert_consistent(stack, seeded)
 
 
 def assert_nothing_promoted(stack: LocalStack, seeded: Seeded, old: str) -> None:
     """Nothing was promoted and the original value still logs in."""
     assert versions_of(stack, seeded) == [seeded.version]
-    assert stack.pg.can_login(seeded.login, old)
+    assert stack.logs_in(seeded, old)
     assert_consistent(stack, seeded)
 
 
@@ -115,9 +120,9 @@ def assert_nothing_promoted(stack: LocalStack, seeded: Seeded, old: str) -> None
 
 
 def test_plan_fails_while_key_vault_throttles_and_a_rewind_rotates(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    seeded = seed(stack)
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     # The starter reads the secret too (is it opted in, is the version current?): hold its
     # read back with a latency fault, and throttle every read after it, which the plan makes.
@@ -152,9 +157,9 @@ def test_plan_fails_while_key_vault_throttles_and_a_rewind_rotates(
 
 
 def test_stage_fails_while_key_vault_refuses_writes_and_a_rerun_rotates(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    seeded = seed(stack)
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     cloud.inject_fault(kind="throttle", target=seeded.vault, operation="set_secret", count=LASTING)
 
@@ -176,18 +181,19 @@ def test_stage_fails_while_key_vault_refuses_writes_and_a_rerun_rotates(
 
 
 def test_apply_fails_when_the_login_has_expired_and_the_status_says_the_revert_is_impossible(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    """The role's password expired (VALID UNTIL in the past) while the rotation waited for its
-    approval: the login cannot change its own password, and while that lasts no undo can prove
+    """The login's password expired (PostgreSQL: VALID UNTIL in the past; MariaDB: PASSWORD
+    EXPIRE) while the rotation waited for its approval: the login cannot change its own password, and while that lasts no undo can prove
     the previous value logs in. After the expiry is lifted, nothing was changed, and a rerun
     rotates."""
-    seeded = seed(stack, tags=APPROVAL)
+    seeded = seed(stack, kind=kind, tags=APPROVAL)
     old = value_of(stack, seeded.vault, seeded.name)
     rotation_id = start_rotation(stack, seeded)
     wait_for(stack, rotation_id, step="approval")
 
-    alter_role(stack, seeded.login, "VALID UNTIL '2000-01-01'")
+    database = stack.database(kind)
+    database.expire_password(seeded.login)
     try:
         approve(stack, rotation_id)
         failed = wait_for(stack, rotation_id)
@@ -201,7 +207,7 @@ def test_apply_fails_when_the_login_has_expired_and_the_status_says_the_revert_i
         assert versions_of(stack, seeded) == [seeded.version]
         assert not stack.current_value_logs_in(seeded.vault, seeded.name)  # what the status warns of
     finally:
-        alter_role(stack, seeded.login, "VALID UNTIL 'infinity'")
+        database.expire_password(seeded.login, expired=False)
 
     assert_nothing_promoted(stack, seeded, old)  # apply changed nothing
     answer, ended = rerun(stack, rotation_id, approve_again=True)
@@ -210,20 +216,21 @@ def test_apply_fails_when_the_login_has_expired_and_the_status_says_the_revert_i
 
 
 def test_apply_fails_when_the_admin_may_not_change_passwords_and_the_undo_succeeds(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    """An admin login (``rotation-admin: secret:<name>``) that lost CREATEROLE: the change is
+    """An admin login (``rotation-admin: secret:<name>``) that lost its right to change passwords
+    (PostgreSQL: CREATEROLE; MariaDB: CREATE USER): the change is
     refused for good (not retried), the revert finds the previous value still in force."""
-    admin = stack.seed_admin_secret("spoke2-kv", unique("pg-admin"), login=unique("adm").replace("-", "_"))
-    seeded = seed(stack, "spoke2-kv", admin=f"secret:{admin.name}")
+    admin = seed_admin(stack, kind=kind)
+    seeded = seed(stack, "spoke2-kv", kind=kind, admin=f"secret:{admin.name}")
     old = value_of(stack, seeded.vault, seeded.name)
-    alter_role(stack, admin.login, "NOCREATEROLE")
+    stack.database(kind).set_admin(admin.login, allowed=False)
     try:
         failed = wait_for(stack, start_rotation(stack, seeded))
     finally:
-        alter_role(stack, admin.login, "CREATEROLE")
+        stack.database(kind).set_admin(admin.login, allowed=True)
 
-    assert_failed(failed, "apply", "TargetError", "CREATEROLE")
+    assert_failed(failed, "apply", "TargetError", "not permitted", ADMIN_RIGHT[kind])
     assert "retrying" not in failed["status"]
     assert undo_results(failed) == {"revert_target": "done", "discard_pending": "done"}
     assert undo_detail(failed, "revert_target") == "previous credential still works"
@@ -237,18 +244,18 @@ def test_apply_fails_when_the_admin_may_not_change_passwords_and_the_undo_succee
 
 
 def test_verify_fails_when_the_login_is_disabled_and_promote_never_runs(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    """NOLOGIN after the approval: an admin changes the password fine, but the new value cannot
+    """The login is locked out after the approval (PostgreSQL: NOLOGIN; MariaDB: ACCOUNT LOCK): an admin changes the password fine, but the new value cannot
     log in. Promote does not run; the admin restores the previous value, which cannot be
     verified while the fault lasts, and the status says so."""
-    admin = stack.seed_admin_secret("spoke2-kv", unique("pg-admin"), login=unique("adm").replace("-", "_"))
-    seeded = seed(stack, "spoke2-kv", admin=f"secret:{admin.name}", tags=APPROVAL)
+    admin = seed_admin(stack, kind=kind)
+    seeded = seed(stack, "spoke2-kv", kind=kind, admin=f"secret:{admin.name}", tags=APPROVAL)
     old = value_of(stack, seeded.vault, seeded.name)
     rotation_id = start_rotation(stack, seeded)
     wait_for(stack, rotation_id, step="approval")
 
-    alter_role(stack, seeded.login, "NOLOGIN")
+    stack.database(kind).set_login_allowed(seeded.login, allowed=False)
     try:
         approve(stack, rotation_id)
         failed = wait_for(stack, rotation_id)
@@ -261,7 +268,7 @@ def test_verify_fails_when_the_login_is_disabled_and_promote_never_runs(
         assert "still does not log in after the revert" in undo_detail(failed, "revert_target")
         assert enabled_pending(stack, seeded) == []
     finally:
-        alter_role(stack, seeded.login, "LOGIN")
+        stack.database(kind).set_login_allowed(seeded.login, allowed=True)
 
     assert_nothing_promoted(stack, seeded, old)  # the admin did restore the previous password
     _, ended = rerun(stack, rotation_id, {"mode": "restart"}, approve_again=True)
@@ -269,13 +276,13 @@ def test_verify_fails_when_the_login_is_disabled_and_promote_never_runs(
 
 
 def test_verify_fails_for_a_login_that_changes_itself_and_a_rerun_recovers_its_new_password(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
     """``rotation-admin: self``: once apply changed the password, only the new value logs in.
     If verify then fails and the revert cannot log in either, the database holds a value the
     vault only keeps as the (disabled) pending one; the status says the undo failed, and the
     rerun after the fault must pick that value up again rather than lock the login out."""
-    seeded = seed(stack, tags=APPROVAL)
+    seeded = seed(stack, kind=kind, tags=APPROVAL)
     old = value_of(stack, seeded.vault, seeded.name)
     rotation_id = start_rotation(stack, seeded)
     wait_for(stack, rotation_id, step="approval")
@@ -287,7 +294,7 @@ def test_verify_fails_for_a_login_that_changes_itself_and_a_rerun_recovers_its_n
     )
     approve(stack, rotation_id)
     wait_for(stack, rotation_id, step="verify", timeout=30)
-    alter_role(stack, seeded.login, "NOLOGIN")
+    stack.database(kind).set_login_allowed(seeded.login, allowed=False)
     cloud.clear_faults()
     try:
         failed = wait_for(stack, rotation_id)
@@ -299,10 +306,10 @@ def test_verify_fails_for_a_login_that_changes_itself_and_a_rerun_recovers_its_n
         assert "must be reset by an administrator" in undo_detail(failed, "revert_target")
         assert enabled_pending(stack, seeded) == []
     finally:
-        alter_role(stack, seeded.login, "LOGIN")
+        stack.database(kind).set_login_allowed(seeded.login, allowed=True)
 
     # As the status said: the login now takes only the value apply set.
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     _, ended = rerun(stack, rotation_id, {"mode": "restart"}, approve_again=True)
     assert_rotated(stack, seeded, old, ended)
     # The rerun carried on with the value the first run staged; it did not stage another.
@@ -314,9 +321,9 @@ def test_verify_fails_for_a_login_that_changes_itself_and_a_rerun_recovers_its_n
 
 
 def test_promote_fails_while_key_vault_refuses_writes_and_the_target_is_reverted(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    seeded = seed(stack, tags=APPROVAL)
+    seeded = seed(stack, kind=kind, tags=APPROVAL)
     old = value_of(stack, seeded.vault, seeded.name)
     rotation_id = start_rotation(stack, seeded)
     wait_for(stack, rotation_id, step="approval")  # staged: the next write is promote's
@@ -361,8 +368,8 @@ def test_a_consumer_restart_fails_after_promotion_and_a_rerun_restarts_it(
     assert undo_results(failed) == {"discard_pending": "done"}
     new_version = failed["status"]["newVersion"]
     assert stack.secret_client(seeded.vault).get_secret(seeded.name).properties.version == new_version
-    assert not stack.pg.can_login(seeded.login, old, CONSUMER_DATABASE)
-    assert stack.current_value_logs_in(seeded.vault, seeded.name, database=CONSUMER_DATABASE)
+    assert not stack.logs_in(seeded, old, database=CONSUMER_DATABASE)
+    assert stack.current_value_logs_in(seeded.vault, seeded.name)
     assert enabled_pending(stack, seeded) == []
     stale = consumer_health(stack)
     assert not stale["ok"]
@@ -375,7 +382,7 @@ def test_a_consumer_restart_fails_after_promotion_and_a_rerun_restarts_it(
     assert ended["status"]["stepsDone"] == ["plan", "restart", "cleanup"]
     assert sorted(versions_of(stack, seeded)) == sorted([seeded.version, new_version])
     assert consumer_health(stack) == {"ok": True, "version": new_version}
-    assert stack.current_value_logs_in(seeded.vault, seeded.name, database=CONSUMER_DATABASE)
+    assert stack.current_value_logs_in(seeded.vault, seeded.name)
     assert enabled_pending(stack, seeded) == []
 
 
@@ -383,9 +390,9 @@ def test_a_consumer_restart_fails_after_promotion_and_a_rerun_restarts_it(
 
 
 def test_cleanup_fails_while_key_vault_refuses_updates_and_the_status_says_the_pending_value_is_left(
-    stack: LocalStack, cloud: AdminClient
+    stack: LocalStack, cloud: AdminClient, kind: str
 ) -> None:
-    seeded = seed(stack)
+    seeded = seed(stack, kind=kind)
     old = value_of(stack, seeded.vault, seeded.name)
     cloud.inject_fault(kind="throttle", target=seeded.vault, operation="update_secret", count=LASTING)
 
@@ -398,7 +405,7 @@ def test_cleanup_fails_while_key_vault_refuses_updates_and_the_status_says_the_p
     assert "429" in undo_detail(failed, "discard_pending")
     assert len(enabled_pending(stack, seeded)) == 1
     assert stack.current_value_logs_in(seeded.vault, seeded.name)
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     cloud.clear_faults()
 
     answer, ended = rerun(stack, failed["id"])

@@ -97,7 +97,7 @@ def test_rotate_now_by_arm_id_answers_202_with_where_to_look(stack: LocalStack) 
     done = wait_for(stack, rotation_id)
     assert done["runtimeStatus"] == "Completed"
     assert done["output"]["result"] == "rotated"
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
 
     # The Location answers with the Durable HTTP API's status of the same instance.
     status, _, durable = hub_request(stack, "GET", f"{location.path}?{location.query}")
@@ -181,7 +181,7 @@ def test_rotate_now_refuses_a_pending_companion(stack: LocalStack) -> None:
     assert status == 400, body
     assert "a suffix reserved for pending values" in body["error"]
     assert instance_ids(stack) == before
-    assert stack.pg.can_login(owner.login, password)
+    assert stack.logs_in(owner, password)
     assert versions_of(stack, owner) == [owner.version]
 
 
@@ -256,7 +256,7 @@ def test_approval_decisions_duplicates_and_restart(stack: LocalStack) -> None:
     assert done["output"]["result"] == "rotated"
     assert done["output"]["decision"] == {"approved": True, "approver": "alice", "reason": ""}
     assert done["status"]["decision"]["approver"] == "alice"
-    assert not stack.pg.can_login(seeded.login, password)
+    assert not stack.logs_in(seeded, password)
     assert len(versions_of(stack, seeded)) == 2
     assert instance_ids(stack, prefix_of(stack, seeded)) == {rotation_id}
     assert_consistent(stack, seeded)
@@ -393,7 +393,7 @@ def test_rerun_rewinds_a_failed_rotation_that_undid_nothing(stack: LocalStack) -
     done = wait_for(stack, rotation_id)
     assert done["runtimeStatus"] == "Completed", done
     assert done["output"]["result"] == "rotated"
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     assert len(versions_of(stack, seeded)) == 2
     assert_consistent(stack, seeded)
     assert_no_value_leaked(stack, seeded)
@@ -413,7 +413,7 @@ def test_rerun_restarts_a_failed_rotation_that_ran_undos(stack: LocalStack) -> N
     assert failed["runtimeStatus"] == "Failed"
     assert failed["status"]["failed"]["step"] == "apply"
     assert [undo["undo"] for undo in failed["status"]["compensation"]] == ["revert_target", "discard_pending"]
-    assert stack.pg.can_login(seeded.login, old)
+    assert stack.logs_in(seeded, old)
     assert_consistent(stack, seeded)
 
     stack.seed_admin_secret("spoke1-kv", admin_name, login=admin_name.replace("-", "_"))
@@ -425,7 +425,7 @@ def test_rerun_restarts_a_failed_rotation_that_ran_undos(stack: LocalStack) -> N
     done = wait_for(stack, rotation_id)
     assert done["runtimeStatus"] == "Completed", done
     assert done["output"]["result"] == "rotated"
-    assert not stack.pg.can_login(seeded.login, old)
+    assert not stack.logs_in(seeded, old)
     assert len(versions_of(stack, seeded)) == 2
     assert_consistent(stack, seeded)
     assert_no_value_leaked(stack, seeded)

@@ -109,7 +109,7 @@ def test_the_sweep_starts_what_is_due_once(stack: LocalStack) -> None:
         assert done["runtimeStatus"] == "Completed", done
         assert done["output"]["result"] == "rotated"
         assert len(versions_of(stack, seeded)) == 2
-        assert not stack.pg.can_login(seeded.login, passwords[seeded.name])
+        assert not stack.logs_in(seeded, passwords[seeded.name])
     assert instance_ids(stack, prefix_of(stack, rotated)) == {stack.rotation_id(rotated)}
     assert instance_ids(stack, prefix_of(stack, refused)) == {stack.rotation_id(refused)}
     for left_alone in (far, untagged, disabled):

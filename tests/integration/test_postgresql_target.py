@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from local.ports import free_port
 from local.databases.postgresql import PostgresCluster
+from local.ports import free_port
 from rotation.errors import (
     AuthenticationFailed,
     InvalidRequest,

@@ -1,5 +1,6 @@
 """The domain core's steps and undos, called in sequence in this process against the local
-cloud (real SecretClient through the HTTPS proxy) and a real PostgreSQL server.
+cloud (real SecretClient through the HTTPS proxy) and real database servers: every scenario that
+takes ``kind`` runs against PostgreSQL and against MariaDB.
 
 Each scenario checks what a user would see: which value the vault serves, whether it logs in,
 whether a pending value is left enabled. Every step also runs twice, to prove it is safe to.
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from local.stack import LocalStack, Seeded
+from local.stack import MYSQL, POSTGRESQL, LocalStack, Seeded
 from rotation import clients, metadata, steps
 from rotation.clients import vault_named
 from rotation.errors import AuthenticationFailed, TargetError, TransientError, VerificationFailed
@@ -48,9 +49,14 @@ def vault(stack: LocalStack, settings: Settings) -> Vault:
 _counter = iter(range(1000))
 
 
-def seed(stack: LocalStack, **kwargs: Any) -> tuple[Seeded, StepInput]:
+@pytest.fixture(params=[POSTGRESQL, MYSQL], ids=["postgresql", "mysql"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def seed(stack: LocalStack, kind: str = POSTGRESQL, **kwargs: Any) -> tuple[Seeded, StepInput]:
     n = next(_counter)
-    seeded = stack.seed_login_secret(VAULT, f"db-password-{n}", login=f"app_{n}", **kwargs)
+    seeded = stack.seed_login_secret(VAULT, f"db-password-{n}", login=f"app_{n}", kind=kind, **kwargs)
     secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
     return seeded, StepInput(
         rotation_id=secret.rotation_id(seeded.version), secret=secret, version=seeded.version
@@ -71,20 +77,22 @@ def enabled_pending(stack: LocalStack, name: str) -> list[str]:
         return []
 
 
-def stage(step: StepInput, vault: Vault) -> StepInput:
-    staged = steps.stage_pending(StageInput(step, "postgresql-login", 24), vault, now=datetime.now(UTC))
+def stage(step: StepInput, vault: Vault, kind: str = POSTGRESQL) -> StepInput:
+    staged = steps.stage_pending(StageInput(step, kind, 24), vault, now=datetime.now(UTC))
     return replace(step, pending_version=staged.pending_version)
 
 
-def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault, settings: Settings) -> None:
-    seeded, step = seed(stack, tags={metadata.VALIDITY_DAYS: "30", "team": "payments"})
+def test_a_rotation_step_by_step_each_step_twice(
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
+) -> None:
+    seeded, step = seed(stack, kind, tags={metadata.VALIDITY_DAYS: "30", "team": "payments"})
     old = value_of(stack, seeded.name)
 
     plan = steps.plan(step, vault)
-    assert (plan.target_kind, plan.validity_days, plan.skip_reason) == ("postgresql-login", 30, None)
+    assert (plan.target_kind, plan.validity_days, plan.skip_reason) == (kind, 30, None)
 
-    step = stage(step, vault)
-    assert stage(step, vault).pending_version == step.pending_version  # reused, not a second value
+    step = stage(step, vault, kind)
+    assert stage(step, vault, kind).pending_version == step.pending_version  # reused, not a second value
     assert len(enabled_pending(stack, seeded.name)) == 1
     new = value_of(stack, seeded.name + "-pending", step.pending_version)
     assert new != old
@@ -92,8 +100,8 @@ def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault
 
     assert steps.apply_target(step, vault, settings).changed is True
     assert steps.apply_target(step, vault, settings).changed is False
-    assert stack.pg.can_login(seeded.login, new)
-    assert not stack.pg.can_login(seeded.login, old)
+    assert stack.logs_in(seeded, new)
+    assert not stack.logs_in(seeded, old)
     steps.verify_target(step, vault, settings)
 
     now = datetime.now(UTC)
@@ -110,7 +118,7 @@ def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault
     assert tags[metadata.ROTATION_ID] == step.rotation_id
     assert tags[metadata.PREVIOUS_VERSION] == seeded.version
     assert tags["team"] == "payments"
-    assert tags[metadata.TARGET] == "postgresql-login"
+    assert tags[metadata.TARGET] == kind
     expires = current.properties.expires_on
     assert expires is not None
     assert abs((expires - (now + timedelta(days=30))).total_seconds()) < 5
@@ -122,29 +130,27 @@ def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault
 
 
 def test_revert_restores_the_previous_password_and_runs_twice(
-    stack: LocalStack, vault: Vault, settings: Settings
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
 ) -> None:
-    seeded, step = seed(stack)
+    seeded, step = seed(stack, kind)
     old = value_of(stack, seeded.name)
-    step = stage(step, vault)
+    step = stage(step, vault, kind)
     steps.apply_target(step, vault, settings)
 
     assert steps.revert_target(step, vault, settings).changed is True
     assert steps.revert_target(step, vault, settings).changed is False
-    assert stack.pg.can_login(seeded.login, old)
-    assert not stack.pg.can_login(
-        seeded.login, value_of(stack, seeded.name + "-pending", step.pending_version)
-    )
+    assert stack.logs_in(seeded, old)
+    assert not stack.logs_in(seeded, value_of(stack, seeded.name + "-pending", step.pending_version))
     steps.discard_pending(step, vault)
     assert enabled_pending(stack, seeded.name) == []
     assert stack.current_value_logs_in(VAULT, seeded.name)
 
 
 def test_revert_after_promotion_keeps_the_new_password(
-    stack: LocalStack, vault: Vault, settings: Settings
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
 ) -> None:
-    seeded, step = seed(stack)
-    step = stage(step, vault)
+    seeded, step = seed(stack, kind)
+    step = stage(step, vault, kind)
     steps.apply_target(step, vault, settings)
     steps.promote(PromoteInput(step, 60), vault, now=datetime.now(UTC))
 
@@ -154,22 +160,29 @@ def test_revert_after_promotion_keeps_the_new_password(
     assert stack.current_value_logs_in(VAULT, seeded.name)
 
 
-def test_an_admin_secret_changes_the_login(stack: LocalStack, vault: Vault, settings: Settings) -> None:
-    admin = stack.seed_admin_secret(VAULT, "pg-admin-steps", login="rot_admin_steps")
-    login = "app_with_admin"
-    real = stack.create_login(login)
+def test_an_admin_secret_changes_the_login(
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
+) -> None:
+    admin = stack.seed_admin_secret(VAULT, f"db-admin-steps-{kind}", login=f"rot_admin_{kind[:5]}", kind=kind)
+    login = f"app_with_admin_{kind[:5]}"
+    real = stack.create_login(login, kind=kind)
     # With an admin the login's own password is not needed: the vault's copy is even wrong.
     seeded = stack.seed_login_secret(
-        VAULT, "db-password-admin", login=login, admin=f"secret:{admin.name}", password="stale"
+        VAULT,
+        f"db-password-admin-{kind}",
+        login=login,
+        kind=kind,
+        admin=f"secret:{admin.name}",
+        password="stale",
     )
     secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
-    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault)
+    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault, kind)
     assert steps.apply_target(step, vault, settings).changed is True
     steps.verify_target(step, vault, settings)
-    assert not stack.pg.can_login(login, real)
+    assert not stack.logs_in(seeded, real)
     # The undo restores what the vault held before: the target and the vault agree again.
     assert steps.revert_target(step, vault, settings).changed is True
-    assert stack.pg.can_login(login, "stale")
+    assert stack.logs_in(seeded, "stale")
     assert stack.current_value_logs_in(VAULT, seeded.name)
 
 
@@ -180,7 +193,9 @@ def test_the_hub_identity_changes_the_login_with_its_token(stack: LocalStack, va
     local cloud issued as its password, which proves the hub asks for the right audience and logs
     in with that token under the configured role."""
     role = "hub-identity"
-    settings = Settings.from_environ({**os.environ, **stack.app_settings(), "ROTATION_POSTGRESQL_ENTRA_ROLE": role})
+    settings = Settings.from_environ(
+        {**os.environ, **stack.app_settings(), "ROTATION_POSTGRESQL_ENTRA_ROLE": role}
+    )
     token = clients.access_token(postgresql.ENTRA_SCOPE, settings)  # cached: the step gets the same one
     stack.pg.create_role(role, token.reveal(), createrole=True)
     login = "app_with_identity"
@@ -194,7 +209,7 @@ def test_the_hub_identity_changes_the_login_with_its_token(stack: LocalStack, va
     assert steps.apply_target(step, vault, settings).changed is True
     assert steps.apply_target(step, vault, settings).changed is False
     steps.verify_target(step, vault, settings)
-    assert stack.pg.can_login(login, value_of(stack, seeded.name + "-pending", step.pending_version))
+    assert stack.logs_in(seeded, value_of(stack, seeded.name + "-pending", step.pending_version))
     assert steps.revert_target(step, vault, settings).changed is True
     assert steps.revert_target(step, vault, settings).changed is False
     assert stack.current_value_logs_in(VAULT, seeded.name)
@@ -207,26 +222,28 @@ def test_the_hub_identity_changes_the_login_with_its_token(stack: LocalStack, va
 
 
 def test_verify_refuses_a_value_the_target_never_got(
-    stack: LocalStack, vault: Vault, settings: Settings
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
 ) -> None:
-    _, step = seed(stack)
-    step = stage(step, vault)
+    _, step = seed(stack, kind)
+    step = stage(step, vault, kind)
     with pytest.raises(VerificationFailed) as failed:
         steps.verify_target(step, vault, settings)
     assert "[permanent]" in str(failed.value)
 
 
 def test_a_wrong_current_password_changes_nothing(
-    stack: LocalStack, vault: Vault, settings: Settings
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
 ) -> None:
-    login = "app_wrong_current"
-    real = stack.create_login(login)
-    seeded = stack.seed_login_secret(VAULT, "db-password-wrong", login=login, password="not-the-password")
+    login = f"app_wrong_current_{kind[:5]}"
+    real = stack.create_login(login, kind=kind)
+    seeded = stack.seed_login_secret(
+        VAULT, f"db-password-wrong-{kind}", login=login, kind=kind, password="not-the-password"
+    )
     secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
-    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault)
+    step = stage(StepInput(secret.rotation_id(seeded.version), secret, seeded.version), vault, kind)
     with pytest.raises(AuthenticationFailed):
         steps.apply_target(step, vault, settings)
-    assert stack.pg.can_login(login, real)
+    assert stack.logs_in(seeded, real)
 
 
 def test_stage_disables_a_pending_value_left_by_another_rotation(stack: LocalStack, vault: Vault) -> None:
@@ -258,18 +275,21 @@ def test_key_vault_unavailable_is_transient(stack: LocalStack, vault: Vault) -> 
     assert steps.plan(step, vault).skip_reason is None
 
 
-def test_no_value_reaches_the_log(
-    stack: LocalStack, vault: Vault, settings: Settings, caplog: pytest.LogCaptureFixture
+def test_no_value_reaches_the_log_nor_the_database_server_log(
+    stack: LocalStack, vault: Vault, settings: Settings, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    seeded, step = seed(stack)
+    seeded, step = seed(stack, kind)
     old = value_of(stack, seeded.name)
-    step = stage(step, vault)
+    step = stage(step, vault, kind)
     steps.apply_target(step, vault, settings)
     steps.verify_target(step, vault, settings)
     steps.promote(PromoteInput(step, 60), vault, now=datetime.now(UTC))
     steps.discard_pending(step, vault)
     new = value_of(stack, seeded.name)
     assert caplog.records, "the steps should log what they did"
+    server_log = stack.database(kind).server_log()
+    assert seeded.login in server_log, "the server logs the statements that changed the login"
     for value in (old, new):
         assert value not in caplog.text
+        assert value not in server_log

@@ -135,7 +135,9 @@ def test_the_managed_identity_needs_its_role_setting() -> None:
     with pytest.raises(InvalidRequest, match="ROTATION_POSTGRESQL_ENTRA_ROLE"):
         TARGET_TYPE.build(identity, Settings.from_environ({"ROTATION_POSTGRESQL_ENTRA_ROLE": "pg_x"}))
     assert isinstance(
-        TARGET_TYPE.build(identity, Settings.from_environ({"ROTATION_POSTGRESQL_ENTRA_ROLE": "hub-identity"})),
+        TARGET_TYPE.build(
+            identity, Settings.from_environ({"ROTATION_POSTGRESQL_ENTRA_ROLE": "hub-identity"})
+        ),
         PasswordLogin,
     )
 

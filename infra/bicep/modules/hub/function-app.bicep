@@ -37,8 +37,11 @@ param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
 param consumerReadyTimeoutSeconds int
-param postgresqlOdbcDriver string
 param postgresqlSslmode string
+param postgresqlEntraRole string
+param mysqlSslmode string
+param mysqlSslCa string
+param sqlserverOdbcDriver string
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -153,12 +156,24 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: string(consumerReadyTimeoutSeconds)
         }
         {
-          name: 'ROTATION_POSTGRESQL_ODBC_DRIVER'
-          value: postgresqlOdbcDriver
-        }
-        {
           name: 'ROTATION_POSTGRESQL_SSLMODE'
           value: postgresqlSslmode
+        }
+        {
+          name: 'ROTATION_POSTGRESQL_ENTRA_ROLE'
+          value: postgresqlEntraRole
+        }
+        {
+          name: 'ROTATION_MYSQL_SSLMODE'
+          value: mysqlSslmode
+        }
+        {
+          name: 'ROTATION_MYSQL_SSL_CA'
+          value: mysqlSslCa
+        }
+        {
+          name: 'ROTATION_SQLSERVER_ODBC_DRIVER'
+          value: sqlserverOdbcDriver
         }
       ]
     }

@@ -21,8 +21,11 @@ param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
 param consumerReadyTimeoutSeconds int
-param postgresqlOdbcDriver string
 param postgresqlSslmode string
+param postgresqlEntraRole string
+param mysqlSslmode string
+param mysqlSslCa string
+param sqlserverOdbcDriver string
 
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
@@ -84,8 +87,11 @@ module functionApp 'function-app.bicep' = {
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays
     consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
-    postgresqlOdbcDriver: postgresqlOdbcDriver
     postgresqlSslmode: postgresqlSslmode
+    postgresqlEntraRole: postgresqlEntraRole
+    mysqlSslmode: mysqlSslmode
+    mysqlSslCa: mysqlSslCa
+    sqlserverOdbcDriver: sqlserverOdbcDriver
   }
 }
 
