@@ -6,8 +6,11 @@
 2. Rotations per second and the host's peak memory for many secrets across the two vaults,
    all started by one run of the sweep.
 3. History events and Key Vault requests (by the hub's identity) per rotation.
+4. Per target (``postgresql-login`` on PostgreSQL, ``mysql-login`` on MariaDB): one rotation's
+   time in process and through the host, and the logins the database server saw per rotation
+   (from its own log).
 
-Runs against the whole local stack (PostgreSQL, local cloud, local host); prints a table.
+Runs against the whole local stack (PostgreSQL, MariaDB, local cloud, local host); prints a table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from local.scenario import ENDED, hub_call, rotations
-from local.stack import LocalStack, Seeded
+from local.stack import DATABASE_SERVERS, POSTGRESQL, LocalStack, Seeded
 from rotation import steps
 from rotation.clients import vault_named
 from rotation.model import PromoteInput, SecretRef, StageInput, StepInput
@@ -111,9 +114,28 @@ def main(argv: list[str] | None = None) -> int:
         assert stack.host.pid is not None
         vaults = ("spoke1-kv", "spoke2-kv")
 
-        def seed(prefix: str, i: int) -> Seeded:
+        def seed(prefix: str, i: int, kind: str = POSTGRESQL) -> Seeded:
             name = f"{prefix}-{i}"
-            return stack.seed_login_secret(vaults[i % 2], name, login=name.replace("-", "_"))
+            return stack.seed_login_secret(vaults[i % 2], name, login=name.replace("-", "_"), kind=kind)
+
+        per_target: list[tuple[str, str]] = []
+        for kind in DATABASE_SERVERS:
+            server = stack.database(kind)
+            in_process_ms = 1000 * statistics.median(
+                rotate_in_process(stack, seed(f"inproc-{server.name}", i, kind)) for i in range(args.single)
+            )
+            counted = seed(f"logins-{server.name}", 0, kind)
+            logins_before = server.login_attempts()
+            rotate_through_host(stack, counted)
+            logins = server.login_attempts() - logins_before
+            hosted_ms = 1000 * statistics.median(
+                rotate_through_host(stack, seed(f"hosted-{server.name}", i, kind)) for i in range(args.single)
+            )
+            per_target += [
+                (f"{kind} ({server.name}): one rotation in process (median)", f"{in_process_ms:.0f} ms"),
+                (f"{kind} ({server.name}): one rotation through the host (median)", f"{hosted_ms:.0f} ms"),
+                (f"{kind} ({server.name}): logins the server saw per rotation", str(logins)),
+            ]
 
         in_process = [rotate_in_process(stack, seed("inproc", i)) for i in range(args.single)]
         before = hub_vault_requests(stack)
@@ -150,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         ("host peak memory (VmHWM)", f"{peak:.0f} MiB"),
         ("history events per rotation (stored / showHistory summary)", f"{events_one[0]} / {events_one[1]}"),
         ("Key Vault requests per rotation (hub identity)", str(requests_one)),
+        *per_target,
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure'.ljust(width)}  value")

@@ -1,6 +1,6 @@
 """``make demo``: the rotation hub end to end on this machine, then a verdict.
 
-A throwaway PostgreSQL server, the local cloud (two spoke vaults in two subscriptions, the hub
+Throwaway PostgreSQL and MariaDB servers, the local cloud (two spoke vaults in two subscriptions, the hub
 identity, a consumer app that reads its password once at start) and the local Functions host
 running this app. Three secrets near expiry are seeded (one requires approval); Event Grid
 delivers SecretNearExpiry; the demo approves through the HTTP API, prints progress and a final
@@ -90,24 +90,28 @@ def main() -> int:
     data = REPO_ROOT / ".data" / "demo"
     shutil.rmtree(data, ignore_errors=True)
     failures: list[str] = []
-    say("starting PostgreSQL, the local cloud and the local Functions host with the app ...")
+    say("starting PostgreSQL, MariaDB, the local cloud and the local Functions host with the app ...")
     with LocalStack(data) as stack:
         assert stack.cloud is not None
         assert stack.host is not None
         for vault, info in sorted(stack.info["vaults"].items()):
             say(f"vault {vault}: {info['arm_id']}")
-        say(f"hub: {stack.hub_url} (log {stack.host.log_path}); PostgreSQL: 127.0.0.1:{stack.pg.port}")
+        say(f"hub: {stack.hub_url} (log {stack.host.log_path})")
+        for database in stack.databases.values():
+            say(f"{database.name}: {database.host}:{database.port} (holds {database.kind} targets)")
 
         seeded = seed_demo_secrets(stack)
-        for s in (seeded.consumer, seeded.approved, seeded.plain):
-            say(f"seeded {s.vault}/{s.name} (login {s.login}, version {s.version[:8]}, expires in 10 days)")
+        for s in seeded.all():
+            say(
+                f"seeded {s.vault}/{s.name} ({s.kind} {s.login}, version {s.version[:8]}, expires in 10 days)"
+            )
         health = start_consumer(stack)
         say(f"consumer-app running, healthy={health.get('ok')} on version {str(health.get('version'))[:8]}")
 
         since = time.monotonic()
         emitted = stack.cloud.admin.scan_now()
         say(f"Event Grid: the vaults' expiry scan emitted {len(emitted)} event(s); delivering to the hub")
-        expected = {stack.rotation_id(s): s for s in (seeded.consumer, seeded.approved, seeded.plain)}
+        expected = {stack.rotation_id(s): s for s in seeded.all()}
         ended = follow(stack, expected, approve=stack.rotation_id(seeded.approved), since=since)
 
         rows = [("secret", "rotation id", "steps done", "result", "duration")]
@@ -144,6 +148,14 @@ def main() -> int:
                 if p.enabled
             ]
             check(f"{s.name}: no pending value left enabled", not pending, failures)
+            server = stack.database(s.kind)
+            new = stack.secret_client(s.vault).get_secret(s.name).value or ""
+            server_log = server.server_log()
+            check(
+                f"{s.name}: neither password is in {server.name}'s statement log",
+                bool(old and new) and old not in server_log and new not in server_log,
+                failures,
+            )
         approved_output = ended[stack.rotation_id(seeded.approved)].get("output") or {}
         decision = approved_output.get("decision") if isinstance(approved_output, dict) else None
         approver = decision.get("approver") if isinstance(decision, dict) else None

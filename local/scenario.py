@@ -18,6 +18,7 @@ from local.stack import (
     CONSUMER_LOGIN,
     CONSUMER_SECRET,
     CONSUMER_SITE,
+    MYSQL,
     LocalStack,
     Seeded,
 )
@@ -31,6 +32,10 @@ class DemoSecrets:
     consumer: Seeded  # read by the consumer app; rotation restarts it
     approved: Seeded  # rotation-approval: required, changed by an admin login kept in the vault
     plain: Seeded  # in the second vault, changes itself
+    mysql: Seeded  # a MySQL account (MariaDB here), changes itself
+
+    def all(self) -> tuple[Seeded, ...]:
+        return (self.consumer, self.approved, self.plain, self.mysql)
 
 
 def seed_consumer_secret(stack: LocalStack) -> Seeded:
@@ -46,7 +51,8 @@ def seed_consumer_secret(stack: LocalStack) -> Seeded:
 
 
 def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
-    """Three PostgreSQL logins and their secrets, all inside the near-expiry window."""
+    """Three PostgreSQL logins, one MySQL account and their secrets, all inside the near-expiry
+    window."""
     consumer = seed_consumer_secret(stack)
     admin = stack.seed_admin_secret("spoke2-kv", "pg-admin")
     approved = stack.seed_login_secret(
@@ -57,7 +63,10 @@ def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
         tags={metadata.APPROVAL: "required", metadata.VALIDITY_DAYS: "30"},
     )
     plain = stack.seed_login_secret("spoke2-kv", "batch-db-password", login="batch_user")
-    return DemoSecrets(consumer=consumer, approved=approved, plain=plain)
+    mysql = stack.seed_login_secret(
+        "spoke1-kv", "orders-mysql-password", login="orders_app", kind=MYSQL, database="orders"
+    )
+    return DemoSecrets(consumer=consumer, approved=approved, plain=plain, mysql=mysql)
 
 
 def start_consumer(stack: LocalStack, *, timeout: float = 60) -> dict[str, Any]:

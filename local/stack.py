@@ -95,6 +95,7 @@ class LocalStack:
         self.cloud: LocalCloud | None = None
         self.host: HostProcess | None = None
         self._credentials: dict[str, ManagedIdentityCredential] = {}
+        self._replaced_env: dict[str, str | None] = {}
 
     @property
     def hub_url(self) -> str:
@@ -119,6 +120,7 @@ class LocalStack:
                 data_dir=self.data_dir / "cloud",
                 env={"HUB_URL": self.hub_url, "PG_PORT": str(self.pg.port), **self.extra_cloud_env},
             ).start()
+            self._replaced_env = {name: os.environ.get(name) for name in self.cloud.client_env}
             os.environ.update(self.cloud.client_env)
             # Clients built before belong to another cloud (other ports, other CA).
             clients.clear_cache()
@@ -142,6 +144,14 @@ class LocalStack:
         if self.cloud is not None:
             self.cloud.stop()
             self.cloud = None
+        # The cloud's proxy and CA are gone: this process talks to the world as before again.
+        for name, value in self._replaced_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._replaced_env = {}
+        clients.clear_cache()
         for database in self.databases.values():
             database.stop()
 

@@ -13,7 +13,7 @@ import signal
 import threading
 
 from local.scenario import seed_demo_secrets, start_consumer
-from local.stack import REPO_ROOT, LocalStack
+from local.stack import MYSQL, REPO_ROOT, LocalStack
 
 
 def main() -> int:
@@ -36,6 +36,7 @@ Key Vault Rotation Hub, running locally (Ctrl-C stops everything)
   local cloud admin      {stack.cloud.admin_url}
   environment file       {stack.cloud.data_dir / "env"}   (source it to use the Azure SDK here)
   PostgreSQL             127.0.0.1:{stack.pg.port}
+  MariaDB (mysql-login)  127.0.0.1:{stack.database(MYSQL).port}
   vaults                 {", ".join(f"https://{v}.vault.azure.net" for v in sorted(stack.info["vaults"]))}
 
 Try:

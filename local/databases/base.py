@@ -65,6 +65,10 @@ class LocalDatabase(Protocol):
         """The server's log, holding every statement that changed a login."""
         ...
 
+    def login_attempts(self) -> int:
+        """How many logins (accepted or refused) the server has seen so far, from its log."""
+        ...
+
     # -- faults, as a database administrator would cause them ------------------------------------
 
     def expire_password(self, login: str, *, expired: bool = True) -> None:

@@ -565,6 +565,11 @@ class MariaDBServer:
             f"{result.stderr.strip() or result.stdout.strip()}"
         )
 
+    def login_attempts(self) -> int:
+        # The general log has one "Connect user@host on db" line per attempt; a refused one gets
+        # a second "Connect Access denied ..." line, which is not counted.
+        return len(re.findall(r"\d Connect\t(?!Access denied)", self.server_log()))
+
     def server_log(self) -> str:
         """The general query log: every statement, including each that changed a login."""
         try:

@@ -252,6 +252,7 @@ class PostgresCluster:
             "unix_socket_directories": str(self.root),
             "password_encryption": "scram-sha-256",
             "log_statement": "ddl",
+            "log_connections": "on",
             "log_line_prefix": "%m [%p] %q%u@%d ",
             "ssl": "on",
             "ssl_cert_file": str(self.root / "server.crt"),
@@ -334,7 +335,8 @@ class PostgresCluster:
         """Whether ``role`` logs in with ``password``, checked with psql (not the app's driver).
 
         Raises:
-            PostgresError: the attempt failed for another reason than the password.
+            PostgresError: the attempt failed for another reason than the credentials (a wrong
+                or expired password, a role without LOGIN).
         """
         result = self._psql(
             "SELECT 1",
@@ -345,7 +347,10 @@ class PostgresCluster:
         )
         if result.returncode == 0:
             return True
-        if "password authentication failed" in result.stderr:
+        if any(
+            refused in result.stderr
+            for refused in ("password authentication failed", "not permitted to log in")
+        ):
             return False
         raise PostgresError(
             f"psql could not log in for another reason than the password: {result.stderr.strip()}"
@@ -450,6 +455,10 @@ class PostgresCluster:
 
     def _alter_role(self, login: str, clause: str) -> None:
         self.psql(f'ALTER ROLE :"role" {clause};\n', variables={"role": login})
+
+    def login_attempts(self) -> int:
+        # log_connections writes this line for every attempt, before authentication.
+        return self.server_log().count("connection received:")
 
     def server_log(self) -> str:
         try:

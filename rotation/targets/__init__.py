@@ -31,9 +31,9 @@ class TargetType:
 
 
 def _registry() -> dict[str, TargetType]:
-    from rotation.targets import mysql, postgresql
+    from rotation.targets import mysql, postgresql, sqlserver
 
-    return {t.name: t for t in (postgresql.TARGET_TYPE, mysql.TARGET_TYPE)}
+    return {t.name: t for t in (postgresql.TARGET_TYPE, mysql.TARGET_TYPE, *sqlserver.TARGET_TYPES)}
 
 
 def target_type(kind: str) -> TargetType:

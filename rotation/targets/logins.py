@@ -17,6 +17,7 @@ What differs per engine (how to connect, how to set a password, how to read its 
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 #: ``login``: a session to prove a credential; ``change``: a session that changes a password
 #: (some servers want that in another database, such as SQL Server's server logins in master).
 Purpose = Literal["login", "change"]
+SETTLE_STEP_MAX_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class Engine(Protocol):
     login: str
     #: The login, for messages: "role 'app' on db.example.com:5432/appdb".
     what: str
+    #: How long a changed password may take to be accepted everywhere (Azure SQL Database caches
+    #: logins in each database for a while); verify keeps trying that long. 0 for most servers.
+    settle_seconds: float
 
     def session(
         self, principal: Principal, *, purpose: Purpose, hide: tuple[SecretValue, ...]
@@ -134,8 +139,14 @@ class PasswordLogin:
         Raises:
             VerificationFailed: the server refuses ``value`` for the login.
         """
-        if not self._logs_in(value):
-            raise VerificationFailed(f"{self.engine.what} refuses the value")
+        deadline = time.monotonic() + self.engine.settle_seconds
+        delay = 1.0
+        while not self._logs_in(value):
+            if time.monotonic() + delay > deadline:
+                raise VerificationFailed(f"{self.engine.what} refuses the value")
+            logger.info("%s does not accept the value yet; trying again in %.0fs", self.engine.what, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, SETTLE_STEP_MAX_SECONDS)
         logger.info("%s logs in with the value", self.engine.what)
 
     def revert(self, *, previous: SecretValue, new: SecretValue | None, using: Credentials) -> bool:
@@ -163,10 +174,13 @@ class PasswordLogin:
                 f"{self.engine.what} accepts neither its previous nor its new value; "
                 "the password must be reset by an administrator"
             )
+        changer = self._changer(using)
         try:
-            self._set(self._changer(using), previous, hide=(previous,))
+            self._set(changer, previous, hide=(previous,))
         except AuthenticationFailed as exc:
-            raise UndoImpossible(f"{self.engine.what} cannot be restored: {exc.detail}") from None
+            raise UndoImpossible(
+                f"{self.engine.what} cannot be restored: {changer.description} is refused: {exc.detail}"
+            ) from None
         return True
 
     # -- helpers -------------------------------------------------------------------------------

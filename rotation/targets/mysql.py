@@ -15,13 +15,18 @@ Tags (validated here, without connecting):
   of an admin account that holds ``CREATE USER``, and whose own ``rotation-credential`` tag
   names that account). ``managed-identity`` is refused (not built for MySQL).
 
-The statement is built by the server: ``QUOTE()`` quotes the account and the value, and the
-session's ``sql_mode`` is set without ``NO_BACKSLASH_ESCAPES`` so that quoting means what it
-says. On MariaDB only the ``mysql_native_password`` hash reaches the server (``SET PASSWORD ...
-= '*<hash>'``), so no log holds the plaintext; MySQL 8's ``caching_sha2_password`` has no such
-form a client can compute and trust, so there the value travels inside ``ALTER USER ...
-IDENTIFIED BY`` over TLS, and MySQL itself rewrites that statement in its general, slow and
-binary logs (``IDENTIFIED BY <secret>``).
+How the password is set:
+
+- MariaDB: only the ``mysql_native_password`` hash reaches the server, in a statement the server
+  builds itself (``QUOTE()`` quotes the account and the hash): ``SET PASSWORD = '*<hash>'`` for
+  a self-change, ``ALTER USER 'u'@'h' IDENTIFIED BY PASSWORD '*<hash>'`` for an admin. No log
+  can hold the plaintext.
+- MySQL 8 (Azure): ``caching_sha2_password`` has no form a client can compute and trust, so the
+  value travels inside ``ALTER USER ... IDENTIFIED BY`` as a parameter (the account part quoted
+  by the server), over TLS; that is the one statement MySQL itself rewrites in its general, slow
+  and binary logs (``IDENTIFIED BY <secret>``). A self-change adds ``REPLACE <current>``.
+
+The session's ``sql_mode`` is set without ``NO_BACKSLASH_ESCAPES``, so quoting means what it says.
 
 Every session requires TLS; the server certificate is verified against the system's CAs (or
 ``ROTATION_MYSQL_SSL_CA``) as ``ROTATION_MYSQL_SSLMODE`` says.
@@ -58,8 +63,10 @@ logger = logging.getLogger(__name__)
 
 KIND = "mysql-login"
 DEFAULT_PORT = 3306
-CONNECT_TIMEOUT_SECONDS = 15
-STATEMENT_TIMEOUT_SECONDS = 30
+# PyMySQL reads the server's greeting, the TLS handshake and the authentication under its read
+# timeout, not its connect timeout: one bound for every read keeps a server that accepts TCP and
+# never answers from holding a session for longer (and bounds a statement stuck on a lock).
+TIMEOUT_SECONDS = 15
 SSL_MODES = ("require", "verify-ca", "verify-full")
 # MariaDB allows 80 characters in a user name (MySQL 8: 32, and it refuses longer ones); host
 # parts and database names are bounded by the server too.
@@ -140,9 +147,10 @@ def native_password_hash(password: str) -> str:
 
 
 class _Session:
-    def __init__(self, conn: pymysql.connections.Connection, engine: MySQLEngine):
+    def __init__(self, conn: pymysql.connections.Connection, engine: MySQLEngine, as_login: str):
         self._conn = conn
         self._engine = engine
+        self._as_login = as_login
 
     def check(self) -> None:
         with self._conn.cursor() as cur:
@@ -154,10 +162,26 @@ class _Session:
         own = current is not None
         if own:
             self._check_logged_in_as(account)
-        if "mariadb" in self._conn.get_server_info().lower():
-            self._set_native_hash(account, native_password_hash(new.reveal()), own=own)
-        else:
-            self._alter_user(account, new, current)
+        # The hash stands for the password: it is hidden like the value itself.
+        value = native_password_hash(new.reveal())
+        hide = (new, SecretValue(value), *((current,) if current else ()))
+        try:
+            if "mariadb" in self._conn.get_server_info().lower():
+                self._set_native_hash(account, value, own=own)
+            else:
+                self._alter_user(account, new, current)
+        except pymysql.Error as exc:
+            raise _statement_error(exc, self._as_login, self._engine, hide, self._warnings()) from None
+
+    def _warnings(self) -> tuple[tuple[int, str], ...]:
+        """The failed statement's diagnostics (code, message): a refused ALTER USER says only
+        "failed" (1396) and leaves the reason, such as the password policy, among them."""
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SHOW WARNINGS")
+                return tuple((int(row[1]), str(row[2])) for row in cur.fetchall())
+        except (pymysql.Error, ValueError, IndexError, TypeError):
+            return ()
 
     def _set_native_hash(self, account: Account, value: str, *, own: bool) -> None:
         """MariaDB: only the hash reaches the server, so no log can hold the plaintext. SET
@@ -216,15 +240,16 @@ class MySQLEngine:
     """One account on one server (see ``rotation.targets.logins.Engine``)."""
 
     def __init__(
-        self, spec: TargetSpec, settings: Settings, *, connect_timeout: int = CONNECT_TIMEOUT_SECONDS
+        self, spec: TargetSpec, settings: Settings, *, connect_timeout: int = TIMEOUT_SECONDS
     ) -> None:
         validate(spec)
         self.provider = parse_provider(spec.provider)
         self.account = parse_account(spec.credential)
         self.login = self.account.user
         self.what = f"account {str(self.account)!r} on {self.provider}"
+        self.settle_seconds = 0.0
         self._tls = tls_context(settings)
-        self._connect_timeout = connect_timeout
+        self._timeout = connect_timeout
 
     @contextlib.contextmanager
     def session(
@@ -240,9 +265,9 @@ class MySQLEngine:
                 password=principal.secret.reveal().encode("utf-8"),
                 database=self.provider.database,
                 ssl=self._tls,
-                connect_timeout=self._connect_timeout,
-                read_timeout=STATEMENT_TIMEOUT_SECONDS,
-                write_timeout=STATEMENT_TIMEOUT_SECONDS,
+                connect_timeout=self._timeout,
+                read_timeout=self._timeout,
+                write_timeout=self._timeout,
                 charset="utf8mb4",
                 sql_mode=SQL_MODE,
                 autocommit=True,
@@ -251,7 +276,7 @@ class MySQLEngine:
         except pymysql.Error as exc:
             raise _connect_error(exc, principal.login, self.provider, hide) from None
         try:
-            yield _Session(conn, self)
+            yield _Session(conn, self, principal.login)
         except pymysql.Error as exc:
             raise _statement_error(exc, principal.login, self, hide) from None
         finally:
@@ -286,6 +311,7 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 # -- errors -------------------------------------------------------------------------------------
 
+NOT_VALID_PASSWORD = 1819  # ER_NOT_VALID_PASSWORD: the server's password policy
 _REFUSED = frozenset(
     {
         ER.ACCESS_DENIED_ERROR,  # 1045: wrong password or no such account
@@ -330,9 +356,11 @@ def _connect_error(
     where = f"logging in as {login!r} to {provider}"
     if code in _REFUSED:
         return AuthenticationFailed(f"{where} was refused [{code}]: {text}")
-    # PyMySQL reports a failed TLS handshake as "can't connect" (2003): a certificate that does
-    # not verify will not pass by retrying.
-    if code == CR.CR_SSL_CONNECTION_ERROR or any(m in text for m in ("SSL", "certificate", "TLS")):
+    # PyMySQL reports a failed TLS handshake as "can't connect" (2003), with the ssl module's
+    # error kept aside: a certificate that does not verify will not pass by retrying. (Told by
+    # the exception, not the text: the server's messages hold names that may say "SSL".)
+    tls = isinstance(getattr(exc, "original_exception", None), ssl.SSLError)
+    if code == CR.CR_SSL_CONNECTION_ERROR or tls:
         return TargetError(f"{where} failed: TLS could not be set up [{code}]: {text}")
     if code in _TRANSIENT or "timed out" in text.lower():
         return TransientError(f"{where} failed [{code}]: {text}")
@@ -342,7 +370,11 @@ def _connect_error(
 
 
 def _statement_error(
-    exc: pymysql.Error, login: str, engine: MySQLEngine, hide: tuple[SecretValue, ...]
+    exc: pymysql.Error,
+    login: str,
+    engine: MySQLEngine,
+    hide: tuple[SecretValue, ...],
+    warnings: tuple[tuple[int, str], ...] = (),
 ) -> RotationError:
     code, text = _code_and_text(exc, hide)
     if code == ER.MUST_CHANGE_PASSWORD:
@@ -352,14 +384,21 @@ def _statement_error(
             f"logging in as {login!r} to {engine.provider}: the password has expired [{code}]"
         )
     where = f"changing the password of {engine.what} as {login!r}"
+    # The policy: refused outright (1819), or a hash the policy cannot check while
+    # strict_password_validation is on (MariaDB: 1290 naming that option, for ALTER USER as a
+    # diagnostic behind a bare 1396).
+    diagnostics = ((code, text), *warnings)
+    if any(
+        c == NOT_VALID_PASSWORD or (c == ER.OPTION_PREVENTS_STATEMENT and "password-validation" in m)
+        for c, m in diagnostics
+    ):
+        return TargetError(f"{where} failed: the server's password policy refuses the value [{code}]: {text}")
     if code in _TRANSIENT or isinstance(exc, pymysql.err.InterfaceError):
         return TransientError(f"{where} failed [{code}]: {text}")
     if code == ER.SPECIFIC_ACCESS_DENIED_ERROR:
         return TargetError(f"{where} is not permitted (the login needs CREATE USER) [{code}]: {text}")
     if code in (ER.CANNOT_USER, ER.PASSWORD_NO_MATCH):
         return TargetError(f"{where} failed: the server has no such account [{code}]: {text}")
-    if code == 1819:
-        return TargetError(f"{where} failed: the server's password policy refuses the value [{code}]: {text}")
     return TargetError(f"{where} failed [{code}]: {text}")
 
 

@@ -156,6 +156,7 @@ class PostgresEngine:
         self.provider = parse_provider(spec.provider)
         self.login = spec.credential
         self.what = f"role {self.login!r} on {self.provider}"
+        self.settle_seconds = 0.0
         if settings.postgresql_sslmode not in SSL_MODES:
             raise TargetError(
                 f"ROTATION_POSTGRESQL_SSLMODE {settings.postgresql_sslmode!r} is not one of {SSL_MODES}"

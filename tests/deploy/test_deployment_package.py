@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +33,14 @@ from deploy_package import (
     wheel_tags,
 )
 
+from local.databases.base import LocalDatabase
+from local.databases.mariadb import MariaDBServer
+from local.databases.postgresql import PostgresCluster
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 PROBE = Path(__file__).with_name("import_probe.py")
+LOGIN_PROBE = Path(__file__).with_name("login_probe.py")
 # The interpreter the venv was made from: no venv, and with -S no site-packages of this machine.
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 DRIVERS = ("psycopg", "pymysql", "pyodbc")
@@ -49,16 +56,24 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Build:
 
 
 @pytest.fixture(scope="module")
-def probe(package: Build, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Imports in a fresh interpreter: the base one, isolated (-I) and without site (-S)."""
+def bare_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a probe: no ODBC driver of this machine is registered."""
     odbc = tmp_path_factory.mktemp("odbc-empty")
-    report = tmp_path_factory.mktemp("probe") / "report.json"
-    env = {
+    return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(odbc),  # no ~/.odbc.ini or ~/.odbcinst.ini of this machine
         "ODBCSYSINI": str(odbc),  # an empty odbcinst.ini directory: no driver is registered
         "ODBCINI": str(odbc / "odbc.ini"),
     }
+
+
+@pytest.fixture(scope="module")
+def probe(
+    package: Build, bare_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Imports in a fresh interpreter: the base one, isolated (-I) and without site (-S)."""
+    report = tmp_path_factory.mktemp("probe") / "report.json"
+    env = bare_env
     result = subprocess.run(
         [BASE_PYTHON, "-I", "-S", str(PROBE), str(package.root), str(report)],
         cwd=package.root,
@@ -193,3 +208,60 @@ def test_native_libraries_need_only_the_package_and_azures_image(package: Build)
             if problem:
                 problems.append(f"{relative}: {problem}")
     assert not problems, "\n".join(problems)
+
+
+def test_only_the_sql_server_target_uses_an_odbc_driver(package: Build) -> None:
+    """Azure's image has one database driver (ODBC Driver 18 for SQL Server): no other target may
+    reach for ODBC."""
+    users = sorted(
+        str(path.relative_to(package.root))
+        for path in (package.root / "rotation").rglob("*.py")
+        if "pyodbc" in path.read_text(encoding="utf-8")
+    )
+    assert users == ["rotation/targets/sqlserver.py"], users
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[LocalDatabase]]:
+    with PostgresCluster() as postgres, MariaDBServer(disconnect_on_expired_password=True) as mariadb:
+        yield [postgres, mariadb]
+
+
+def test_wheel_only_targets_rotate_a_real_login_from_the_package(
+    package: Build, bare_env: dict[str, str], servers: list[LocalDatabase], tmp_path: Path
+) -> None:
+    """PostgreSQL and MySQL logins are changed, verified and changed back by the package's own
+    code in the bare interpreter: their drivers need nothing from this machine."""
+    targets = []
+    for server in servers:
+        login, current, new = f"deploy_{server.name}", secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+        server.create_login(login, current)
+        targets.append(
+            {
+                "kind": server.kind,
+                "provider": server.provider(),
+                "credential": login,
+                "current": current,
+                "new": new,
+                "settings": server.app_settings(),
+            }
+        )
+    job, report = tmp_path / "job.json", tmp_path / "report.json"
+    job.write_text(json.dumps({"targets": targets}), encoding="utf-8")
+    result = subprocess.run(
+        [BASE_PYTHON, "-I", "-S", str(LOGIN_PROBE), str(package.root), str(job), str(report)],
+        cwd=package.root,
+        env=bare_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcomes = json.loads(report.read_text(encoding="utf-8"))
+    for server, target in zip(servers, targets, strict=True):
+        outcome = outcomes[server.kind]
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome == {"apply": True, "verify": "ok", "revert": True, "modules": outcome["modules"]}
+        # Changed and changed back: the server's own client sees the original password again.
+        assert server.can_login(target["credential"], target["current"])
+        assert not server.can_login(target["credential"], target["new"])
