@@ -94,6 +94,23 @@ class Engine(Protocol):
         ...
 
 
+#: What ``rotation-admin`` may say, as its users write it.
+ADMIN_MODES = {"self": "'self'", "secret": "'secret:<name>'", "managed-identity": "'managed-identity'"}
+
+
+def check_admin(spec: TargetSpec, *, modes: tuple[str, ...] = tuple(ADMIN_MODES)) -> None:
+    """Raises InvalidRequest naming ``rotation-admin`` when the spec's admin mode is not one of
+    ``modes`` (those the engine supports), or names no secret."""
+    if spec.admin.mode == "secret" and not spec.admin.secret_name:
+        raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
+    if spec.admin.mode not in modes:
+        forms = [ADMIN_MODES[mode] for mode in modes]
+        choice = forms[0] if len(forms) == 1 else f"{', '.join(forms[:-1])} or {forms[-1]}"
+        raise InvalidRequest(
+            f"rotation-admin {spec.admin.mode!r} is not supported for {spec.kind} (use {choice})"
+        )
+
+
 def scrub(text: str, hide: tuple[SecretValue, ...]) -> str:
     """``text`` (a driver's message) with every value in ``hide`` replaced, whitespace folded.
 

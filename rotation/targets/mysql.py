@@ -46,7 +46,6 @@ from pymysql.constants import CR, ER
 
 from rotation.errors import (
     AuthenticationFailed,
-    InvalidRequest,
     RotationError,
     TargetError,
     TransientError,
@@ -55,9 +54,8 @@ from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType
 from rotation.targets.base import SecretValue, TargetSpec, TokenSource
-from rotation.targets.logins import PasswordLogin, Principal, Purpose, scrub
-from rotation.targets.provider import Provider, check_name
-from rotation.targets.provider import parse_provider as _parse_provider
+from rotation.targets.logins import PasswordLogin, Principal, Purpose, check_admin, scrub
+from rotation.targets.provider import NameRule, Provider, ProviderFormat
 
 logger = logging.getLogger(__name__)
 
@@ -91,19 +89,12 @@ class Account:
 # -- validation (no connection) ---------------------------------------------------------------
 
 
-def _check_database(value: str, tag: str) -> None:
-    check_name(value, what="database", tag=tag, engine="MySQL", max_chars=MAX_DATABASE_CHARS)
-
-
-def parse_provider(value: str, *, tag: str = "rotation-provider") -> Provider:
-    """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
-    return _parse_provider(
-        value,
-        default_port=DEFAULT_PORT,
-        example="myserver.mysql.database.azure.com:3306/appdb",
-        check_database=_check_database,
-        tag=tag,
-    )
+PROVIDER = ProviderFormat(
+    default_port=DEFAULT_PORT,
+    example="myserver.mysql.database.azure.com:3306/appdb",
+    database=NameRule("MySQL", max_chars=MAX_DATABASE_CHARS),
+)
+parse_provider = PROVIDER.parse
 
 
 def parse_account(value: str, *, tag: str = "rotation-credential") -> Account:
@@ -115,8 +106,8 @@ def parse_account(value: str, *, tag: str = "rotation-credential") -> Account:
     user, at, host = value.rpartition("@")
     if not at:
         user, host = value, "%"
-    check_name(user, what="user name", tag=tag, engine="MySQL", max_chars=MAX_USER_CHARS)
-    check_name(host, what="host part", tag=tag, engine="MySQL", max_chars=MAX_HOST_CHARS)
+    NameRule("MySQL", max_chars=MAX_USER_CHARS).check(user, what="user name", tag=tag)
+    NameRule("MySQL", max_chars=MAX_HOST_CHARS).check(host, what="host part", tag=tag)
     return Account(user=user, host=host)
 
 
@@ -128,12 +119,7 @@ def validate(spec: TargetSpec) -> None:
     """
     parse_provider(spec.provider)
     parse_account(spec.credential)
-    if spec.admin.mode == "secret" and not spec.admin.secret_name:
-        raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
-    if spec.admin.mode not in ("self", "secret"):
-        raise InvalidRequest(
-            f"rotation-admin {spec.admin.mode!r} is not supported for {KIND} (use 'self' or 'secret:<name>')"
-        )
+    check_admin(spec, modes=("self", "secret"))
 
 
 def native_password_hash(password: str) -> str:

@@ -43,9 +43,8 @@ from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType, scram
 from rotation.targets.base import SecretValue, TargetSpec, TokenSource
-from rotation.targets.logins import PasswordLogin, Principal, Purpose, scrub
-from rotation.targets.provider import Provider, check_name
-from rotation.targets.provider import parse_provider as _parse_provider
+from rotation.targets.logins import PasswordLogin, Principal, Purpose, check_admin, scrub
+from rotation.targets.provider import NameRule, Provider, ProviderFormat
 
 logger = logging.getLogger(__name__)
 
@@ -67,19 +66,12 @@ PASSWORD_POLICY = DATABASE_POLICY
 # -- validation (no connection) ---------------------------------------------------------------
 
 
-def _check_database(value: str, tag: str) -> None:
-    check_name(value, what="database", tag=tag, engine="PostgreSQL", max_bytes=MAX_IDENTIFIER_BYTES)
-
-
-def parse_provider(value: str, *, tag: str = "rotation-provider") -> Provider:
-    """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
-    return _parse_provider(
-        value,
-        default_port=DEFAULT_PORT,
-        example="myserver.postgres.database.azure.com:5432/appdb",
-        check_database=_check_database,
-        tag=tag,
-    )
+PROVIDER = ProviderFormat(
+    default_port=DEFAULT_PORT,
+    example="myserver.postgres.database.azure.com:5432/appdb",
+    database=NameRule("PostgreSQL", max_bytes=MAX_IDENTIFIER_BYTES),
+)
+parse_provider = PROVIDER.parse
 
 
 def check_role_name(value: str, *, tag: str = "rotation-credential") -> None:
@@ -89,7 +81,7 @@ def check_role_name(value: str, *, tag: str = "rotation-credential") -> None:
     are accepted (the server quotes the name); what is refused is what PostgreSQL would
     silently alter (a name over 63 bytes is truncated) or reserves for itself.
     """
-    check_name(value, what="role name", tag=tag, engine="PostgreSQL", max_bytes=MAX_IDENTIFIER_BYTES)
+    PROVIDER.database.check(value, what="role name", tag=tag)
     if value.startswith("pg_"):
         raise InvalidRequest(f"{tag} {value!r}: role names starting with 'pg_' are reserved by PostgreSQL")
     if value in ("public", "none"):
@@ -104,13 +96,7 @@ def validate(spec: TargetSpec) -> None:
     """
     parse_provider(spec.provider)
     check_role_name(spec.credential)
-    if spec.admin.mode == "secret" and not spec.admin.secret_name:
-        raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
-    if spec.admin.mode not in ("self", "secret", "managed-identity"):
-        raise InvalidRequest(
-            f"rotation-admin {spec.admin.mode!r} is not supported for {KIND} "
-            "(use 'self', 'secret:<name>' or 'managed-identity')"
-        )
+    check_admin(spec)
 
 
 # -- the engine ---------------------------------------------------------------------------------

@@ -102,6 +102,7 @@ def check_name(
     engine: str,
     max_bytes: int | None = None,
     max_chars: int | None = None,
+    max_utf16_units: int | None = None,
 ) -> None:
     """Checks shared by every engine's identifiers (logins, databases).
 
@@ -124,4 +125,50 @@ def check_name(
     if max_chars is not None and len(value) > max_chars:
         raise InvalidRequest(
             f"{tag} {value!r}: the {what} is {len(value)} characters long; {engine} allows {max_chars}"
+        )
+    units = len(value.encode("utf-16-le")) // 2  # a character outside the BMP counts two
+    if max_utf16_units is not None and units > max_utf16_units:
+        raise InvalidRequest(
+            f"{tag} {value!r}: the {what} is {units} UTF-16 code units long; {engine} allows {max_utf16_units}"
+        )
+
+
+@dataclass(frozen=True)
+class NameRule:
+    """How long an engine's names may be, in the unit the engine counts (see ``check_name``)."""
+
+    engine: str
+    max_bytes: int | None = None
+    max_chars: int | None = None
+    max_utf16_units: int | None = None
+
+    def check(self, value: str, *, what: str, tag: str) -> None:
+        """Raises InvalidRequest naming ``tag`` when ``value`` cannot be such a name."""
+        check_name(
+            value,
+            what=what,
+            tag=tag,
+            engine=self.engine,
+            max_bytes=self.max_bytes,
+            max_chars=self.max_chars,
+            max_utf16_units=self.max_utf16_units,
+        )
+
+
+@dataclass(frozen=True)
+class ProviderFormat:
+    """One engine's ``rotation-provider``: its default port, an example, its database names."""
+
+    default_port: int
+    example: str
+    database: NameRule
+
+    def parse(self, value: str, *, tag: str = "rotation-provider") -> Provider:
+        """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
+        return parse_provider(
+            value,
+            default_port=self.default_port,
+            example=self.example,
+            check_database=lambda name, tag: self.database.check(name, what="database", tag=tag),
+            tag=tag,
         )

@@ -59,9 +59,8 @@ from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType
 from rotation.targets.base import SecretValue, TargetSpec, TokenSource
-from rotation.targets.logins import PasswordLogin, Principal, Purpose, scrub
-from rotation.targets.provider import Provider, check_name
-from rotation.targets.provider import parse_provider as _parse_provider
+from rotation.targets.logins import PasswordLogin, Principal, Purpose, check_admin, scrub
+from rotation.targets.provider import NameRule, Provider, ProviderFormat
 
 logger = logging.getLogger(__name__)
 
@@ -119,33 +118,18 @@ CHECK_STATEMENT = "SELECT 1"
 # -- validation (no connection) ---------------------------------------------------------------
 
 
+#: sysname is nvarchar(128): 128 UTF-16 code units (QUOTENAME returns NULL for longer input).
+SYSNAME = NameRule("SQL Server", max_utf16_units=MAX_SYSNAME)
+PROVIDER = ProviderFormat(
+    default_port=DEFAULT_PORT, example="myserver.database.windows.net:1433/appdb", database=SYSNAME
+)
+parse_provider = PROVIDER.parse
+
+
 def check_sysname(value: str, *, what: str, tag: str) -> None:
-    """Raises InvalidRequest naming ``tag`` when ``value`` cannot be a SQL Server name.
-
-    Any character but control characters is accepted (the server quotes names); the limit is
-    sysname's 128 UTF-16 code units (a character outside the BMP counts two).
-    """
-    check_name(value, what=what, tag=tag, engine="SQL Server")
-    units = len(value.encode("utf-16-le")) // 2
-    if units > MAX_SYSNAME:
-        raise InvalidRequest(
-            f"{tag} {value!r}: the {what} is {units} UTF-16 code units long; SQL Server allows {MAX_SYSNAME}"
-        )
-
-
-def _check_database(value: str, tag: str) -> None:
-    check_sysname(value, what="database", tag=tag)
-
-
-def parse_provider(value: str, *, tag: str = "rotation-provider") -> Provider:
-    """Raises InvalidRequest naming ``tag`` when ``value`` is not ``host[:port]/database``."""
-    return _parse_provider(
-        value,
-        default_port=DEFAULT_PORT,
-        example="myserver.database.windows.net:1433/appdb",
-        check_database=_check_database,
-        tag=tag,
-    )
+    """Raises InvalidRequest naming ``tag`` when ``value`` cannot be a SQL Server name: any
+    character but control characters (the server quotes names), at most 128 UTF-16 code units."""
+    SYSNAME.check(value, what=what, tag=tag)
 
 
 def validate(spec: TargetSpec) -> None:
@@ -160,13 +144,7 @@ def validate(spec: TargetSpec) -> None:
     parse_provider(spec.provider)
     what = "login name" if spec.kind == KIND_LOGIN else "user name"
     check_sysname(spec.credential, what=what, tag="rotation-credential")
-    if spec.admin.mode == "secret" and not spec.admin.secret_name:
-        raise InvalidRequest("rotation-admin 'secret:<name>' names no secret")
-    if spec.admin.mode not in ("self", "secret", "managed-identity"):
-        raise InvalidRequest(
-            f"rotation-admin {spec.admin.mode!r} is not supported for {spec.kind} "
-            "(use 'self', 'secret:<name>' or 'managed-identity')"
-        )
+    check_admin(spec)
 
 
 # -- the driver's side: connection string and access token -------------------------------------

@@ -52,8 +52,8 @@ from rotation.errors import (
     UndoImpossible,
     VerificationFailed,
 )
-from rotation.targets import mysql, postgresql
-from rotation.targets.base import AdminSpec, Credentials, SecretValue
+from rotation.targets import mysql, postgresql, target_type
+from rotation.targets.base import AdminSpec, Credentials, SecretValue, TargetSpec
 from rotation.targets.logins import PasswordLogin
 
 POSTGRESQL = postgresql.KIND
@@ -393,6 +393,36 @@ def test_a_missing_database_is_permanent(server: LocalDatabase, values: Values) 
     assert "no_such_db" in str(failed.value)
     assert "[permanent]" in str(failed.value)
     assert_clean(failed.value, value)
+
+
+def test_an_unknown_host_is_transient_and_names_it(server: LocalDatabase, values: Values) -> None:
+    """A host name that does not resolve (DNS may come back, so it is retried) gets an error that
+    names the host; nothing is sent anywhere."""
+    value = values.new()
+    spec = TargetSpec(
+        server.kind, f"no-such-host.invalid:{server.port}/{server.default_database}", "app", AdminSpec("self")
+    )
+    with pytest.raises(TransientError) as failed:
+        target_type(server.kind).build(spec, settings_for(server)).verify(value=value)
+    assert "no-such-host.invalid" in str(failed.value)
+    assert_clean(failed.value, value)
+
+
+def test_an_admin_changing_a_login_that_does_not_exist_changes_nothing(
+    server: LocalDatabase, values: Values
+) -> None:
+    """The tag names a login the server does not have: the admin's change is refused for good,
+    with an error that names the login, and the admin itself is untouched."""
+    admin_pw, new = values.new(), values.new()
+    admin = make_login(server, admin_pw, unique("rotator"), admin=True)
+    missing = unique("missing")
+    t = target_for(server, missing, AdminSpec("secret", ADMIN_SECRET))
+    with pytest.raises(TargetError) as refused:
+        t.apply(new=new, using=Credentials(current=None, admin=admin_pw, admin_login=admin))
+    assert missing in str(refused.value)
+    assert "[permanent]" in str(refused.value)
+    assert_clean(refused.value, admin_pw, new)
+    assert logs_in(server, admin, admin_pw)
 
 
 def test_a_concurrent_second_apply_changes_nothing_more(server: LocalDatabase, values: Values) -> None:
