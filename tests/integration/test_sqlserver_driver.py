@@ -54,14 +54,14 @@ from typing import Any
 
 import pyodbc
 import pytest
+from database_battery_helpers import Values, assert_clean
 
 from local.ports import free_port
 from rotation.errors import AuthenticationFailed, RotationError, TargetError, TransientError
-from rotation.passwords import generate
 from rotation.settings import Settings
-from rotation.targets.base import AdminSpec, Credentials, SecretValue, TargetSpec
+from rotation.targets.base import AdminSpec, Credentials, TargetSpec
 from rotation.targets.logins import PasswordLogin, Principal, Purpose
-from rotation.targets.sqlserver import KIND_LOGIN, PASSWORD_POLICY, STATEMENTS, SqlServerEngine
+from rotation.targets.sqlserver import KIND_LOGIN, STATEMENTS, SqlServerEngine
 
 pytestmark = pytest.mark.skipif(
     "FreeTDS" not in pyodbc.drivers(), reason="FreeTDS's ODBC driver is not registered"
@@ -286,22 +286,10 @@ def freetds(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-class Values:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def new(self) -> SecretValue:
-        return self.of(generate(PASSWORD_POLICY).reveal())
-
-    def of(self, text: str) -> SecretValue:
-        self.seen.append(text)
-        return SecretValue(text)
-
-
 @pytest.fixture
 def values(caplog: pytest.LogCaptureFixture) -> Iterator[Values]:
     caplog.set_level(logging.DEBUG)
-    vals = Values()
+    vals = Values(KIND_LOGIN)
     yield vals
     for text in vals.seen:
         assert text not in caplog.text, "a value reached the application log"
@@ -320,16 +308,6 @@ def engine(port: int, *, settings: Settings = SETTINGS, **kw: Any) -> SqlServerE
 def target(port: int, **kw: Any) -> PasswordLogin:
     s = spec(port, **kw)
     return PasswordLogin(s, SqlServerEngine(s, SETTINGS, login_timeout=LOGIN_TIMEOUT))
-
-
-def assert_clean(exc: BaseException, *secrets: SecretValue) -> None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        for value in secrets:
-            assert value.reveal() not in str(seen)
-            assert value.reveal() not in repr(seen)
-        seen = seen.__cause__ or (None if seen.__suppress_context__ else seen.__context__)
-    assert isinstance(exc, RotationError)
 
 
 # -- reaching the server, and not --------------------------------------------------------------

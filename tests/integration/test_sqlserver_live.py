@@ -45,14 +45,14 @@ from dataclasses import dataclass, field
 
 import pyodbc
 import pytest
+from database_battery_helpers import Values, assert_clean
 
-from rotation.errors import AuthenticationFailed, RotationError, TargetError, VerificationFailed
-from rotation.passwords import generate
+from rotation.errors import AuthenticationFailed, TargetError, VerificationFailed
 from rotation.settings import Settings
 from rotation.targets import target_type
 from rotation.targets.base import AdminSpec, Credentials, SecretValue, TargetSpec
 from rotation.targets.logins import PasswordLogin
-from rotation.targets.sqlserver import ENTRA_SCOPE, KIND_CONTAINED_USER, KIND_LOGIN, PASSWORD_POLICY
+from rotation.targets.sqlserver import ENTRA_SCOPE, KIND_CONTAINED_USER, KIND_LOGIN
 
 SERVER = os.environ.get("ROTATION_TEST_SQLSERVER", "").strip()
 if not SERVER:
@@ -193,18 +193,6 @@ class LiveServer:
             self.run("master", DROP_LOGIN, name, name)
 
 
-class Values:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def new(self) -> SecretValue:
-        return self.of(generate(PASSWORD_POLICY).reveal())
-
-    def of(self, text: str) -> SecretValue:
-        self.seen.append(text)
-        return SecretValue(text)
-
-
 @pytest.fixture
 def server() -> Iterator[LiveServer]:
     live = LiveServer()
@@ -217,7 +205,7 @@ def server() -> Iterator[LiveServer]:
 @pytest.fixture
 def values(caplog: pytest.LogCaptureFixture) -> Iterator[Values]:
     caplog.set_level(logging.DEBUG)
-    vals = Values()
+    vals = Values(KIND_LOGIN)
     yield vals
     for text in vals.seen:
         assert text not in caplog.text, "a value reached the application log"
@@ -255,15 +243,6 @@ def changer(
         return SecretValue(TOKEN)
 
     return AdminSpec("managed-identity"), Credentials(current=None, access_token=token)
-
-
-def assert_clean(exc: BaseException, *secrets: SecretValue) -> None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        for value in secrets:
-            assert value.reveal() not in str(seen)
-        seen = seen.__cause__
-    assert isinstance(exc, RotationError)
 
 
 KINDS = [KIND_LOGIN, KIND_CONTAINED_USER]
