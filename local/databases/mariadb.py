@@ -23,58 +23,37 @@ Logins are accounts ``'<name>'@'%'``. Every login may use ``default_database`` (
 ``SELECT`` on it), so ``can_login`` needs no other grant.
 
 ``mariadbd`` refuses to run as root without ``--user``, and CI runs as root: then the server
-runs as the ``mysql`` OS user (the temporary directory is handed to it). The processes are started
-directly as that user (``subprocess`` ``user=``), so the server is our own child: we signal and
-reap it ourselves, with no wrapper process in between.
+runs as the ``mysql`` OS user (the temporary directory is handed to it; see ``server_process``).
 
 Start one by hand with ``python -m local.databases.mariadb``.
 """
 
 from __future__ import annotations
 
-import atexit
-import datetime
 import hashlib
-import ipaddress
-import logging
 import os
-import pwd
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import pymysql
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pymysql.converters import escape_string
 
 from local.databases.base import DatabaseError
-from local.ports import free_port
+from local.databases.server_process import HOST, ServerProcess, read_log, serve_in_foreground
 
-logger = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 DEFAULT_ADMIN = "hub_admin"
 DEFAULT_DATABASE = "hub_check"
 #: The host part of every account this server creates: logins may come from anywhere.
 ACCOUNT_HOST = "%"
-START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 CLIENT_TIMEOUT_SECONDS = 30.0
-_READY = "ready for connections"
-_PORT_TAKEN = re.compile(r"Bind on TCP/IP port|Address already in use", re.IGNORECASE)
 #: The client's error codes that mean "these credentials do not log in".
 _LOGIN_REFUSED = {
     1045,  # ER_ACCESS_DENIED_ERROR: unknown login, wrong password (or no TLS)
@@ -131,7 +110,7 @@ def find_binaries() -> dict[str, Path]:
     return found
 
 
-class MariaDBServer:
+class MariaDBServer(ServerProcess):
     """One throwaway MariaDB server. Use as a context manager, or call ``start()`` and ``stop()``.
 
     ``admin_user`` is the bootstrap administrator; ``admin_password`` its password (a local,
@@ -141,6 +120,14 @@ class MariaDBServer:
     kind = "mysql-login"
     name = "mariadb"
 
+    title = "MariaDB"
+    os_user, os_user_package = "mysql", "mariadb-server"
+    temp_prefix = "rotation-mariadb-"
+    ready_message = "ready for connections"
+    port_taken = re.compile(r"Bind on TCP/IP port|Address already in use", re.IGNORECASE)
+    stop_signal = signal.SIGTERM  # a normal shutdown
+    stop_timeout = STOP_TIMEOUT_SECONDS
+
     def __init__(
         self,
         *,
@@ -149,30 +136,13 @@ class MariaDBServer:
         base_dir: str | None = None,
         disconnect_on_expired_password: bool = False,
     ) -> None:
-        self.host = HOST
-        self.port = 0
-        self.admin_user = admin_user
-        self.admin_password = secrets.token_urlsafe(24)
+        self.binaries = find_binaries()
+        super().__init__(admin_user=admin_user, base_dir=base_dir)
         self.default_database = default_database
         self.disconnect_on_expired_password = disconnect_on_expired_password
-        self.binaries = find_binaries()
         self.version = ""
-        self._base_dir = base_dir
-        self._root: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._owner = _server_owner()
 
     # -- where things are ------------------------------------------------------------------
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            raise DatabaseError("the MariaDB server is not started")
-        return self._root
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
 
     @property
     def socket_path(self) -> Path:
@@ -189,148 +159,21 @@ class MariaDBServer:
         return self.root / "error.log"
 
     @property
-    def ca_file(self) -> Path:
-        """The PEM certificate of the CA that signed the server's certificate."""
-        return self.root / "ca.pem"
-
-    @property
     def option_file(self) -> Path:
         """A client option file for the admin over TCP and TLS (``mariadb --defaults-file=...``)."""
         return self.root / "admin.cnf"
-
-    def provider(self, database: str | None = None) -> str:
-        """The ``rotation-provider`` tag value that points at ``database`` on this server."""
-        return f"{self.host}:{self.port}/{database or self.default_database}"
 
     def app_settings(self) -> dict[str, str]:
         """The hub verifies the server's certificate against this CA."""
         return {"ROTATION_MYSQL_SSL_CA": str(self.ca_file)}
 
-    # -- life cycle ------------------------------------------------------------------------
+    # -- creating it -----------------------------------------------------------------------
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self) -> Self:
-        """Create the data directory and start the server; returns once it accepts connections.
-
-        Raises:
-            DatabaseError: a step failed (the message carries the server log's tail).
-        """
-        if self._process is not None:
-            return self
-        self._root = Path(tempfile.mkdtemp(prefix="rotation-mariadb-", dir=self._base_dir))
-        atexit.register(self.stop)
-        try:
-            if len(str(self.socket_path).encode()) > _SOCKET_PATH_MAX:
-                raise DatabaseError(f"the socket path {self.socket_path} is too long; use a shorter base_dir")
-            self._chown(self._root)
-            self._write_tls_files()
-            self._install_db()
-            for attempt in range(3):
-                self.port = free_port()
-                if self._launch():
-                    break
-                logger.info(
-                    "port %s was taken before the server bound it; attempt %s", self.port, attempt + 2
-                )
-            else:
-                raise DatabaseError("could not find a free port for the MariaDB server after 3 attempts")
-            self.version = str(self._query("SELECT VERSION()")[0][0])
-            self._write_option_file()
-        except BaseException:
-            self.stop()
-            raise
-        logger.info("MariaDB %s started on %s:%s in %s", self.version, self.host, self.port, self.root)
-        return self
-
-    def stop(self) -> None:
-        """Stop the server (SIGTERM: a normal shutdown) and remove its directory. Safe to call twice."""
-        atexit.unregister(self.stop)
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
-
-    def _write_tls_files(self) -> None:
-        """A CA (its key is thrown away) and a server certificate it signed."""
-        now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "local MariaDB test CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-                ),
-                critical=False,
-            )
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        cert_path, key_path = self.root / "server.pem", self.root / "server.key"
-        self.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-        for path in (self.ca_file, cert_path, key_path):
-            self._chown(path)
+    def _create(self) -> None:
+        if len(str(self.socket_path).encode()) > _SOCKET_PATH_MAX:
+            raise DatabaseError(f"the socket path {self.socket_path} is too long; use a shorter base_dir")
+        self._write_tls_files()
+        self._install_db()
 
     def _install_db(self) -> None:
         """``mariadb-install-db``, with an extra script that leaves the admin as the only account.
@@ -391,10 +234,8 @@ class MariaDBServer:
             "--innodb-use-native-aio=0",  # io_uring and libaio are often forbidden in containers
         ]
 
-    def _launch(self) -> bool:
-        """Start the server on ``self.port``. False when the port was taken meanwhile."""
-        user, group, extra_groups = self._ids()
-        args = [
+    def _server_command(self) -> list[str]:
+        return [
             str(self.binaries["mariadbd"]),
             "--no-defaults",
             f"--datadir={self.data_dir}",
@@ -409,8 +250,8 @@ class MariaDBServer:
             f"--general-log-file={self.log_path}",
             "--log-output=FILE",
             f"--ssl-ca={self.ca_file}",
-            f"--ssl-cert={self.root / 'server.pem'}",
-            f"--ssl-key={self.root / 'server.key'}",
+            f"--ssl-cert={self.server_cert_file}",
+            f"--ssl-key={self.server_key_file}",
             "--require-secure-transport=ON",
             f"--disconnect-on-expired-password={'ON' if self.disconnect_on_expired_password else 'OFF'}",
             "--skip-performance-schema",
@@ -419,37 +260,14 @@ class MariaDBServer:
             "--max-connections=100",
             *self._storage_options(),
         ]
-        # Each attempt gets a fresh error log, so an old "port taken" or "ready" is never read.
-        self.error_log_path.unlink(missing_ok=True)
-        log = self.error_log_path.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self._server_env(),
-                user=user,
-                group=group,
-                extra_groups=extra_groups,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        text = ""
-        while time.monotonic() < deadline:
-            text = self._error_log()
-            if _READY in text:
-                return True
-            if self._process.poll() is not None:
-                self._process = None
-                if _PORT_TAKEN.search(text):
-                    return False
-                raise DatabaseError(f"the MariaDB server exited while starting; log tail:\n{_tail(text)}")
-            time.sleep(0.05)
-        raise DatabaseError(
-            f"the MariaDB server did not start within {START_TIMEOUT_SECONDS:g}s; log tail:\n{_tail(text)}"
-        )
+
+    @property
+    def _startup_log(self) -> Path:
+        return self.error_log_path
+
+    def _started(self) -> None:
+        self.version = str(self._query("SELECT VERSION()")[0][0])
+        self._write_option_file()
 
     def _write_option_file(self) -> None:
         # token_urlsafe needs no quoting in an option file.
@@ -572,10 +390,7 @@ class MariaDBServer:
 
     def server_log(self) -> str:
         """The general query log: every statement, including each that changed a login."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     # -- faults, as a database administrator would cause them ------------------------------------
 
@@ -702,59 +517,6 @@ class MariaDBServer:
         except subprocess.TimeoutExpired as e:
             raise DatabaseError(f"the mariadb client did not finish within {e.timeout:g}s") from e
 
-    def _error_log(self) -> str:
-        try:
-            return self.error_log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def _ids(self) -> tuple[int | None, int | None, list[int] | None]:
-        """user, group and extra_groups for subprocess: the server owner's, or ours (None)."""
-        if self._owner is None:
-            return None, None, None
-        return self._owner.pw_uid, self._owner.pw_gid, []
-
-    def _run_as_owner(self, args: list[str], *, step: str) -> None:
-        user, group, extra_groups = self._ids()
-        result = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self._server_env(),
-            timeout=120,
-            check=False,
-            user=user,
-            group=group,
-            extra_groups=extra_groups,
-        )
-        if result.returncode != 0:
-            raise DatabaseError(
-                f"{step} failed ({result.returncode}): {_tail(result.stdout + result.stderr)}"
-            )
-
-    def _server_env(self) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
-        env["HOME"] = self._owner.pw_dir if self._owner is not None else str(self.root)
-        env["TMPDIR"] = str(self.root)
-        return env
-
-    def _chown(self, path: Path) -> None:
-        if self._owner is not None:
-            os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
-
-
-def _server_owner() -> pwd.struct_passwd | None:
-    """The OS user the server runs as: ourselves, unless we are root (then Debian's ``mysql``)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam("mysql")
-    except KeyError:
-        raise DatabaseError(
-            "running as root needs the 'mysql' OS user (Debian's mariadb-server package)"
-        ) from None
-
 
 def _literal(value: str) -> str:
     """A string literal for the bootstrap script (no parameters there)."""
@@ -785,36 +547,21 @@ def _names_account(statement: str, login: str) -> bool:
     )
 
 
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _how_to_reach(server: MariaDBServer, start_seconds: float) -> list[str]:
+    return [
+        f"MariaDB {server.version} on {server.host}:{server.port} (TLS required), "
+        f"started in {start_seconds:.1f}s",
+        f"  admin        {server.admin_user} (password in {server.option_file})",
+        f"  provider tag {server.provider()}",
+        f"  CA file      {server.ca_file}",
+        f"  query log    {server.log_path}",
+        f"  mariadb      mariadb --defaults-file={server.option_file}",
+    ]
 
 
 def main() -> int:
     """Start a server in the foreground until Ctrl-C or SIGTERM, printing how to reach it."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    stop = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    started = time.monotonic()
-    with MariaDBServer() as server:
-        print(
-            f"MariaDB {server.version} on {server.host}:{server.port} (TLS required), "
-            f"started in {time.monotonic() - started:.1f}s"
-        )
-        print(f"  admin        {server.admin_user} (password in {server.option_file})")
-        print(f"  provider tag {server.provider()}")
-        print(f"  CA file      {server.ca_file}")
-        print(f"  query log    {server.log_path}")
-        print(f"  mariadb      mariadb --defaults-file={server.option_file}")
-        print("Ctrl-C stops it and removes its directory.", flush=True)
-        while not stop and server._process is not None and server._process.poll() is None:
-            time.sleep(0.2)
-    return 0
+    return serve_in_foreground(MariaDBServer, _how_to_reach)
 
 
 if __name__ == "__main__":

@@ -1,62 +1,42 @@
 """A throwaway PostgreSQL cluster for the tests, the demo and the benchmarks.
 
-It lives in one temporary directory (data, unix socket, TLS key and certificate, server log),
-listens on 127.0.0.1 only, on a free port, and is removed on ``stop()``. It is configured like
-an audited production server, so what the tests prove holds there too:
+It lives in one temporary directory (data, unix socket, TLS files, server log), listens on
+127.0.0.1 only, on a free port, and is removed on ``stop()`` (see ``server_process``). It is
+configured like an audited production server, so what the tests prove holds there too:
 
 - ``-A scram-sha-256`` and ``password_encryption = scram-sha-256``: every login needs a password;
 - ``log_statement = ddl``: every ``ALTER ROLE`` lands in the server log, where the tests look
   for plaintext passwords (there must be none);
-- ``ssl = on`` with a self-signed certificate: the app's default ``sslmode=require`` works as is.
+- ``ssl = on`` with a certificate from its own CA (``ca_file``): the app's default
+  ``sslmode=require`` works as is.
 
 ``initdb`` and ``postgres`` refuse to run as root, and CI runs as root: then the server runs as
-the ``postgres`` OS user (the temporary directory is handed to it). The processes are started
-directly as that user (``subprocess`` ``user=``), not through ``runuser``, so the server is our
-own child: we signal and reap it ourselves, with no wrapper process in between.
+the ``postgres`` OS user (the temporary directory is handed to it).
 
 Start one by hand with ``python -m local.databases.postgresql``.
 """
 
 from __future__ import annotations
 
-import atexit
-import datetime
 import glob
-import ipaddress
-import logging
 import os
-import pwd
 import re
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from types import TracebackType
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from local.databases.base import DatabaseError
-from local.ports import free_port
+from local.databases.server_process import HOST, ServerProcess, read_log, serve_in_foreground
 from rotation.targets import scram
 
-logger = logging.getLogger(__name__)
-
-HOST = "127.0.0.1"
 DEFAULT_ADMIN = "hub_admin"
-START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
-_READY = "database system is ready to accept connections"
-_PORT_TAKEN = re.compile(r"could not bind|Address already in use", re.IGNORECASE)
 
 
 class PostgresError(DatabaseError):
@@ -79,7 +59,7 @@ def find_bindir() -> Path:
     return max(candidates)[1]
 
 
-class PostgresCluster:
+class PostgresCluster(ServerProcess):
     """One throwaway cluster. Use as a context manager, or call ``start()`` and ``stop()``.
 
     ``admin_user`` is the bootstrap superuser; ``admin_password`` its password (a local,
@@ -90,28 +70,22 @@ class PostgresCluster:
     name = "postgresql"
     default_database = "postgres"
 
+    title = "PostgreSQL"
+    error = PostgresError
+    os_user, os_user_package = "postgres", "postgresql"
+    temp_prefix = "rotation-pg-"
+    ready_message = "database system is ready to accept connections"
+    port_taken = re.compile(r"could not bind|Address already in use", re.IGNORECASE)
+    # SIGINT is PostgreSQL's "fast" shutdown: sessions are cut, no checkpoint wait.
+    stop_signal = signal.SIGINT
+    stop_timeout = STOP_TIMEOUT_SECONDS
+
     def __init__(self, *, admin_user: str = DEFAULT_ADMIN, base_dir: str | None = None) -> None:
-        self.host = HOST
-        self.port = 0
-        self.admin_user = admin_user
-        self.admin_password = secrets.token_urlsafe(24)
         self.bindir = find_bindir()
-        self._base_dir = base_dir
-        self._root: Path | None = None
-        self._process: subprocess.Popen[bytes] | None = None
-        self._owner = _server_owner()
+        super().__init__(admin_user=admin_user, base_dir=base_dir)
+        self.version = self.bindir.parent.name
 
     # -- where things are ------------------------------------------------------------------
-
-    @property
-    def root(self) -> Path:
-        if self._root is None:
-            raise PostgresError("the cluster is not started")
-        return self._root
-
-    @property
-    def data_dir(self) -> Path:
-        return self.root / "data"
 
     @property
     def log_path(self) -> Path:
@@ -122,72 +96,16 @@ class PostgresCluster:
         """A libpq password file for the admin role (``PGPASSFILE=... psql``)."""
         return self.root / "pgpass"
 
-    def provider(self, database: str | None = None) -> str:
-        """The ``rotation-provider`` tag value that points at ``database`` on this cluster."""
-        return f"{self.host}:{self.port}/{database or self.default_database}"
-
     def app_settings(self) -> dict[str, str]:
-        """Nothing to add: the hub's default ``sslmode=require`` takes the self-signed certificate."""
+        """Nothing to add: the hub's default ``sslmode=require`` encrypts without verifying."""
         return {}
 
-    # -- life cycle ------------------------------------------------------------------------
+    # -- creating it -----------------------------------------------------------------------
 
-    def __enter__(self) -> PostgresCluster:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    def start(self) -> PostgresCluster:
-        """Create the cluster and start the server; returns once it accepts connections.
-
-        Raises:
-            PostgresError: initdb or the server failed (the message carries the server log's tail).
-        """
-        if self._process is not None:
-            return self
-        self._root = Path(tempfile.mkdtemp(prefix="rotation-pg-", dir=self._base_dir))
-        atexit.register(self.stop)
-        try:
-            self._chown(self._root)
-            self._initdb()
-            self._write_tls_files()
-            self._configure()
-            for attempt in range(3):
-                self.port = free_port()
-                if self._launch():
-                    break
-                logger.info(
-                    "port %s was taken before the server bound it; attempt %s", self.port, attempt + 2
-                )
-            else:
-                raise PostgresError("could not find a free port for the server after 3 attempts")
-            self._write_passfile()
-        except BaseException:
-            self.stop()
-            raise
-        logger.info(
-            "PostgreSQL %s started on %s:%s in %s", self.bindir.parent.name, self.host, self.port, self.root
-        )
-        return self
-
-    def stop(self) -> None:
-        """Stop the server (fast shutdown) and remove its directory. Safe to call twice."""
-        atexit.unregister(self.stop)
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            # SIGINT is PostgreSQL's "fast" shutdown: sessions are cut, no checkpoint wait.
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if self._root is not None:
-            shutil.rmtree(self._root, ignore_errors=True)
-            self._root = None
+    def _create(self) -> None:
+        self._initdb()
+        self._write_tls_files()
+        self._configure()
 
     def _initdb(self) -> None:
         pwfile = self.root / "admin.pw"
@@ -211,41 +129,6 @@ class PostgresCluster:
         finally:
             pwfile.unlink()
 
-    def _write_tls_files(self) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-        now = datetime.datetime.now(datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(
-                x509.SubjectAlternativeName(
-                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address(HOST))]
-                ),
-                critical=False,
-            )
-            .sign(key, hashes.SHA256())
-        )
-        cert_path, key_path = self.root / "server.crt", self.root / "server.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        # The server refuses a key file that others can read.
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
-        self._chown(cert_path)
-        self._chown(key_path)
-
     def _configure(self) -> None:
         settings = {
             "listen_addresses": HOST,
@@ -255,8 +138,8 @@ class PostgresCluster:
             "log_connections": "on",
             "log_line_prefix": "%m [%p] %q%u@%d ",
             "ssl": "on",
-            "ssl_cert_file": str(self.root / "server.crt"),
-            "ssl_key_file": str(self.root / "server.key"),
+            "ssl_cert_file": str(self.server_cert_file),
+            "ssl_key_file": str(self.server_key_file),
             # Throwaway data: durability buys nothing and costs start-up and test time.
             "fsync": "off",
             "synchronous_commit": "off",
@@ -267,37 +150,15 @@ class PostgresCluster:
         with (self.data_dir / "postgresql.conf").open("a") as conf:
             conf.write("\n# local.databases.postgresql\n" + "\n".join(lines) + "\n")
 
-    def _launch(self) -> bool:
-        """Start the server on ``self.port``. False when the port was taken meanwhile."""
-        user, group, extra_groups = self._ids()
-        log = self.log_path.open("ab")
-        try:
-            self._process = subprocess.Popen(
-                [str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env=self._server_env(),
-                user=user,
-                group=group,
-                extra_groups=extra_groups,
-            )
-        finally:
-            log.close()
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            text = self.server_log()
-            if _READY in text:
-                return True
-            if self._process.poll() is not None:
-                self._process = None
-                if _PORT_TAKEN.search(text):
-                    return False
-                raise PostgresError(f"the server exited while starting; log tail:\n{_tail(text)}")
-            time.sleep(0.05)
-        raise PostgresError(
-            f"the server did not start within {START_TIMEOUT_SECONDS:g}s; log tail:\n{_tail(text)}"
-        )
+    def _server_command(self) -> list[str]:
+        return [str(self.bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
+
+    @property
+    def _startup_log(self) -> Path:
+        return self.log_path
+
+    def _started(self) -> None:
+        self._write_passfile()
 
     def _write_passfile(self) -> None:
         def esc(value: str) -> str:
@@ -461,10 +322,7 @@ class PostgresCluster:
         return self.server_log().count("connection received:")
 
     def server_log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.log_path)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -492,82 +350,21 @@ class PostgresCluster:
             args, input=script, capture_output=True, text=True, env=env, timeout=60, check=False
         )
 
-    def _ids(self) -> tuple[int | None, int | None, list[int] | None]:
-        """user, group and extra_groups for subprocess: the server owner's, or ours (None)."""
-        if self._owner is None:
-            return None, None, None
-        return self._owner.pw_uid, self._owner.pw_gid, []
 
-    def _run_as_owner(self, args: list[str], *, step: str) -> None:
-        user, group, extra_groups = self._ids()
-        result = subprocess.run(
-            args,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            env=self._server_env(),
-            timeout=120,
-            check=False,
-            user=user,
-            group=group,
-            extra_groups=extra_groups,
-        )
-        if result.returncode != 0:
-            raise PostgresError(
-                f"{step} failed ({result.returncode}): {_tail(result.stdout + result.stderr)}"
-            )
-
-    def _server_env(self) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "TZ": "UTC"}
-        if self._owner is not None:
-            env["HOME"] = self._owner.pw_dir
-        return env
-
-    def _chown(self, path: Path) -> None:
-        if self._owner is not None:
-            os.chown(path, self._owner.pw_uid, self._owner.pw_gid)
-
-
-def _server_owner() -> pwd.struct_passwd | None:
-    """The OS user the server runs as: ourselves, unless we are root (PostgreSQL refuses root)."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        return pwd.getpwnam("postgres")
-    except KeyError:
-        raise PostgresError(
-            "running as root needs the 'postgres' OS user (Debian's postgresql package)"
-        ) from None
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])
+def _how_to_reach(cluster: PostgresCluster, start_seconds: float) -> list[str]:
+    return [
+        f"PostgreSQL {cluster.version} on {cluster.host}:{cluster.port} (TLS on)",
+        f"  admin role   {cluster.admin_user} (password in {cluster.passfile})",
+        f"  provider tag {cluster.provider()}",
+        f"  server log   {cluster.log_path}",
+        f"  psql         PGPASSFILE={cluster.passfile} psql -h {cluster.host} -p {cluster.port} "
+        f"-U {cluster.admin_user} postgres",
+    ]
 
 
 def main() -> int:
     """Start a cluster in the foreground until Ctrl-C, printing how to reach it."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    stop = False
-
-    def on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    with PostgresCluster() as cluster:
-        print(f"PostgreSQL {cluster.bindir.parent.name} on {cluster.host}:{cluster.port} (TLS on)")
-        print(f"  admin role   {cluster.admin_user} (password in {cluster.passfile})")
-        print(f"  provider tag {cluster.provider()}")
-        print(f"  server log   {cluster.log_path}")
-        print(
-            f"  psql         PGPASSFILE={cluster.passfile} psql -h {cluster.host} -p {cluster.port} "
-            f"-U {cluster.admin_user} postgres"
-        )
-        print("Ctrl-C stops it and removes its directory.", flush=True)
-        while not stop and cluster._process is not None and cluster._process.poll() is None:
-            time.sleep(0.2)
-    return 0
+    return serve_in_foreground(PostgresCluster, _how_to_reach)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def test_funcignore_keeps_the_app_and_drops_the_rest() -> None:
         "benchmarks/rotation.py",
         "infra/bicep/main.bicep",
         "README.md",
+        "azure.yaml",
+        ".funcignore",
         "rotation/README.md",
         ".gitignore",
         "rotation/__pycache__/model.cpython-311.pyc",

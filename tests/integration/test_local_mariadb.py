@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +14,7 @@ from typing import Any
 
 import pymysql
 import pytest
+from local_server_helpers import another_server, assert_stops_on, foreground_server
 
 from local.databases.base import DatabaseError, LocalDatabase
 from local.databases.mariadb import MariaDBServer, find_binaries, native_password_hash
@@ -32,11 +31,11 @@ def mariadb() -> Iterator[MariaDBServer]:
 
 
 def connect_as(
-    server: MariaDBServer, login: str, password: str, *, database: str | None = None
+    server: MariaDBServer, login: str, password: str, *, database: str | None = None, host: str | None = None
 ) -> pymysql.connections.Connection[Any]:
     """A PyMySQL login over TCP with TLS, verifying the certificate and the host name."""
     return pymysql.connect(
-        host=server.host,
+        host=host or server.host,
         port=server.port,
         user=login,
         password=password,
@@ -79,15 +78,16 @@ def test_configured_like_an_audited_server(mariadb: MariaDBServer) -> None:
 
 def test_tcp_needs_tls_and_the_certificate_verifies(mariadb: MariaDBServer) -> None:
     mariadb.create_login("local_tls_check", "tls-pw")
+    login = functools.partial(
+        pymysql.connect,
+        host=mariadb.host,
+        port=mariadb.port,
+        user="local_tls_check",
+        password="tls-pw",
+        connect_timeout=10,
+    )
     with pytest.raises(pymysql.MySQLError) as refused:
-        pymysql.connect(
-            host=mariadb.host,
-            port=mariadb.port,
-            user="local_tls_check",
-            password="tls-pw",
-            ssl_disabled=True,
-            connect_timeout=10,
-        )
+        login(ssl_disabled=True)
     assert refused.value.args[0] == 1045  # MariaDB says "access denied" to a plain-text login
     with connect_as(mariadb, "local_tls_check", "tls-pw") as connection, connection.cursor() as cursor:
         cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_version'")
@@ -95,25 +95,9 @@ def test_tcp_needs_tls_and_the_certificate_verifies(mariadb: MariaDBServer) -> N
         assert row is not None
         assert row[1].startswith("TLSv1.")
     # The certificate names localhost too, and a client that trusts other CAs refuses it.
-    localhost = pymysql.connect(
-        host="localhost",
-        port=mariadb.port,
-        user="local_tls_check",
-        password="tls-pw",
-        database=mariadb.default_database,
-        ssl_ca=str(mariadb.ca_file),
-        ssl_verify_identity=True,
-    )
-    localhost.close()
+    connect_as(mariadb, "local_tls_check", "tls-pw", host="localhost").close()
     with pytest.raises(pymysql.MySQLError, match="CERTIFICATE_VERIFY_FAILED"):
-        pymysql.connect(
-            host=mariadb.host,
-            port=mariadb.port,
-            user="local_tls_check",
-            password="tls-pw",
-            ssl_verify_cert=True,
-            ssl_verify_identity=True,
-        )
+        login(ssl_verify_cert=True, ssl_verify_identity=True)
 
 
 def test_logins_need_the_right_password_which_never_reaches_the_log(mariadb: MariaDBServer) -> None:
@@ -311,43 +295,15 @@ def test_hold_releases_its_lock_when_the_block_raises(mariadb: MariaDBServer) ->
 
 
 def test_a_second_server_is_independent_and_leaves_nothing_behind(mariadb: MariaDBServer) -> None:
-    with MariaDBServer(disconnect_on_expired_password=True) as other:
-        root = other.root
-        assert other.port != mariadb.port
-        if os.geteuid() == 0:  # the server runs as the mysql OS user, not as root
-            assert other.data_dir.stat().st_uid != 0
-        other.create_login("only_here", "pw-one")
-        assert other.can_login("only_here", "pw-one")
-        assert not mariadb.can_login("only_here", "pw-one")
+    with another_server(lambda: MariaDBServer(disconnect_on_expired_password=True), mariadb) as other:
         # With disconnect_on_expired_password=ON the expired login itself is refused.
         other.expire_password("only_here")
         assert login_error(other, "only_here", "pw-one") == 1862  # ER_MUST_CHANGE_PASSWORD_LOGIN
         assert not other.can_login("only_here", "pw-one")
-        process = other._process
-        assert process is not None
-    assert process.poll() is not None, "the server stopped"
-    assert not root.exists(), "its directory is gone"
-    other.stop()  # a second stop is harmless
 
 
 def test_foreground_mode_prints_how_to_connect_but_no_password() -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local.databases.mariadb"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    timer = threading.Timer(60, proc.kill)  # never hang the suite on a server that did not start
-    timer.start()
-    try:
-        lines: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        output = "".join(lines)
+    with foreground_server("local.databases.mariadb") as (proc, output):
         found = re.search(r"on 127\.0\.0\.1:(\d+).*password in (\S+)\)", output, re.DOTALL)
         assert found, output
         option_file = Path(found[2])
@@ -368,14 +324,7 @@ def test_foreground_mode_prints_how_to_connect_but_no_password() -> None:
             check=False,
         )
         assert client.stdout.split() == ["42", found[1]], client.stderr
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-        assert not option_file.parent.exists(), "SIGTERM removed the server's directory"
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_stops_on(proc, signal.SIGTERM, option_file.parent)
 
 
 def test_the_admin_option_file_is_private(mariadb: MariaDBServer) -> None:

@@ -6,8 +6,9 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
+
+from local_server_helpers import another_server, assert_stops_on, foreground_server
 
 from local.databases.postgresql import PostgresCluster, find_bindir
 
@@ -31,36 +32,12 @@ def test_logins_need_the_right_password(postgres: PostgresCluster) -> None:
 
 
 def test_a_second_cluster_is_independent_and_leaves_nothing_behind(postgres: PostgresCluster) -> None:
-    with PostgresCluster() as other:
-        root = other.root
-        assert other.port != postgres.port
-        if os.geteuid() == 0:  # PostgreSQL refuses root: the server runs as the postgres user
-            assert other.data_dir.stat().st_uid != 0
-        other.create_role("only_here", "pw-one")
-        assert other.can_login("only_here", "pw-one")
-        process = other._process
-        assert process is not None
-    assert process.poll() is not None, "the server stopped"
-    assert not root.exists(), "its directory is gone"
-    other.stop()  # a second stop is harmless
+    with another_server(PostgresCluster, postgres) as other:
+        assert (other.stored_verifier("only_here") or "").startswith("SCRAM-SHA-256$")
 
 
-def test_foreground_mode_prints_how_to_connect_but_no_password(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local.databases.postgresql"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=Path(__file__).resolve().parents[2],
-    )
-    try:
-        lines: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
-            if "Ctrl-C" in line:
-                break
-        output = "".join(lines)
+def test_foreground_mode_prints_how_to_connect_but_no_password() -> None:
+    with foreground_server("local.databases.postgresql") as (proc, output):
         found = re.search(r"on 127\.0\.0\.1:(\d+).*PGPASSFILE=(\S+)", output, re.DOTALL)
         assert found, output
         port, passfile = found[1], Path(found[2])
@@ -87,13 +64,7 @@ def test_foreground_mode_prints_how_to_connect_but_no_password(tmp_path: Path) -
             check=False,
         )
         assert psql.stdout.strip() == "42", psql.stderr
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=20) == 0
-        assert not passfile.parent.exists(), "Ctrl-C removed the cluster"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_stops_on(proc, signal.SIGINT, passfile.parent)  # Ctrl-C
 
 
 def test_the_admin_password_file_is_private(postgres: PostgresCluster) -> None:
