@@ -16,6 +16,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  # The packages' own services (a system PostgreSQL, MariaDB) are not started: the tests and the
+  # demo start throwaway servers of their own. Docker images carry this policy already.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+    $sudo chmod +x "$policy"
+    trap '$sudo rm -f "$policy"' EXIT
+  fi
   # A fresh machine may have no package lists yet; update only when the first try fails.
   $sudo apt-get install -y -q "${missing[@]}" </dev/null \
     || { $sudo apt-get update -q </dev/null && $sudo apt-get install -y -q "${missing[@]}" </dev/null; }
