@@ -4,7 +4,7 @@ import logging
 
 import azure.durable_functions as df
 
-from activities import consumers, pending, plan, promote, target
+from activities import consumers, credentials, pending, plan, promote, target
 from orchestrators import rotate_secret
 from starters import event_grid, http_api, sweep
 
@@ -24,5 +24,6 @@ for blueprint in (
     target.bp,
     promote.bp,
     consumers.bp,
+    credentials.bp,
 ):
     app.register_functions(blueprint)

@@ -10,6 +10,7 @@ import azure.durable_functions as df
 from activities._adapter import run_step, vault_of
 from rotation import steps
 from rotation.model import StageInput, StepInput
+from rotation.settings import current_settings
 
 bp = df.Blueprint()
 
@@ -20,7 +21,9 @@ def stage_pending(payload: dict[str, Any]) -> dict[str, Any]:
         "stage_pending",
         StageInput,
         payload,
-        lambda inp: steps.stage_pending(inp, vault_of(inp.step.secret), now=datetime.now(UTC)),
+        lambda inp: steps.stage_pending(
+            inp, vault_of(inp.step.secret), current_settings(), now=datetime.now(UTC)
+        ),
     )
 
 

@@ -43,7 +43,9 @@ def rotate_in_process(stack: LocalStack, seeded: Seeded) -> float:
     step = StepInput(secret.rotation_id(seeded.version), secret, seeded.version)
     started = time.perf_counter()
     plan = steps.plan(step, vault)
-    staged = steps.stage_pending(StageInput(step, plan.target_kind, 24), vault, now=datetime.now(UTC))
+    staged = steps.stage_pending(
+        StageInput(step, plan.target_kind, 24), vault, settings, now=datetime.now(UTC)
+    )
     step = StepInput(step.rotation_id, secret, seeded.version, staged.pending_version)
     steps.apply_target(step, vault, settings)
     steps.verify_target(step, vault, settings)

@@ -23,7 +23,7 @@ from azure.keyvault.secrets import SecretClient
 
 from rotation.errors import RotationError
 from rotation.settings import Settings
-from rotation.targets import target_type
+from rotation.targets import value_target_type
 from rotation.targets.base import AdminSpec, SecretValue, Target, TargetSpec
 
 logger = logging.getLogger("consumer_app")
@@ -44,7 +44,7 @@ class Consumer:
             admin=AdminSpec(mode="self"),
         )
         # The login check of the target module is exactly "a fresh connection, SELECT 1".
-        self._database: Target = target_type(spec.kind).build(spec, settings)
+        self._database: Target = value_target_type(spec.kind).build(spec, settings)
         logger.info("read secret version %s at start", self.version)
 
     async def health(self, _: web.Request) -> web.Response:

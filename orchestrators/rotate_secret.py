@@ -1,8 +1,15 @@
 """rotate_secret: the rotation protocol, one orchestration per secret version.
 
 plan -> stage pending -> [approval] -> apply to target -> verify -> promote -> restart consumers
--> remove the pending value. Each undo is registered before the step it undoes and runs
-last-in-first-out on failure. Only references cross this boundary, never a secret value.
+-> remove the pending value -> [retire the previous credential]. Each undo is registered before
+the step it undoes and runs last-in-first-out on failure. Only references cross this boundary,
+never a secret value.
+
+Targets come in two families (rotation/targets/base.py). For a database login the hub chooses
+the value and applies it (undo: revert). A target that issues its credentials (an Entra
+application) issues the value in the stage step, so there is nothing to apply (undo: withdraw
+the issued credential); its previous credential stays valid after promotion and is retired
+on a durable timer once the overlap is over.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ import contextlib
 import json
 from collections.abc import Generator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
@@ -23,6 +30,7 @@ from rotation.model import (
     Decision,
     Promoted,
     PromoteInput,
+    Retired,
     RotationOutcome,
     RotationPlan,
     RotationRequest,
@@ -65,14 +73,16 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             return outcome("skipped", detail=plan.skip_reason)
         decision = None
         new_version = plan.promoted_version  # set when a restart finds this rotation promoted
+        promoted_on = plan.promoted_on
         if new_version is None:
             ttl = PENDING_TTL_MARGIN_HOURS + (
                 request.policy.approval_timeout_hours if plan.approval_required else 0
             )
             saga.on_failure("discard_pending", step, undoes="stage")
-            staged = Staged.from_dict(
-                (yield from saga.step("stage", "stage_pending", StageInput(step, plan.target_kind, ttl)))
-            )
+            if plan.issues_credentials:
+                saga.on_failure("withdraw_credential", step, undoes="stage")
+            stage_input = StageInput(step, plan.target_kind, ttl, plan.validity_days, plan.overlap_hours)
+            staged = Staged.from_dict((yield from saga.step("stage", "stage_pending", stage_input)))
             step = replace(step, pending_version=staged.pending_version)
 
             if plan.approval_required:
@@ -82,22 +92,26 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
                     result = "timed_out" if timed_out else "rejected"
                     return outcome(result, decision=decision, detail=_undo_summary(compensated))
 
-            saga.on_failure("revert_target", step, undoes="apply")
-            yield from saga.step("apply", "apply_target", step)
+            if not plan.issues_credentials:  # an issued credential is in force from its stage on
+                saga.on_failure("revert_target", step, undoes="apply")
+                yield from saga.step("apply", "apply_target", step)
             yield from saga.step("verify", "verify_target", step)
             promoted = Promoted.from_dict(
                 (yield from saga.step("promote", "promote_secret", PromoteInput(step, plan.validity_days)))
             )
             # From here the vault serves the new value and the target accepts it: that pair is
-            # the truth now, and reverting the target would break it.
+            # the truth now, and reverting the target or withdrawing the credential would break it.
             saga.forget("revert_target")
-            new_version = promoted.new_version
+            saga.forget("withdraw_credential")
+            new_version, promoted_on = promoted.new_version, promoted.promoted_on
             saga.set_status(newVersion=new_version)
 
         if plan.consumers:
             yield from _restart_consumers(saga, request, plan.consumers)
         yield from saga.step("cleanup", "discard_pending", step)
         saga.forget("discard_pending")
+        if plan.issues_credentials:
+            yield from _retire_previous(saga, step, plan.overlap_hours, promoted_on)
         return outcome("rotated", new_version=new_version, decision=decision)
     except StepFailed as failed:
         compensated = yield from saga.compensate()
@@ -175,6 +189,26 @@ def _restart_consumers(
             )
         )
     saga.steps_done.append("restart")
+
+
+def _retire_previous(
+    saga: Saga, step: StepInput, overlap_hours: float, promoted_on: str | None
+) -> Generator[Any, Any, None]:
+    """Wait out the overlap on a durable timer, then retire the previous credential: every
+    consumer has had the time to move to the new one (App Service caches Key Vault references
+    for up to 24 hours)."""
+    context = saga.context
+    start = datetime.fromisoformat(promoted_on) if promoted_on else context.current_utc_datetime
+    retire_at = start + timedelta(hours=overlap_hours)
+    saga.enter("retire", retireAt=retire_at.isoformat())
+    if context.current_utc_datetime < retire_at:
+        yield context.create_timer(retire_at)
+    retired = Retired.from_dict((yield from saga.call("retire", "retire_previous", step)))
+    saga.steps_done.append("retire")
+    saga.status.pop("retireAt", None)
+    saga.set_status(
+        retired=retired.detail, **({"notRemoved": list(retired.not_removed)} if retired.not_removed else {})
+    )
 
 
 def _undo_summary(report: list[dict[str, str]]) -> str:

@@ -52,6 +52,11 @@ def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementCli
     return _web_client(subscription_id, settings.arm_endpoint, settings.client_id)
 
 
+def hub_credential(settings: Settings) -> ManagedIdentityCredential:
+    """The hub's identity, for the SDK clients and pipelines of the targets (Graph)."""
+    return _credential(settings.client_id)
+
+
 def access_token(scope: str, settings: Settings) -> SecretValue:
     """The hub identity's access token for ``scope`` (a database's Entra audience); the
     credential caches it until shortly before it expires.

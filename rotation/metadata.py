@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from rotation.errors import InvalidRequest
 from rotation.model import MAX_ROTATED_NAME, check_secret_name, is_companion_name
-from rotation.targets import target_type
+from rotation.targets import IssuingTargetType, target_type
 from rotation.targets.base import AdminSpec, TargetSpec
 
 TARGET = "rotation-target"
@@ -22,16 +22,21 @@ ADMIN = "rotation-admin"
 VALIDITY_DAYS = "rotation-validity-days"
 APPROVAL = "rotation-approval"
 CONSUMERS = "rotation-consumers"
+OVERLAP_HOURS = "rotation-overlap-hours"
 # Written by the hub itself on the versions it creates.
 ROTATION_ID = "rotation-id"
 PREVIOUS_VERSION = "rotation-previous-version"
 PENDING_OF = "rotation-of"
+# Which credential a version holds, for targets that issue them (an Entra keyId): the next
+# rotation removes exactly that one when its overlap is over.
+CREDENTIAL_ID = "rotation-credential-id"
 
 DEFAULT_VALIDITY_DAYS = 60.0
 MAX_VALIDITY_DAYS = 3650.0
-# Key Vault allows 15 tags per secret; promotion adds two of its own.
+MAX_OVERLAP_HOURS = 24.0 * 90
+# Key Vault allows 15 tags per secret; promotion adds up to three of its own.
 MAX_TAGS = 15
-HUB_TAGS_ON_PROMOTE = (ROTATION_ID, PREVIOUS_VERSION)
+HUB_TAGS_ON_PROMOTE = (ROTATION_ID, PREVIOUS_VERSION, CREDENTIAL_ID)
 
 _SITE_ID = re.compile(
     r"^/subscriptions/[0-9a-fA-F-]{36}/resourceGroups/[-\w.()]{1,90}/providers/Microsoft\.Web/sites/[a-zA-Z0-9-]{2,60}$",
@@ -45,6 +50,8 @@ class RotationMetadata:
     approval_required: bool
     validity_days: float
     consumers: tuple[str, ...]
+    #: Set for targets that issue their credentials: how long the previous one stays valid.
+    overlap_hours: float | None = None
 
 
 def _clean(tags: Mapping[str, str] | None) -> dict[str, str]:
@@ -74,6 +81,21 @@ def parse_admin(value: str) -> AdminSpec:
             raise InvalidRequest(f"{ADMIN} names {name!r}, which is not a valid secret name") from None
         return AdminSpec(mode="secret", secret_name=name)
     raise InvalidRequest(f"{ADMIN} must be 'self', 'managed-identity' or 'secret:<name>', got {value!r}")
+
+
+def _number(tag: str, raw: str, what: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"{tag} must be {what}, got {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise InvalidRequest(f"{tag} must be {what}, got {raw!r}")
+    return value
+
+
+def credential_id_of(tags: Mapping[str, str] | None) -> str | None:
+    """The ``rotation-credential-id`` tag: which issued credential a version holds."""
+    return _clean(tags).get(CREDENTIAL_ID) or None
 
 
 def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMetadata:
@@ -111,15 +133,13 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
         and spec.admin.secret_name.lower() == secret_name.lower()
     ):
         raise InvalidRequest(f"{ADMIN} of {secret_name!r} names the secret itself; use 'self' instead")
-    target_type(kind).validate(spec)
+    found = target_type(kind)
+    found.validate(spec)
 
     validity_raw = t.get(VALIDITY_DAYS, "")
     validity = DEFAULT_VALIDITY_DAYS
     if validity_raw:
-        try:
-            validity = float(validity_raw)
-        except ValueError:
-            raise InvalidRequest(f"{VALIDITY_DAYS} must be a number of days, got {validity_raw!r}") from None
+        validity = _number(VALIDITY_DAYS, validity_raw, "a number of days")
         if not 0 < validity <= MAX_VALIDITY_DAYS:
             raise InvalidRequest(
                 f"{VALIDITY_DAYS} must be between 0 and {MAX_VALIDITY_DAYS:g}, got {validity_raw!r}"
@@ -137,6 +157,21 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
                 "(/subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.Web/sites/<name>)"
             )
 
+    overlap_raw = t.get(OVERLAP_HOURS, "")
+    overlap: float | None = None
+    if isinstance(found, IssuingTargetType):
+        overlap = found.default_overlap_hours
+        if overlap_raw:
+            overlap = _number(OVERLAP_HOURS, overlap_raw, "a number of hours")
+            if not 0 <= overlap <= MAX_OVERLAP_HOURS:
+                raise InvalidRequest(
+                    f"{OVERLAP_HOURS} must be between 0 and {MAX_OVERLAP_HOURS:g}, got {overlap_raw!r}"
+                )
+    elif overlap_raw:
+        raise InvalidRequest(
+            f"{OVERLAP_HOURS} applies to targets that issue their credentials, not to {kind}"
+        )
+
     own = set(t) - set(HUB_TAGS_ON_PROMOTE)
     if len(own) + len(HUB_TAGS_ON_PROMOTE) > MAX_TAGS:
         raise InvalidRequest(
@@ -148,4 +183,5 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
         approval_required=approval == "required",
         validity_days=validity,
         consumers=consumers,
+        overlap_hours=overlap,
     )

@@ -226,8 +226,13 @@ class RotationPlan(Record):
     consumers: tuple[str, ...] = ()
     skip_reason: str | None = None
     # Set when an earlier run of this same rotation already promoted (a restart after a
-    # consumer failed): only the consumers and the clean-up are left to do.
+    # consumer failed): only the consumers, the clean-up and the retirement are left to do.
     promoted_version: str | None = None
+    promoted_on: str | None = None
+    # Targets that issue their credentials: no apply step, and the previous credential is
+    # retired this many hours after promotion.
+    issues_credentials: bool = False
+    overlap_hours: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -235,12 +240,17 @@ class StageInput(Record):
     step: StepInput
     target_kind: str
     pending_ttl_hours: float
+    # For targets that issue the credential: it must outlive the new version and its overlap.
+    validity_days: float = 0.0
+    overlap_hours: float = 0.0
 
 
 @dataclass(frozen=True)
 class Staged(Record):
     pending_version: str
     reused: bool
+    # The target's name for the credential staged, when the target issued it (an Entra keyId).
+    credential_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +271,17 @@ class PromoteInput(Record):
 class Promoted(Record):
     new_version: str
     changed: bool
+    # When the new version was written (ISO 8601): the previous credential's overlap counts from it.
+    promoted_on: str | None = None
+
+
+@dataclass(frozen=True)
+class Retired(Record):
+    """What retiring the previous credential did, and what it left for an operator to judge."""
+
+    changed: bool
+    detail: str
+    not_removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,26 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "CA bundle (PEM file) that MySQL server certificates are verified against; empty: the system's CAs.",
     ),
     SettingSpec(
+        "ROTATION_GRAPH_ENDPOINT",
+        "https://graph.microsoft.com",
+        "Microsoft Graph endpoint of this cloud, for entra-app-secret targets.",
+    ),
+    SettingSpec(
+        "ROTATION_ENTRA_AUTHORITY",
+        "https://login.microsoftonline.com",
+        "Entra ID authority of this cloud, where entra-app-secret targets prove a new secret.",
+    ),
+    SettingSpec(
+        "ROTATION_ENTRA_PROPAGATION_TIMEOUT_SECONDS",
+        "300",
+        "How long verify waits for a new Entra application secret to be accepted everywhere.",
+    ),
+    SettingSpec(
+        "ROTATION_ENTRA_VERIFY_SUCCESSES",
+        "3",
+        "Consecutive successful logins with a new Entra application secret that verify requires.",
+    ),
+    SettingSpec(
         "ROTATION_SQLSERVER_ODBC_DRIVER",
         "ODBC Driver 18 for SQL Server",
         "ODBC driver of sqlserver-login targets; Azure's Functions Python image installs this one.",
@@ -125,6 +145,13 @@ def _positive_number(name: str, raw: str) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be greater than zero, got {raw!r}")
     return value
+
+
+def _https_url(name: str, raw: str) -> str:
+    url = raw.rstrip("/")
+    if not re.fullmatch(r"https://[A-Za-z0-9.-]+(:\d+)?(/[^\s?#]*)?", url):
+        raise SettingsError(f"{name} must be an https URL, got {raw!r}")
+    return url
 
 
 def _positive_int(name: str, raw: str) -> int:
@@ -155,6 +182,10 @@ class Settings:
     mysql_sslmode: str
     mysql_ssl_ca: str
     sqlserver_odbc_driver: str
+    graph_endpoint: str
+    entra_authority: str
+    entra_propagation_timeout_seconds: float
+    entra_verify_successes: int
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -185,9 +216,7 @@ class Settings:
         dns_suffix = get("ROTATION_KEYVAULT_DNS_SUFFIX").lstrip(".").lower()
         if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", dns_suffix):
             raise SettingsError(f"ROTATION_KEYVAULT_DNS_SUFFIX is not a DNS suffix: {dns_suffix!r}")
-        arm_endpoint = get("ROTATION_ARM_ENDPOINT").rstrip("/")
-        if not arm_endpoint.startswith("https://"):
-            raise SettingsError(f"ROTATION_ARM_ENDPOINT must be an https URL, got {arm_endpoint!r}")
+        arm_endpoint = _https_url("ROTATION_ARM_ENDPOINT", get("ROTATION_ARM_ENDPOINT"))
         return cls(
             client_id=get("AZURE_CLIENT_ID"),
             allowed_subscriptions=subscriptions,
@@ -213,6 +242,15 @@ class Settings:
             mysql_sslmode=get("ROTATION_MYSQL_SSLMODE"),
             mysql_ssl_ca=get("ROTATION_MYSQL_SSL_CA"),
             sqlserver_odbc_driver=get("ROTATION_SQLSERVER_ODBC_DRIVER"),
+            graph_endpoint=_https_url("ROTATION_GRAPH_ENDPOINT", get("ROTATION_GRAPH_ENDPOINT")),
+            entra_authority=_https_url("ROTATION_ENTRA_AUTHORITY", get("ROTATION_ENTRA_AUTHORITY")),
+            entra_propagation_timeout_seconds=_positive_number(
+                "ROTATION_ENTRA_PROPAGATION_TIMEOUT_SECONDS",
+                get("ROTATION_ENTRA_PROPAGATION_TIMEOUT_SECONDS"),
+            ),
+            entra_verify_successes=_positive_int(
+                "ROTATION_ENTRA_VERIFY_SUCCESSES", get("ROTATION_ENTRA_VERIFY_SUCCESSES")
+            ),
         )
 
 

@@ -16,6 +16,7 @@ from rotation.model import (
     Changed,
     Promoted,
     PromoteInput,
+    Retired,
     RotationPlan,
     Staged,
     StageInput,
@@ -23,13 +24,14 @@ from rotation.model import (
 )
 from rotation.passwords import generate
 from rotation.settings import Settings
-from rotation.targets import target_type
-from rotation.targets.base import Credentials, SecretValue, Target, TokenSource
+from rotation.targets import IssuingTargetType, target_type, value_target_type
+from rotation.targets.base import Credentials, IssuingTarget, SecretValue, Target, TokenSource
 from rotation.vault import Vault, VersionInfo
 
 logger = logging.getLogger(__name__)
 
 PENDING_CONTENT_TYPE = "application/vnd.rotation-hub.pending"
+ISSUED_LABEL_PREFIX = "keyvault-rotation-hub "
 
 
 def plan(step: StepInput, vault: Vault) -> RotationPlan:
@@ -51,26 +53,43 @@ def plan(step: StepInput, vault: Vault) -> RotationPlan:
         validity_days=meta.validity_days,
         consumers=meta.consumers,
         promoted_version=current.version if promoted_here else None,
+        promoted_on=_iso(current.created_on) if promoted_here else None,
+        issues_credentials=meta.overlap_hours is not None,
+        overlap_hours=meta.overlap_hours or 0.0,
     )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def issued_label(rotation_id: str) -> str:
+    """How a credential a target issues for a rotation is labelled (an Entra displayName)."""
+    return f"{ISSUED_LABEL_PREFIX}{rotation_id}"
 
 
 def _ours(versions: list[VersionInfo], rotation_id: str) -> list[VersionInfo]:
     return [v for v in versions if v.enabled and v.tags.get(metadata.ROTATION_ID) == rotation_id]
 
 
-def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
+def stage_pending(inp: StageInput, vault: Vault, settings: Settings, *, now: datetime) -> Staged:
     """Write a new value into the companion ``<name>-pending``, or reuse this rotation's.
 
     Enabled pending values of other rotations are leftovers (no two rotations of a secret run at
     once), so they are disabled first: at most one enabled pending value exists. A value this
-    rotation staged and its undo disabled is enabled again, not replaced (a rerun).
+    rotation staged and its undo disabled is enabled again, not replaced (a rerun). For a target
+    that issues its credentials, the target issues the value here (``_stage_issued``).
     """
     step = inp.step
     companion = step.secret.pending_name
     versions = vault.versions(companion)
     mine = _ours(versions, step.rotation_id)
     if mine:
-        return Staged(pending_version=mine[0].version, reused=True)
+        return Staged(
+            pending_version=mine[0].version,
+            reused=True,
+            credential_id=metadata.credential_id_of(mine[0].tags),
+        )
     for leftover in (v for v in versions if v.enabled):
         logger.warning(
             "disabling leftover pending version %s of %s (rotation %s)",
@@ -80,6 +99,9 @@ def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
         )
         vault.disable(companion, leftover.version)
     expires_on = now + timedelta(hours=inp.pending_ttl_hours)
+    kind = target_type(inp.target_kind)
+    if isinstance(kind, IssuingTargetType):
+        return _stage_issued(inp, vault, _issuer(step, vault, settings), now=now, expires_on=expires_on)
     # A rerun of this rotation: its undos disabled the value it staged before, but when the
     # revert could not be done the target may accept only that value now. Carrying on with
     # it keeps the target reachable; a new value would lock a self-changing login out.
@@ -87,7 +109,7 @@ def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
     if earlier:
         vault.enable(companion, earlier[0].version, expires_on=expires_on)
         return Staged(pending_version=earlier[0].version, reused=True)
-    value = generate(target_type(inp.target_kind).password_policy)
+    value = generate(kind.password_policy)
     written = vault.write(
         companion,
         value,
@@ -101,6 +123,45 @@ def stage_pending(inp: StageInput, vault: Vault, *, now: datetime) -> Staged:
         content_type=PENDING_CONTENT_TYPE,
     )
     return Staged(pending_version=written.version, reused=False)
+
+
+def _stage_issued(
+    inp: StageInput, vault: Vault, target: IssuingTarget, *, now: datetime, expires_on: datetime
+) -> Staged:
+    """Have the target issue a credential and write it to the companion, in one activity: the
+    value never leaves it. A credential labelled with this rotation but in no pending version
+    was issued by an attempt that died before the write (its value is lost for good): it goes
+    first, so exactly one new credential remains. An earlier value of this rotation that an undo
+    disabled is not enabled again: the undo withdrew its credential too."""
+    step = inp.step
+    label = issued_label(step.rotation_id)
+    for orphan in target.issued(label=label):
+        logger.warning(
+            "removing credential %s that an interrupted stage of %s left", orphan, step.rotation_id
+        )
+        target.withdraw(credential_id=orphan)
+    _, current = vault.get(step.secret.secret_name, step.version)
+    issued = target.issue(
+        label=label,
+        expires_on=now + timedelta(days=inp.validity_days, hours=inp.overlap_hours),
+        current=current,
+    )
+    written = vault.write(
+        step.secret.pending_name,
+        issued.value,
+        tags={
+            metadata.ROTATION_ID: step.rotation_id,
+            metadata.PENDING_OF: step.secret.secret_name,
+            metadata.PREVIOUS_VERSION: step.version,
+            metadata.CREDENTIAL_ID: issued.credential_id,
+        },
+        expires_on=expires_on,
+        content_type=PENDING_CONTENT_TYPE,
+    )
+    logger.info(
+        "staged credential %s of %s as %s", issued.credential_id, step.secret.secret_name, written.version
+    )
+    return Staged(pending_version=written.version, reused=False, credential_id=issued.credential_id)
 
 
 def discard_pending(step: StepInput, vault: Vault) -> Changed:
@@ -135,7 +196,7 @@ class _Bound:
             self.admin_login = metadata.credential_of(admin_info.tags)
         elif meta.target.admin.mode == "managed-identity":
             self.access_token = functools.partial(clients.access_token, settings=settings)
-        self.target: Target = target_type(meta.target.kind).build(meta.target, settings)
+        self.target: Target = value_target_type(meta.target.kind).build(meta.target, settings)
 
     def using(self) -> Credentials:
         return Credentials(
@@ -156,11 +217,92 @@ def apply_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
     )
 
 
+def _issuer(step: StepInput, vault: Vault, settings: Settings) -> IssuingTarget:
+    """The target of one rotation, when it issues its credentials (it acts as the hub)."""
+    name = step.secret.secret_name
+    meta = metadata.parse_tags(name, vault.current(name).tags)
+    kind = target_type(meta.target.kind)
+    if not isinstance(kind, IssuingTargetType):
+        raise InvalidRequest(
+            f"rotation-target {meta.target.kind!r} of {name!r} does not issue its credentials"
+        )
+    return kind.build(meta.target, settings, clients.hub_credential(settings))
+
+
+def _issues(step: StepInput, vault: Vault) -> bool:
+    name = step.secret.secret_name
+    return metadata.parse_tags(name, vault.current(name).tags).overlap_hours is not None
+
+
 def verify_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
     """Log in afresh with the pending value. Raises VerificationFailed when it is refused."""
     _, pending = vault.get(step.secret.pending_name, _pending_version(step))
-    _Bound(step, vault, settings).target.verify(value=pending)
+    if _issues(step, vault):
+        _issuer(step, vault, settings).verify(value=pending)
+    else:
+        _Bound(step, vault, settings).target.verify(value=pending)
     return Changed(changed=False, detail="the new credential logs in")
+
+
+def withdraw_issued(step: StepInput, vault: Vault, settings: Settings) -> Changed:
+    """Undo of stage for a target that issues credentials: remove every credential this rotation
+    issued. Once promoted, the new credential is the truth and stays.
+    """
+    current = vault.current(step.secret.secret_name)
+    if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
+        return Changed(changed=False, detail="the new credential is promoted; it stays")
+    target = _issuer(step, vault, settings)
+    removed = [
+        cid
+        for cid in target.issued(label=issued_label(step.rotation_id))
+        if target.withdraw(credential_id=cid)
+    ]
+    if not removed:
+        return Changed(changed=False, detail="no credential of this rotation is left")
+    return Changed(
+        changed=True, detail=f"removed the credential(s) this rotation issued: {', '.join(removed)}"
+    )
+
+
+def retire_previous(step: StepInput, vault: Vault, settings: Settings) -> Retired:
+    """After the overlap: remove the credential the replaced version held, if this hub issued it
+    (its version recorded which). Others are never removed blindly: they are named instead.
+    """
+    name = step.secret.secret_name
+    current = vault.current(name)
+    if current.tags.get(metadata.ROTATION_ID) != step.rotation_id:
+        return Retired(
+            changed=False, detail=f"version {current.version} is not this rotation's; nothing retired"
+        )
+    new_id = metadata.credential_id_of(current.tags)
+    previous, _ = vault.get(name, step.version)
+    old_id = metadata.credential_id_of(previous.tags)
+    target = _issuer(step, vault, settings)
+    if old_id and old_id != new_id:
+        removed = target.withdraw(credential_id=old_id)
+        detail = (
+            f"removed the previous credential {old_id}"
+            if removed
+            else f"the previous credential {old_id} was already gone"
+        )
+        return Retired(changed=removed, detail=detail)
+    others = tuple(
+        f"{c.credential_id} ({c.label or 'no name'})"
+        for c in target.credentials()
+        if c.credential_id != new_id
+    )
+    if others:
+        logger.warning(
+            "%s: the previous credential was not issued by this hub; left for an operator: %s",
+            name,
+            ", ".join(others),
+        )
+    return Retired(
+        changed=False,
+        detail="the previous credential was not issued by this hub, so it is not removed"
+        + (f"; the target still holds: {', '.join(others)}" if others else ""),
+        not_removed=others,
+    )
 
 
 def revert_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
@@ -207,15 +349,18 @@ def promote(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
     name = step.secret.secret_name
     current = vault.current(name)
     if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
-        return Promoted(new_version=current.version, changed=False)
+        return Promoted(new_version=current.version, changed=False, promoted_on=_iso(current.created_on))
     if current.version != step.version:
         raise TargetError(
             f"secret {name!r} got version {current.version} from elsewhere during rotation {step.rotation_id}"
         )
-    _, pending = vault.get(step.secret.pending_name, _pending_version(step))
+    pending_info, pending = vault.get(step.secret.pending_name, _pending_version(step))
     tags = {k: v for k, v in current.tags.items() if k not in metadata.HUB_TAGS_ON_PROMOTE}
     tags[metadata.ROTATION_ID] = step.rotation_id
     tags[metadata.PREVIOUS_VERSION] = step.version
+    credential_id = metadata.credential_id_of(pending_info.tags)
+    if credential_id:
+        tags[metadata.CREDENTIAL_ID] = credential_id
     written = vault.write(
         name,
         pending,
@@ -223,4 +368,4 @@ def promote(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
         expires_on=now + timedelta(days=inp.validity_days),
         content_type=current.content_type,
     )
-    return Promoted(new_version=written.version, changed=True)
+    return Promoted(new_version=written.version, changed=True, promoted_on=_iso(written.created_on or now))

@@ -34,6 +34,14 @@ param additionalAllowedSubscriptions array = []
 @description('Vault ARM ids the sweep lists besides those of `spokes`.')
 param additionalSweepVaults array = []
 
+@description('''Grant the hub identity the Microsoft Graph application permission Application.ReadWrite.OwnedBy and
+make it an owner of `graphOwnedApplications` (the entra-app-secret target). The deployer must be allowed to grant
+Graph app roles (Privileged Role Administrator) and to add application owners; infra/README.md.''')
+param grantGraphPermission bool = false
+
+@description('uniqueName of each application registration whose secret the hub rotates; with grantGraphPermission the hub identity becomes an owner (existing owners stay).')
+param graphOwnedApplications array = []
+
 @description('Name of the Event Grid trigger function in the app (starters/event_grid.py).')
 param eventFunctionName string = 'on_secret_event'
 
@@ -54,6 +62,10 @@ param mysqlSslmode string = 'verify-full'
 @description('Path of a CA bundle on the worker for MySQL server certificates; empty: the system CAs (Azure Database for MySQL chains to them).')
 param mysqlSslCa string = ''
 param sqlserverOdbcDriver string = 'ODBC Driver 18 for SQL Server'
+param graphEndpoint string = environment().graph
+param entraAuthority string = environment().authentication.loginEndpoint
+param entraPropagationTimeoutSeconds int = 300
+param entraVerifySuccesses int = 3
 
 var tags = {
   'azd-env-name': environmentName
@@ -92,6 +104,10 @@ module hub 'modules/hub/hub.bicep' = {
     mysqlSslmode: mysqlSslmode
     mysqlSslCa: mysqlSslCa
     sqlserverOdbcDriver: sqlserverOdbcDriver
+    graphEndpoint: graphEndpoint
+    entraAuthority: entraAuthority
+    entraPropagationTimeoutSeconds: entraPropagationTimeoutSeconds
+    entraVerifySuccesses: entraVerifySuccesses
   }
 }
 
@@ -106,6 +122,17 @@ module onboarding 'spokes.bicep' = if (!empty(spokes)) {
     deadLetterContainerName: hub.outputs.deadLetterContainerName
     deadLetterIdentityId: hub.outputs.deadLetterIdentityId
     tags: tags
+  }
+}
+
+// Graph resources (modules/hub/graph-permissions.bicep, the Microsoft Graph Bicep extension):
+// off by default, because few deployers may grant Graph application permissions.
+module graphPermissions 'modules/hub/graph-permissions.bicep' = if (grantGraphPermission) {
+  name: 'rotation-hub-graph-${resourceToken}'
+  scope: rg
+  params: {
+    hubPrincipalId: hub.outputs.hubPrincipalId
+    ownedApplicationUniqueNames: graphOwnedApplications
   }
 }
 

@@ -1,6 +1,7 @@
 """Target systems, registered by their ``rotation-target`` tag value.
 
-Adding a target is one module implementing ``base.Target``, one line in ``_REGISTRY`` and its tests.
+Adding a target is one module implementing ``base.Target`` (the hub chooses the value) or
+``base.IssuingTarget`` (the target issues it), one line in ``_registry`` and its tests.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import TYPE_CHECKING
 
 from rotation.errors import InvalidRequest
 from rotation.settings import Settings
-from rotation.targets.base import Target, TargetSpec
+from rotation.targets.base import IssuingTarget, Target, TargetSpec
 
 if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
     # rotation.passwords imports targets.base (SecretValue); a run-time import here would make
     # "import rotation.passwords" fail on the cycle when it is the first module imported.
     from rotation.passwords import PasswordPolicy
@@ -30,13 +33,33 @@ class TargetType:
     validate: Callable[[TargetSpec], None]
 
 
-def _registry() -> dict[str, TargetType]:
-    from rotation.targets import mysql, postgresql, sqlserver
+@dataclass(frozen=True)
+class IssuingTargetType:
+    """A kind of target that issues its credentials itself; the hub reaches it as its identity."""
 
-    return {t.name: t for t in (postgresql.TARGET_TYPE, mysql.TARGET_TYPE, *sqlserver.TARGET_TYPES)}
+    name: str
+    build: Callable[[TargetSpec, Settings, TokenCredential], IssuingTarget]
+    validate: Callable[[TargetSpec], None]
+    #: How long the previous credential stays valid after promotion when the tag does not say.
+    default_overlap_hours: float
 
 
-def target_type(kind: str) -> TargetType:
+AnyTargetType = TargetType | IssuingTargetType
+
+
+def _registry() -> dict[str, AnyTargetType]:
+    from rotation.targets import entra, mysql, postgresql, sqlserver
+
+    types: tuple[AnyTargetType, ...] = (
+        postgresql.TARGET_TYPE,
+        mysql.TARGET_TYPE,
+        *sqlserver.TARGET_TYPES,
+        entra.TARGET_TYPE,
+    )
+    return {t.name: t for t in types}
+
+
+def target_type(kind: str) -> AnyTargetType:
     """The registered target type for a ``rotation-target`` value.
 
     Raises:
@@ -48,3 +71,15 @@ def target_type(kind: str) -> TargetType:
     except KeyError:
         known = ", ".join(sorted(registry))
         raise InvalidRequest(f"rotation-target {kind!r} is not a known target (known: {known})") from None
+
+
+def value_target_type(kind: str) -> TargetType:
+    """The type of a target whose new value the hub chooses.
+
+    Raises:
+        InvalidRequest: no such target, or one that issues its credentials itself.
+    """
+    found = target_type(kind)
+    if not isinstance(found, TargetType):
+        raise InvalidRequest(f"rotation-target {kind!r} issues its credentials itself; the hub chooses none")
+    return found

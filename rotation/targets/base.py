@@ -1,12 +1,16 @@
-"""The one Protocol every target system implements, and the value type it handles.
+"""The two Protocols target systems implement, and the value type they handle.
 
 A target is the system that checks the credential a secret holds: a database login, an Entra
-application secret, a storage account key. The orchestrator changes it in three moves, each
-safe to run twice:
+application secret, a storage account key. Targets come in two families:
 
-- ``apply``: make the target accept ``new``; if ``new`` already works, do nothing.
-- ``verify``: prove ``value`` works with a fresh login; raise ``VerificationFailed`` if not.
-- ``revert``: make the target accept ``previous`` again; if it already does, do nothing.
+- ``Target``: the hub chooses the new value and makes the target accept it (database logins).
+  Three moves, each safe to run twice: ``apply`` (if ``new`` already works, do nothing),
+  ``verify`` (a fresh login; ``VerificationFailed`` if refused) and ``revert`` (the undo).
+- ``IssuingTarget``: the target issues the new credential itself and keeps the previous one
+  valid beside it until the hub retires it (Entra application secrets; storage account keys
+  fit too). ``issue`` creates a credential labelled with the rotation, ``issued`` finds this
+  rotation's credentials again (a crash may have lost one), ``withdraw`` removes one, and
+  ``credentials`` lists them for the operator; ``verify`` as above.
 
 Targets never log or put a value into an exception message.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 
@@ -99,4 +104,54 @@ class Target(Protocol):
         ``new`` is the value that may be in force now (a ``self`` admin logs in with it).
         Raises ``UndoImpossible`` when no credential at hand can make the change.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """A credential a target has just issued: its value (shown once) and the target's name for it."""
+
+    value: SecretValue = field(repr=False)
+    credential_id: str
+    expires_on: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """A credential the target holds, without its value: for finding and naming, never using."""
+
+    credential_id: str
+    label: str
+    expires_on: datetime | None = None
+
+
+class IssuingTarget(Protocol):
+    """A target that issues credentials itself, bound to one ``TargetSpec``.
+
+    Raises (every method): ``TransientError`` when the target cannot be reached for now,
+    ``AuthenticationFailed`` when the hub's own identity is refused, ``TargetError`` when the
+    target refuses for good, ``InvalidRequest`` when the tags do not describe it.
+    """
+
+    def issue(self, *, label: str, expires_on: datetime, current: SecretValue | None) -> IssuedCredential:
+        """Issue a new credential labelled ``label`` (it names the rotation), valid until
+        ``expires_on``; the previous one stays valid. ``current`` is the value the secret holds
+        now, for targets that must know which credential that is."""
+        ...
+
+    def issued(self, *, label: str) -> list[str]:
+        """The ids of the credentials labelled ``label`` (what an interrupted issue left)."""
+        ...
+
+    def withdraw(self, *, credential_id: str) -> bool:
+        """Remove a credential; False when it was already gone."""
+        ...
+
+    def credentials(self) -> list[CredentialInfo]:
+        """Every credential the target holds now."""
+        ...
+
+    def verify(self, *, value: SecretValue) -> None:
+        """Authenticate afresh with ``value``, waiting as long as the target needs to accept a
+        new credential. Raises ``VerificationFailed`` when it is still refused."""
         ...

@@ -24,6 +24,8 @@ DERIVED = {
     "ROTATION_SWEEP_VAULTS": "the spokes' vaults",
     "ROTATION_KEYVAULT_DNS_SUFFIX": "the deployment cloud's Key Vault suffix",
     "ROTATION_ARM_ENDPOINT": "the deployment cloud's ARM endpoint",
+    "ROTATION_GRAPH_ENDPOINT": "the deployment cloud's Microsoft Graph endpoint",
+    "ROTATION_ENTRA_AUTHORITY": "the deployment cloud's Entra ID login endpoint",
 }
 
 
@@ -112,7 +114,15 @@ def test_spoke_lists_feed_the_allowlist_and_the_sweep(setting: str, spokes_varia
     assert loop["array_name"] == "spokes"
 
 
-@pytest.mark.parametrize("setting", ["ROTATION_KEYVAULT_DNS_SUFFIX", "ROTATION_ARM_ENDPOINT"])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "ROTATION_KEYVAULT_DNS_SUFFIX",
+        "ROTATION_ARM_ENDPOINT",
+        "ROTATION_GRAPH_ENDPOINT",
+        "ROTATION_ENTRA_AUTHORITY",
+    ],
+)
 def test_cloud_specific_settings_follow_the_deployment_cloud(setting: str) -> None:
     source = _main_source(setting)
     default = param_default(template("main.bicep"), source)

@@ -90,3 +90,53 @@ def test_too_many_tags_for_promotion_are_refused() -> None:
     crowded = tags(**{f"team_{i}": "x" for i in range(11)})
     with pytest.raises(InvalidRequest, match="allows 15"):
         parse_tags("db-password", crowded)
+
+
+def test_promotion_leaves_room_for_its_three_tags() -> None:
+    parse_tags("db-password", tags(**{f"team_{i}": "x" for i in range(9)}))  # 12 of its own
+    with pytest.raises(InvalidRequest, match="promotion adds 3"):
+        parse_tags("db-password", tags(**{f"team_{i}": "x" for i in range(10)}))
+
+
+TENANT = "49c0eaa4-2544-4267-9389-b5996af6e626"
+APP_ID = "6b3a3a1c-5d2e-4c8e-9f0a-1b2c3d4e5f60"
+
+
+def app_tags(**extra: str) -> dict[str, str]:
+    base = {"rotation-target": "entra-app-secret", "rotation-provider": TENANT, "rotation-credential": APP_ID}
+    base.update({k.replace("_", "-"): v for k, v in extra.items()})
+    return base
+
+
+def test_an_application_secret_overlaps_24_hours_unless_told() -> None:
+    assert parse_tags("app-secret", app_tags()).overlap_hours == 24
+    assert parse_tags("app-secret", app_tags(rotation_overlap_hours="0.5")).overlap_hours == 0.5
+    assert parse_tags("app-secret", app_tags(rotation_overlap_hours="0")).overlap_hours == 0
+    assert parse_tags("app-secret", app_tags(rotation_admin="managed-identity")).target.admin.mode == (
+        "managed-identity"
+    )
+    # A database login has no overlap: the tag is meaningless there.
+    assert parse_tags("db-password", tags()).overlap_hours is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "names_tag"),
+    [
+        ({"rotation_overlap_hours": "soon"}, "rotation-overlap-hours"),
+        ({"rotation_overlap_hours": "-1"}, "rotation-overlap-hours"),
+        ({"rotation_overlap_hours": "nan"}, "rotation-overlap-hours"),
+        ({"rotation_overlap_hours": "99999"}, "rotation-overlap-hours"),
+        ({"rotation_provider": "contoso.onmicrosoft.com"}, "rotation-provider"),
+        ({"rotation_credential": "orders-api"}, "rotation-credential"),
+        ({"rotation_admin": "secret:app-admin"}, "rotation-admin"),
+    ],
+)
+def test_bad_application_tags_are_refused_naming_the_tag(extra: dict[str, str], names_tag: str) -> None:
+    with pytest.raises(InvalidRequest) as raised:
+        parse_tags("app-secret", app_tags(**extra))
+    assert names_tag in str(raised.value)
+
+
+def test_an_overlap_on_a_database_login_is_refused() -> None:
+    with pytest.raises(InvalidRequest, match="rotation-overlap-hours applies to targets that issue"):
+        parse_tags("db-password", tags(rotation_overlap_hours="12"))

@@ -265,7 +265,13 @@ def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
     with_pending = rotation.first_step | {"pending_version": pending_version}
     assert rotation.inputs("plan_rotation") == [rotation.first_step]
     assert rotation.inputs("stage_pending") == [
-        {"step": rotation.first_step, "target_kind": "postgresql-login", "pending_ttl_hours": 24.0}
+        {
+            "step": rotation.first_step,
+            "target_kind": "postgresql-login",
+            "pending_ttl_hours": 24.0,
+            "validity_days": 30.0,
+            "overlap_hours": 0.0,
+        }
     ]
     assert rotation.inputs("apply_target") == [with_pending]
     assert rotation.inputs("verify_target") == [with_pending]
@@ -761,7 +767,94 @@ def test_a_restarted_rotation_that_promoted_before_only_restarts_consumers_and_c
     assert done["output"]["steps"] == ["plan", "restart", "cleanup"]
 
 
-# -- 7. replay across a host restart --------------------------------------------------------------
+# -- 7. targets that issue their credentials -------------------------------------------------------
+
+ISSUING = {"target_kind": "entra-app-secret", "issues_credentials": True, "overlap_hours": 2.0}
+ISSUING_ORDER = [
+    "plan_rotation",
+    "stage_pending",
+    "verify_target",
+    "promote_secret",
+    "discard_pending",
+    "retire_previous",
+]
+
+
+def test_an_issued_credential_needs_no_apply_and_the_previous_one_is_retired_after_the_overlap(
+    hub: Hub,
+) -> None:
+    rotation = hub.rotate("issued-overlap", {"plan_rotation": [plan(**ISSUING)]})
+    # The overlap counts from promotion (the promoted version's time; the scripted promote gives
+    # none, so the orchestration's own clock at that point): a durable timer waits 2 h, which the
+    # status shows, and nothing is retired before the host's clock gets there.
+    waiting = rotation.wait_step("retire")
+    custom = waiting["customStatus"]
+    retire_at = parse_time(custom["retireAt"])
+    assert retire_at - parse_time(custom["stepStartedAt"]) == timedelta(hours=2)
+    assert custom["stepsDone"] == ["plan", "stage", "verify", "promote", "cleanup"]
+    time.sleep(0.5)
+    assert "retire_previous" not in rotation.activities()
+    hub.advance_clock(2 * 3600 + 60)
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ISSUING_ORDER
+    assert rotation.inputs("stage_pending")[0]["overlap_hours"] == 2.0
+    pending_version = result_of(done, "stage_pending")["pending_version"]
+    assert rotation.inputs("retire_previous") == [rotation.first_step | {"pending_version": pending_version}]
+    assert done["output"]["steps"] == ["plan", "stage", "verify", "promote", "cleanup", "retire"]
+    custom = done["customStatus"]
+    assert custom["retired"] == "removed the previous credential (scripted)"
+    assert "retireAt" not in custom
+    [timer] = events(done, "TimerCreated")
+    assert parse_time(timer["FireAt"]) == retire_at
+
+
+def test_a_failed_verify_withdraws_the_issued_credential_before_discarding(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "issued-refused",
+        {
+            "plan_rotation": [plan(**ISSUING)],
+            "verify_target": [fail("VerificationFailed", "application refuses the new secret")],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [
+        "plan_rotation",
+        "stage_pending",
+        "verify_target",
+        "withdraw_credential",
+        "discard_pending",
+    ]
+    assert [u["undo"] for u in done["customStatus"]["compensation"]] == [
+        "withdraw_credential",
+        "discard_pending",
+    ]
+    assert "revert_target" not in rotation.activities()
+
+
+def test_a_previous_credential_the_hub_did_not_issue_is_named_not_removed(hub: Hub) -> None:
+    left = ["0f0f0f0f-0000-4000-8000-000000000001 (created by hand)"]
+    rotation = hub.rotate(
+        "issued-first",
+        {
+            "plan_rotation": [plan(**(ISSUING | {"overlap_hours": 0.0}))],
+            "retire_previous": [
+                {"return": {"changed": False, "detail": "not issued by this hub", "not_removed": left}}
+            ],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert done["customStatus"]["notRemoved"] == left
+    assert done["customStatus"]["retired"] == "not issued by this hub"
+    assert events(done, "TimerCreated") == []  # no overlap: retired at once
+
+
+# -- 8. replay across a host restart --------------------------------------------------------------
 
 
 def test_the_approval_wait_survives_a_host_restart(tmp_path: Path) -> None:

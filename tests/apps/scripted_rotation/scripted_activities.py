@@ -37,6 +37,7 @@ from rotation.model import (
     Promoted,
     PromoteInput,
     Record,
+    Retired,
     RotationPlan,
     Staged,
     StageInput,
@@ -57,6 +58,8 @@ _INPUTS: dict[str, type[Record]] = {
     "revert_target": StepInput,
     "promote_secret": PromoteInput,
     "restart_consumer": ConsumerInput,
+    "withdraw_credential": StepInput,
+    "retire_previous": StepInput,
 }
 _UNMARKED: dict[str, type[Exception]] = {"RuntimeError": RuntimeError, "ValueError": ValueError}
 _log_lock = threading.Lock()
@@ -81,6 +84,8 @@ def _default_result(activity: str, record: Record, rotation_id: str) -> Record:
         return Staged(pending_version=_version_for(rotation_id, "pending"), reused=False)
     if activity == "promote_secret":
         return Promoted(new_version=_version_for(rotation_id, "new"), changed=True)
+    if activity == "retire_previous":
+        return Retired(changed=True, detail="removed the previous credential (scripted)")
     if activity == "restart_consumer":
         assert isinstance(record, ConsumerInput)
         return ConsumerRestarted(consumer_id=record.consumer_id, state="Running")
@@ -181,3 +186,13 @@ def promote_secret(payload: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="payload")
 def restart_consumer(payload: dict[str, Any]) -> dict[str, Any]:
     return run("restart_consumer", payload)
+
+
+@bp.activity_trigger(input_name="payload")
+def withdraw_credential(payload: dict[str, Any]) -> dict[str, Any]:
+    return run("withdraw_credential", payload)
+
+
+@bp.activity_trigger(input_name="payload")
+def retire_previous(payload: dict[str, Any]) -> dict[str, Any]:
+    return run("retire_previous", payload)

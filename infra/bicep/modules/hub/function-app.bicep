@@ -42,6 +42,10 @@ param postgresqlEntraRole string
 param mysqlSslmode string
 param mysqlSslCa string
 param sqlserverOdbcDriver string
+param graphEndpoint string
+param entraAuthority string
+param entraPropagationTimeoutSeconds int
+param entraVerifySuccesses int
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -174,6 +178,22 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_SQLSERVER_ODBC_DRIVER'
           value: sqlserverOdbcDriver
+        }
+        {
+          name: 'ROTATION_GRAPH_ENDPOINT'
+          value: graphEndpoint
+        }
+        {
+          name: 'ROTATION_ENTRA_AUTHORITY'
+          value: entraAuthority
+        }
+        {
+          name: 'ROTATION_ENTRA_PROPAGATION_TIMEOUT_SECONDS'
+          value: string(entraPropagationTimeoutSeconds)
+        }
+        {
+          name: 'ROTATION_ENTRA_VERIFY_SUCCESSES'
+          value: string(entraVerifySuccesses)
         }
       ]
     }

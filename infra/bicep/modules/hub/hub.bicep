@@ -26,6 +26,10 @@ param postgresqlEntraRole string
 param mysqlSslmode string
 param mysqlSslCa string
 param sqlserverOdbcDriver string
+param graphEndpoint string
+param entraAuthority string
+param entraPropagationTimeoutSeconds int
+param entraVerifySuccesses int
 
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
@@ -92,6 +96,10 @@ module functionApp 'function-app.bicep' = {
     mysqlSslmode: mysqlSslmode
     mysqlSslCa: mysqlSslCa
     sqlserverOdbcDriver: sqlserverOdbcDriver
+    graphEndpoint: graphEndpoint
+    entraAuthority: entraAuthority
+    entraPropagationTimeoutSeconds: entraPropagationTimeoutSeconds
+    entraVerifySuccesses: entraVerifySuccesses
   }
 }
 
