@@ -2,24 +2,28 @@
 
 None of these exist in Azure; they steer what Azure would do on its own schedule: inject faults,
 emit an event now, scan for expiry now, change the scan interval and near-expiry window, add or
-replace an event subscription, look at deliveries, dead letters and sites.
+replace an event subscription, look at deliveries, dead letters and sites, look at applications
+and seed their credentials, change Entra ID's propagation delay.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
+from local.cloud.applications import DEFAULT_LIFETIME_SECONDS, NoSuchPassword, graph_time
 from local.cloud.eventgrid_delivery import ValidationFailed
 from local.cloud.eventgrid_events import EXPIRED, NEAR_EXPIRY, NEW_VERSION, secret_event
 from local.cloud.faults import FaultSpecError
 from local.cloud.kv_store import NoSuchSecret
 from local.cloud.responses import json_response
 from local.cloud.state import STATE, CloudState
-from local.cloud.topology import TopologyError, event_subscription_from_doc
+from local.cloud.topology import Application, TopologyError, event_subscription_from_doc, parse_time
 
 EVENT_TYPES = {t.rsplit(".", 1)[-1].lower(): t for t in (NEW_VERSION, NEAR_EXPIRY, EXPIRED)}
 
@@ -185,6 +189,129 @@ async def sites(request: web.Request) -> web.Response:
     return json_response(200, {"sites": result})
 
 
+def _application_doc(state: CloudState, app: Application) -> dict[str, Any]:
+    """An application's ids, owners and credentials: never a secret (only Graph's 3-character hint)."""
+    return {
+        "name": app.name,
+        "app_id": app.app_id,
+        "object_id": app.object_id,
+        "service_principal_id": app.service_principal_id,
+        "display_name": app.display_name,
+        "sign_in_audience": app.sign_in_audience,
+        "password_max_lifetime_days": app.password_max_lifetime_days,
+        "owners": [
+            {"id": principal, "name": state.identity_name(principal)}
+            for principal in state.applications.owners(app)
+        ],
+        "password_credentials": [p.public() for p in state.applications.passwords(app)],
+    }
+
+
+def _application(request: web.Request) -> Application:
+    app = _state(request).topology.applications.get(request.match_info["name"])
+    if app is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"unknown application {request.match_info['name']!r}"}),
+            content_type="application/json",
+        )
+    return app
+
+
+async def applications(request: web.Request) -> web.Response:
+    state = _state(request)
+    return json_response(
+        200, {"applications": [_application_doc(state, a) for a in state.topology.applications.values()]}
+    )
+
+
+async def application(request: web.Request) -> web.Response:
+    return json_response(200, _application_doc(_state(request), _application(request)))
+
+
+async def add_application_password(request: web.Request) -> web.Response:
+    """Seed a credential (no Graph checks): its secret text is in this answer only, as with addPassword.
+
+    ``start``/``end``: ISO date-times or days (``start`` from now, ``end`` from the start; default
+    now and two years); ``propagated`` (default true): usable at once despite the propagation delay.
+    """
+    state = _state(request)
+    app = _application(request)
+    doc = await _body(request)
+    try:
+        start = parse_time(doc.get("start", 0), time.time(), "start")
+        end = parse_time(doc["end"], start, "end") if "end" in doc else start + DEFAULT_LIFETIME_SECONDS
+    except TopologyError as exc:
+        return _bad(str(exc))
+    if end <= start:
+        return _bad("end must be after start")
+    display_name = doc.get("display_name")
+    if display_name is not None and not isinstance(display_name, str):
+        return _bad("display_name must be a string")
+    password, secret = state.applications.add_password(
+        app,
+        display_name=display_name,
+        start=start,
+        end=end,
+        origin="admin",
+        propagated=bool(doc.get("propagated", True)),
+    )
+    return json_response(201, {**password.public(), "secret_text": secret})
+
+
+async def remove_application_password(request: web.Request) -> web.Response:
+    try:
+        _state(request).applications.remove_password(_application(request), request.match_info["key_id"])
+    except NoSuchPassword:
+        return _bad(f"no password credential {request.match_info['key_id']}", 404)
+    return web.Response(status=204)
+
+
+async def initial_secret(request: web.Request) -> web.Response:
+    """The secret of the first credential the topology seeded that the application still has (for seeding
+    a vault in tests and the demo); 404 once every seeded credential is gone."""
+    app = _application(request)
+    found = _state(request).applications.initial_secret(app)
+    if found is None:
+        return _bad(f"{app.name} has none of its seeded password credentials left", 404)
+    password, secret = found
+    return json_response(
+        200,
+        {
+            "key_id": password.key_id,
+            "display_name": password.display_name,
+            "end": graph_time(password.end),
+            "secret_text": secret,
+        },
+    )
+
+
+async def reset_application(request: web.Request) -> web.Response:
+    state = _state(request)
+    app = _application(request)
+    state.applications.reset(app)
+    return json_response(200, _application_doc(state, app))
+
+
+async def get_entra(request: web.Request) -> web.Response:
+    return json_response(200, _state(request).entra.__dict__)
+
+
+async def put_entra(request: web.Request) -> web.Response:
+    state = _state(request)
+    doc = await _body(request)
+    unknown = set(doc) - set(state.entra.__dict__)
+    if unknown:
+        return _bad(f"unknown settings {sorted(unknown)}; known: {sorted(state.entra.__dict__)}")
+    try:
+        changes = {k: float(v) for k, v in doc.items()}
+    except (TypeError, ValueError) as exc:
+        return _bad(str(exc))
+    if changes.get("propagation_delay_seconds", 0.0) < 0:
+        return _bad("propagation_delay_seconds must not be negative")
+    state.entra = replace(state.entra, **changes)
+    return json_response(200, state.entra.__dict__)
+
+
 def make_app() -> web.Application:
     app = web.Application()
     r = app.router
@@ -204,4 +331,13 @@ def make_app() -> web.Application:
     r.add_get("/admin/eventgrid/deadletters", dead_letters)
     r.add_get("/admin/eventgrid/validate", validate)
     r.add_get("/admin/sites", sites)
+    r.add_get("/admin/applications", applications)
+    r.add_get("/admin/applications/{name}", application)
+    r.add_post("/admin/applications/{name}/passwords", add_application_password)
+    r.add_delete("/admin/applications/{name}/passwords/{key_id}", remove_application_password)
+    r.add_get("/admin/applications/{name}/initial-secret", initial_secret)
+    r.add_post("/admin/applications/{name}/reset", reset_application)
+    r.add_get("/admin/entra", get_entra)
+    r.add_post("/admin/entra", put_entra)
+    r.add_put("/admin/entra", put_entra)
     return app

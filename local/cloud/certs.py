@@ -2,7 +2,8 @@
 
 The CA is made once and kept in the data dir, so a client's CA bundle stays valid across
 restarts; the server certificate is re-issued at every start (it is cheap) and names
-``*.vault.azure.net`` and ``management.azure.com``, the hosts the proxy tunnels to us.
+``*.vault.azure.net``, ``management.azure.com``, ``graph.microsoft.com`` and
+``login.microsoftonline.com``, the hosts the proxy tunnels to us.
 """
 
 from __future__ import annotations
@@ -24,7 +25,12 @@ from local.certificates import (
     write_public,
 )
 
-SERVER_NAMES = ("*.vault.azure.net", "management.azure.com")
+SERVER_NAMES = (
+    "*.vault.azure.net",
+    "management.azure.com",
+    "graph.microsoft.com",
+    "login.microsoftonline.com",
+)
 CA_NAME = "Key Vault Rotation Hub local cloud CA"
 CA_DAYS = 3650
 SERVER_DAYS = 365

@@ -29,7 +29,15 @@ KEYVAULT_OPERATIONS = (
     "restore_secret",
 )
 SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
-IDENTITY_OPERATIONS = ("get_token",)
+IDENTITY_OPERATIONS = ("get_token",)  # also the Entra token endpoint (target "entra")
+GRAPH_OPERATIONS = (
+    "get_application",
+    "add_password",
+    "remove_password",
+    "list_owners",
+    "add_owner",
+    "remove_owner",
+)
 
 
 class ConnectionDropped(Exception):
@@ -50,7 +58,7 @@ class FaultSpecError(ValueError):
 @dataclass
 class Fault:
     id: int
-    target: str  # vault name, site name, "identity", or "*"
+    target: str  # vault, site or application name, "identity", "graph", "entra", or "*"
     operation: str  # an operation name above, or "*"
     kind: str
     remaining: int
@@ -76,7 +84,7 @@ class FaultInjector:
         if kind not in KINDS:
             raise FaultSpecError(f"kind must be one of {', '.join(KINDS)}")
         operation = str(spec.get("operation", "*"))
-        known = (*KEYVAULT_OPERATIONS, *SITE_OPERATIONS, *IDENTITY_OPERATIONS, "*")
+        known = (*KEYVAULT_OPERATIONS, *SITE_OPERATIONS, *IDENTITY_OPERATIONS, *GRAPH_OPERATIONS, "*")
         if operation not in known:
             raise FaultSpecError(f"operation {operation!r} is unknown; one of {', '.join(known)}")
         count = int(spec.get("count", 1))
@@ -100,9 +108,13 @@ class FaultInjector:
     def listing(self) -> list[dict[str, Any]]:
         return [asdict(f) for f in self._faults]
 
-    def take(self, target: str, operation: str) -> list[Fault]:
-        """Consume one use of each fault matching this call; latency first, then the failure."""
-        hits = [f for f in self._faults if f.matches(target, operation)]
+    def take(self, target: str, operation: str, *aliases: str) -> list[Fault]:
+        """Consume one use of each fault matching this call; latency first, then the failure.
+
+        ``aliases`` are other names the call's target answers to (Graph: "graph" and the
+        application's name); a fault matching several of them is still used once.
+        """
+        hits = [f for f in self._faults if any(f.matches(t, operation) for t in (target, *aliases))]
         for fault in hits:
             fault.remaining -= 1
         self._faults = [f for f in self._faults if f.remaining > 0]

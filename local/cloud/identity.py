@@ -19,7 +19,7 @@ from local.cloud.faults import apply_latency
 from local.cloud.requestlog import IDENTITY_KEY
 from local.cloud.responses import json_response
 from local.cloud.state import STATE, CloudState
-from local.cloud.tokens import KNOWN_RESOURCES, canonical_audience
+from local.cloud.tokens import GRAPH_AUDIENCES, KNOWN_RESOURCES, canonical_audience
 from local.cloud.topology import Identity
 
 API_VERSIONS = frozenset({"2019-08-01"})
@@ -90,7 +90,16 @@ async def token(request: web.Request) -> web.Response:
             "No User Assigned or Delegated Managed Identity found for specified ClientId/ResourceId/PrincipalId.",
         )
     request[IDENTITY_KEY] = identity.name
-    access_token, expires_on = state.issuer.issue(identity, resource, state.topology.token_lifetime_seconds)
+    # Entra ID puts the Microsoft Graph application permissions granted to the principal in
+    # tokens for Graph (and only there); Graph authorises by them.
+    roles = (
+        state.topology.graph_roles_of(identity.principal_id)
+        if canonical_audience(resource) in GRAPH_AUDIENCES
+        else ()
+    )
+    access_token, expires_on = state.issuer.issue(
+        identity, resource, state.topology.token_lifetime_seconds, roles=roles
+    )
     return json_response(
         200,
         {

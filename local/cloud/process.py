@@ -84,8 +84,10 @@ class AdminClient:
     ) -> dict[str, Any]:
         """kind: throttle (429 + Retry-After), unavailable (503), latency, drop (connection reset).
 
-        target: a vault or site name, "identity" (the token endpoint) or "*"; operation: e.g.
-        get_secret, set_secret, update_secret, restart, get_site, get_token, or "*".
+        target: a vault, site or application name, "identity" (the managed identity endpoint),
+        "graph", "entra" (the Entra ID token endpoint) or "*"; operation: e.g. get_secret,
+        set_secret, update_secret, restart, get_site, get_token, get_application, add_password,
+        remove_password, or "*".
         """
         result: dict[str, Any] = self.call(
             "POST",
@@ -173,6 +175,57 @@ class AdminClient:
 
     def sites(self) -> dict[str, dict[str, Any]]:
         return {s["name"]: s for s in self.call("GET", "/admin/sites")["sites"]}
+
+    def applications(self) -> dict[str, dict[str, Any]]:
+        """Per application: ids, owners and password credentials (key ids, names, dates, hint; no secret)."""
+        return {a["name"]: a for a in self.call("GET", "/admin/applications")["applications"]}
+
+    def application(self, name: str) -> dict[str, Any]:
+        return dict(self.call("GET", f"/admin/applications/{name}"))
+
+    def add_application_password(
+        self,
+        name: str,
+        *,
+        display_name: str | None = None,
+        end: str | float | None = None,
+        start: str | float | None = None,
+        propagated: bool = True,
+    ) -> dict[str, Any]:
+        """Seed a password credential (no Graph rules apply); the answer's ``secret_text`` is the only copy.
+
+        ``start``/``end``: ISO date-times or days (``start`` from now, ``end`` from the start);
+        default now and two years. ``propagated``: usable at once despite the propagation delay.
+        """
+        body: dict[str, Any] = {"display_name": display_name, "propagated": propagated}
+        if end is not None:
+            body["end"] = end
+        if start is not None:
+            body["start"] = start
+        return dict(self.call("POST", f"/admin/applications/{name}/passwords", body))
+
+    def remove_application_password(self, name: str, key_id: str) -> None:
+        self.call("DELETE", f"/admin/applications/{name}/passwords/{key_id}")
+
+    def initial_secret(self, name: str) -> dict[str, Any]:
+        """``{key_id, display_name, end, secret_text}`` of the credential the topology seeded (while it exists)."""
+        return dict(self.call("GET", f"/admin/applications/{name}/initial-secret"))
+
+    def reset_application(self, name: str) -> dict[str, Any]:
+        """Back to the topology's owners and credentials (seeded secrets that were generated are new)."""
+        return dict(self.call("POST", f"/admin/applications/{name}/reset"))
+
+    def set_entra(self, *, propagation_delay_seconds: float | None = None) -> dict[str, Any]:
+        """Entra ID settings: a credential younger than ``propagation_delay_seconds`` is refused."""
+        changes = (
+            {}
+            if propagation_delay_seconds is None
+            else {"propagation_delay_seconds": propagation_delay_seconds}
+        )
+        return dict(self.call("POST", "/admin/entra", changes))
+
+    def entra(self) -> dict[str, Any]:
+        return dict(self.call("GET", "/admin/entra"))
 
 
 class LocalCloud:

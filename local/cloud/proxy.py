@@ -1,7 +1,7 @@
 """The HTTPS forward proxy clients reach through ``HTTPS_PROXY``.
 
-It answers ``CONNECT host:443`` for the vaults of the topology and management.azure.com by
-tunnelling the bytes to the local cloud's TLS listener; TLS runs end to end between the client
+It answers ``CONNECT host:443`` for the vaults of the topology, management.azure.com,
+graph.microsoft.com and login.microsoftonline.com by tunnelling the bytes to the local cloud's TLS listener; TLS runs end to end between the client
 and that listener, so the client verifies our certificate for the real host name. Every other
 CONNECT and every plain proxy request is refused with 403, so nothing leaves this machine; a
 ``*.vault.azure.net`` name that no vault has gets 502, the proxy's word for "that name does not
@@ -129,11 +129,15 @@ class ConnectProxy:
                 await up_writer.wait_closed()
 
 
+# The Azure hosts the local cloud serves besides the vaults: ARM, Microsoft Graph, Entra ID.
+SERVICE_HOSTS = frozenset({"management.azure.com", "graph.microsoft.com", "login.microsoftonline.com"})
+
+
 def host_policy(vault_hosts: frozenset[str]) -> Callable[[str], str]:
-    """The decision for each CONNECT host: the topology's vaults and ARM are tunnelled."""
+    """The decision for each CONNECT host: the topology's vaults, ARM, Graph and Entra ID are tunnelled."""
 
     def decide(host: str) -> str:
-        if host == "management.azure.com" or host in vault_hosts:
+        if host in SERVICE_HOSTS or host in vault_hosts:
             return "tunnel"
         if host.endswith(".vault.azure.net"):
             return "unknown"

@@ -2,7 +2,8 @@
 
 Listeners, all on 127.0.0.1 (port 0 = chosen by the OS, the chosen ports are written out):
 the CONNECT proxy, the TLS listener behind it (Key Vault by vault host, ARM for
-management.azure.com), the managed identity endpoint and the admin endpoints. ``<data>/env`` is
+management.azure.com, Microsoft Graph for graph.microsoft.com, Entra ID's token service for
+login.microsoftonline.com), the managed identity endpoint and the admin endpoints. ``<data>/env`` is
 written last, atomically, so its appearance means "ready".
 """
 
@@ -24,7 +25,8 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import admin, arm, identity, keyvault
+from local.cloud import admin, arm, entra, graph, identity, keyvault
+from local.cloud.applications import ApplicationStore
 from local.cloud.certs import ensure_tls_files, server_context
 from local.cloud.eventgrid_delivery import EventDelivery
 from local.cloud.eventgrid_events import scan_for_expiry
@@ -75,9 +77,14 @@ def _persistent_secret(path: Path) -> str:
 
 
 async def _dispatch_tls(request: web.Request) -> web.StreamResponse:
-    """One TLS listener serves both Azure hosts; the Host header says which service is meant."""
-    if request.host.split(":")[0].lower() == "management.azure.com":
+    """One TLS listener serves every Azure host; the Host header says which service is meant."""
+    host = request.host.split(":")[0].lower()
+    if host == "management.azure.com":
         return await arm.handle(request)
+    if host == "graph.microsoft.com":
+        return await graph.handle(request)
+    if host == entra.HOST:
+        return await entra.handle(request)
     return await keyvault.handle(request)
 
 
@@ -174,6 +181,8 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
         events=events,
         sites=site_manager,
         client_identity_header=identity_header,
+        applications=ApplicationStore(data_dir, topology),
+        entra=topology.entra,
         env=env,
     )
 
@@ -226,6 +235,15 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
                 i.name: {"client_id": i.client_id, "principal_id": i.principal_id}
                 for i in topology.identities.values()
             },
+            "applications": {
+                a.name: {
+                    "app_id": a.app_id,
+                    "object_id": a.object_id,
+                    "service_principal_id": a.service_principal_id,
+                }
+                for a in topology.applications.values()
+            },
+            "tenant_id": topology.tenant_id,
         }
         _write_atomically(data_dir / "cloud.json", json.dumps(state.info, indent=2))
         _write_atomically(env_file, "".join(f"export {k}={shlex.quote(v)}\n" for k, v in client_env.items()))

@@ -10,13 +10,14 @@ from typing import Any
 from aiohttp import web
 
 from local.cloud import rbac
+from local.cloud.applications import ApplicationStore
 from local.cloud.eventgrid_delivery import EventDelivery
 from local.cloud.faults import FaultInjector
 from local.cloud.kv_backup import BackupCodec
 from local.cloud.kv_store import KeyVaultStore
 from local.cloud.sites import SiteManager
 from local.cloud.tokens import TokenIssuer
-from local.cloud.topology import Topology, Vault
+from local.cloud.topology import EntraSettings, Topology, Vault
 
 
 @dataclass
@@ -30,22 +31,31 @@ class CloudState:
     events: EventDelivery
     sites: SiteManager
     client_identity_header: str
+    applications: ApplicationStore
+    entra: EntraSettings = field(default_factory=EntraSettings)  # changed by the admin API
     env: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     @cached_property
     def grants(self) -> list[rbac.Grant]:
         principal_of = {i.name: i.principal_id for i in self.topology.identities.values()}
+        service_principal_of = {a.name: a.service_principal_id for a in self.topology.applications.values()}
         return [
-            rbac.Grant(principal=principal_of[a.identity], role_id=a.role_id, scope=a.scope)
+            rbac.Grant(
+                principal=(service_principal_of if a.kind == "application" else principal_of)[a.identity],
+                role_id=a.role_id,
+                scope=a.scope,
+            )
             for a in self.topology.role_assignments
         ]
 
     def identity_name(self, principal_id: str) -> str:
+        """The name of a managed identity or application (by its service principal) for logs."""
         for identity in self.topology.identities.values():
             if identity.principal_id == principal_id:
                 return identity.name
-        return principal_id
+        app = self.topology.application_by_principal_id(principal_id)
+        return app.name if app is not None else principal_id
 
     def publish(self, vault: Vault, event: dict[str, Any]) -> int:
         return self.events.publish(vault.arm_id, vault.name, event)

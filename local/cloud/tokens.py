@@ -1,8 +1,10 @@
 """Access tokens: JWTs the local cloud issues from its identity endpoint and checks on every call.
 
 They carry the claims Entra ID puts in a managed identity's token (``aud``, ``iss``, ``exp``,
-``oid``, ``appid``, ``tid``, ``xms_mirid``) and are signed with HS256 under a key kept in the
-data dir, so tokens stay valid across a restart of the local cloud, like real ones.
+``oid``, ``appid``, ``tid``, ``xms_mirid``) or in an application's client-credentials token (the
+same without ``xms_mirid``), plus ``roles`` (Microsoft Graph application permissions) in tokens
+for Graph, and are signed with HS256 under a key kept in the data dir, so tokens stay valid across
+a restart of the local cloud, like real ones.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ ARM_AUDIENCES = frozenset(
         "https://management.core.windows.net",
     }
 )
+GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
 # Databases that log an Entra principal in with a token: Azure SQL (through the driver's access
 # token attribute) and Azure Database for PostgreSQL / MySQL (the token as the password). The
 # local cloud only issues them; the database servers of local runs check nothing but equality.
 DATABASE_AUDIENCES = frozenset({"https://database.windows.net", "https://ossrdbms-aad.database.windows.net"})
 # Resources the identity endpoint issues tokens for; Entra ID answers AADSTS500011 for others.
-KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES
+KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES | GRAPH_AUDIENCES
 
 
 def canonical_audience(resource: str) -> str:
@@ -60,6 +63,7 @@ class Claims:
     app_id: str
     tenant_id: str
     issuer: str
+    roles: tuple[str, ...] = ()
 
 
 class TokenInvalid(Exception):
@@ -96,8 +100,30 @@ class TokenIssuer:
     def _sign(self, signing_input: bytes) -> str:
         return _b64(hmac.new(self._key, signing_input, hashlib.sha256).digest())
 
-    def issue(self, identity: Identity, resource: str, lifetime_seconds: int) -> tuple[str, int]:
-        """A signed token for ``identity`` and its expiry (unix seconds)."""
+    def issue(
+        self, identity: Identity, resource: str, lifetime_seconds: int, *, roles: tuple[str, ...] = ()
+    ) -> tuple[str, int]:
+        """A signed token for a managed ``identity`` and its expiry (unix seconds)."""
+        return self.issue_for(
+            client_id=identity.client_id,
+            principal_id=identity.principal_id,
+            resource=resource,
+            lifetime_seconds=lifetime_seconds,
+            roles=roles,
+            extra={"appidacr": "2", "xms_mirid": identity.arm_id},
+        )
+
+    def issue_for(
+        self,
+        *,
+        client_id: str,
+        principal_id: str,
+        resource: str,
+        lifetime_seconds: int,
+        roles: tuple[str, ...] = (),
+        extra: dict[str, Any] | None = None,
+    ) -> tuple[str, int]:
+        """A signed app-only token for any service principal (managed identity or application)."""
         now = int(time.time())
         expires_on = now + lifetime_seconds
         header = {"typ": "JWT", "alg": "HS256", "kid": "local-cloud"}
@@ -107,16 +133,18 @@ class TokenIssuer:
             "iat": now,
             "nbf": now,
             "exp": expires_on,
-            "appid": identity.client_id,
-            "appidacr": "2",
+            "appid": client_id,
+            "appidacr": "1",
             "idtyp": "app",
-            "oid": identity.principal_id,
-            "sub": identity.principal_id,
+            "oid": principal_id,
+            "sub": principal_id,
             "tid": self.tenant_id,
             "uti": uuid.uuid4().hex,
             "ver": "1.0",
-            "xms_mirid": identity.arm_id,
         }
+        if roles:
+            payload["roles"] = list(roles)
+        payload.update(extra or {})
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
         return f"{signing_input}.{self._sign(signing_input.encode('ascii'))}", expires_on
 
@@ -142,6 +170,7 @@ class TokenIssuer:
                 app_id=str(payload["appid"]),
                 tenant_id=str(payload["tid"]),
                 issuer=str(payload["iss"]),
+                roles=tuple(str(r) for r in payload.get("roles", [])),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise TokenInvalid("malformed claims") from exc

@@ -1,16 +1,20 @@
-"""The local cloud's topology: subscriptions, resource groups, vaults, identities, roles, sites, events.
+"""The local cloud's topology: subscriptions, resource groups, vaults, identities, roles, sites, events,
+Entra applications and the Microsoft Graph application permissions of principals.
 
 A topology is a JSON file in the repo (``local/cloud/topologies/default.json`` is the one
-``make demo`` uses). ``${VAR}`` placeholders in site commands, site environments and event
-subscription endpoints are resolved from the local cloud's environment when it starts, so a test
-can pass the port it picked for its webhook (``HUB_URL``) without editing the file.
+``make demo`` uses). ``${VAR}`` placeholders in site commands, site environments, event
+subscription endpoints and application password secrets are resolved from the local cloud's
+environment when it starts, so a test can pass the port it picked for its webhook (``HUB_URL``)
+without editing the file.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,18 @@ _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 _SITE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# signInAudience values Microsoft Graph knows; the last two allow personal Microsoft accounts, for
+# which Entra ID limits an application to two password credentials.
+SIGN_IN_AUDIENCES = (
+    "AzureADMyOrg",
+    "AzureADMultipleOrgs",
+    "AzureADandPersonalMicrosoftAccount",
+    "PersonalMicrosoftAccount",
+)
+PERSONAL_ACCOUNT_AUDIENCES = frozenset({"AzureADandPersonalMicrosoftAccount", "PersonalMicrosoftAccount"})
+# Microsoft Graph application permissions (app roles) the local Graph understands.
+GRAPH_APP_ROLES = ("Application.Read.All", "Application.ReadWrite.OwnedBy", "Application.ReadWrite.All")
 
 SECRET_EVENT_TYPES = (
     "Microsoft.KeyVault.SecretNewVersionCreated",
@@ -102,9 +118,57 @@ class Identity:
 
 @dataclass(frozen=True)
 class RoleAssignment:
-    identity: str
+    identity: str  # the identity's or application's name (see ``kind``)
     role_id: str
     scope: str
+    kind: str = "identity"  # "identity" (a managed identity) or "application" (its service principal)
+
+
+@dataclass(frozen=True)
+class PasswordSeed:
+    """A password credential an application has when the local cloud first sees it.
+
+    ``secret`` None: the local cloud generates one at seeding (and keeps it in the data dir for
+    the admin API); ``start``/``end`` are unix seconds, resolved when the topology is loaded.
+    """
+
+    key_id: str
+    display_name: str | None
+    secret: str | None
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Application:
+    name: str
+    app_id: str  # the client id
+    object_id: str  # the application object's id in Graph
+    service_principal_id: str  # the object id of its service principal: a token's oid
+    display_name: str
+    sign_in_audience: str
+    owners: tuple[str, ...]  # principal (object) ids
+    password_credentials: tuple[PasswordSeed, ...]
+    password_max_lifetime_days: float | None = None
+    policy_id: str = ""  # the id of the app management policy that sets the limit above
+
+    @property
+    def password_limit(self) -> int | None:
+        """Entra ID's limit on password credentials for apps that allow personal accounts."""
+        return 2 if self.sign_in_audience in PERSONAL_ACCOUNT_AUDIENCES else None
+
+
+@dataclass(frozen=True)
+class GraphAppRole:
+    principal_id: str
+    role: str
+
+
+@dataclass(frozen=True)
+class EntraSettings:
+    # A password credential added less than this many seconds ago is refused (AADSTS7000215),
+    # as Entra ID does until the new credential has replicated.
+    propagation_delay_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -170,9 +234,27 @@ class Topology:
     client_identity: str
     eventgrid: EventGridSettings = field(default_factory=EventGridSettings)
     token_lifetime_seconds: int = 24 * 3600
+    applications: Mapping[str, Application] = field(default_factory=dict)  # name -> application
+    graph_app_roles: tuple[GraphAppRole, ...] = ()
+    entra: EntraSettings = field(default_factory=EntraSettings)
 
     def identity_by_client_id(self, client_id: str) -> Identity | None:
         return next((i for i in self.identities.values() if i.client_id == client_id.lower()), None)
+
+    def application_by_app_id(self, app_id: str) -> Application | None:
+        return next((a for a in self.applications.values() if a.app_id == app_id.lower()), None)
+
+    def application_by_object_id(self, object_id: str) -> Application | None:
+        return next((a for a in self.applications.values() if a.object_id == object_id.lower()), None)
+
+    def application_by_principal_id(self, principal_id: str) -> Application | None:
+        return next(
+            (a for a in self.applications.values() if a.service_principal_id == principal_id.lower()), None
+        )
+
+    def graph_roles_of(self, principal_id: str) -> tuple[str, ...]:
+        """The Microsoft Graph application permissions granted to a principal (its token's roles)."""
+        return tuple(sorted({g.role for g in self.graph_app_roles if g.principal_id == principal_id}))
 
     def vault_by_host(self, host: str) -> Vault | None:
         name, _, domain = host.lower().partition(".")
@@ -293,17 +375,34 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
             initial_state=state,
         )
 
+    applications = _applications(doc.get("applications", []), identities, env)
+    _check_unique_principals(identities, applications)
+
     assignments: list[RoleAssignment] = []
     for a_index, raw in enumerate(doc.get("role_assignments", [])):
         where = f"role_assignments[{a_index}]"
-        ident = str(_require(raw, "identity", where))
-        if ident not in identities:
-            raise TopologyError(f"{where}: unknown identity {ident!r}")
+        kind, name, _ = _principal(raw, identities, applications, where)
         role_id = rbac.role_id(str(_require(raw, "role", where)))
         if role_id is None:
             raise TopologyError(f"{where}: unknown role {raw['role']!r}")
         scope = _resolve_scope(str(_require(raw, "scope", where)), vaults, sites, where)
-        assignments.append(RoleAssignment(identity=ident, role_id=role_id, scope=scope))
+        assignments.append(RoleAssignment(identity=name, role_id=role_id, scope=scope, kind=kind))
+
+    graph_roles: list[GraphAppRole] = []
+    for r_index, raw in enumerate(doc.get("graph_app_roles", [])):
+        where = f"graph_app_roles[{r_index}]"
+        _, _, principal_id = _principal(raw, identities, applications, where)
+        role = str(_require(raw, "role", where))
+        if role not in GRAPH_APP_ROLES:
+            raise TopologyError(f"{where}: role {role!r} is not one of {', '.join(GRAPH_APP_ROLES)}")
+        graph_roles.append(GraphAppRole(principal_id=principal_id, role=role))
+
+    entra = doc.get("entra", {})
+    if not isinstance(entra, dict):
+        raise TopologyError("entra: must be an object")
+    delay = _number(entra.get("propagation_delay_seconds", 0), "entra.propagation_delay_seconds")
+    if delay < 0:
+        raise TopologyError("entra.propagation_delay_seconds: must not be negative")
 
     subscriptions_list = tuple(
         event_subscription_from_doc(raw, env, vaults, f"event_subscriptions[{e_index}]")
@@ -332,7 +431,184 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
             duplicates=bool(eg.get("duplicates", False)),
         ),
         token_lifetime_seconds=int(doc.get("token_lifetime_seconds", 24 * 3600)),
+        applications=applications,
+        graph_app_roles=tuple(graph_roles),
+        entra=EntraSettings(propagation_delay_seconds=delay),
     )
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TopologyError(f"{where}: {value!r} is not a number")
+    return float(value)
+
+
+def parse_time(value: Any, now: float, where: str) -> float:
+    """Unix seconds from an ISO 8601 date-time (naive means UTC) or a number of days from ``now``.
+
+    Raises:
+        TopologyError: neither.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return now + float(value) * 86400
+    if isinstance(value, str):
+        try:
+            when = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError as exc:
+            raise TopologyError(f"{where}: {value!r} is not an ISO 8601 date-time") from exc
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when.timestamp()
+    raise TopologyError(f"{where}: {value!r} is neither an ISO 8601 date-time nor a number of days")
+
+
+def _principal(
+    raw: Mapping[str, Any],
+    identities: Mapping[str, Identity],
+    applications: Mapping[str, Application],
+    where: str,
+) -> tuple[str, str, str]:
+    """("identity" or "application", its name, its principal id) for an entry naming exactly one."""
+    if ("identity" in raw) == ("application" in raw):
+        raise TopologyError(f"{where}: name exactly one of 'identity' or 'application'")
+    if "identity" in raw:
+        name = str(raw["identity"])
+        if name not in identities:
+            raise TopologyError(f"{where}: unknown identity {name!r}")
+        return "identity", name, identities[name].principal_id
+    name = str(raw["application"])
+    if name not in applications:
+        raise TopologyError(f"{where}: unknown application {name!r}")
+    return "application", name, applications[name].service_principal_id
+
+
+def _password_seed(raw: Any, env: Mapping[str, str], now: float, where: str) -> PasswordSeed:
+    if not isinstance(raw, dict):
+        raise TopologyError(f"{where}: must be an object")
+    secret = raw.get("secret")
+    if secret is not None:
+        if not isinstance(secret, str) or not secret:
+            raise TopologyError(f"{where}.secret: must be a non-empty string")
+        secret = substitute(secret, env)
+        if not secret:
+            raise TopologyError(f"{where}.secret: resolves to an empty string")
+    display_name = raw.get("display_name")
+    if display_name is not None and not isinstance(display_name, str):
+        raise TopologyError(f"{where}.display_name: must be a string")
+    start = parse_time(raw.get("start", 0), now, f"{where}.start")
+    # A number of days for "end" counts from the start; an ISO date-time is absolute.
+    end = parse_time(raw.get("end", 730), start, f"{where}.end")
+    if end <= start:
+        raise TopologyError(f"{where}.end: must be after its start")
+    return PasswordSeed(
+        key_id=_guid(_require(raw, "key_id", where), f"{where}.key_id"),
+        display_name=display_name,
+        secret=secret,
+        start=start,
+        end=end,
+    )
+
+
+def _applications(
+    raw_list: Any, identities: Mapping[str, Identity], env: Mapping[str, str]
+) -> dict[str, Application]:
+    if not isinstance(raw_list, list):
+        raise TopologyError("applications: must be a list")
+    now = dt.datetime.now(dt.UTC).timestamp()
+    raw_by_name: dict[str, dict[str, Any]] = {}
+    service_principals: dict[str, str] = {}
+    for index, raw in enumerate(raw_list):
+        where = f"applications[{index}]"
+        if not isinstance(raw, dict):
+            raise TopologyError(f"{where}: must be an object")
+        name = _require(raw, "name", where)
+        if not isinstance(name, str) or not name:
+            raise TopologyError(f"{where}.name: must be a non-empty string")
+        if name in raw_by_name or name in identities:
+            raise TopologyError(f"{where}: name {name!r} is used twice (applications and identities)")
+        raw_by_name[name] = {**raw, "_where": where}
+        service_principals[name] = _guid(
+            _require(raw, "service_principal_id", where), f"{where}.service_principal_id"
+        )
+
+    applications: dict[str, Application] = {}
+    for name, raw in raw_by_name.items():
+        where = raw["_where"]
+        object_id = _guid(_require(raw, "object_id", where), f"{where}.object_id")
+        audience = str(raw.get("sign_in_audience", "AzureADMyOrg"))
+        if audience not in SIGN_IN_AUDIENCES:
+            raise TopologyError(
+                f"{where}.sign_in_audience: {audience!r} is not one of {', '.join(SIGN_IN_AUDIENCES)}"
+            )
+        owners: list[str] = []
+        raw_owners = raw.get("owners", [])
+        if not isinstance(raw_owners, list):
+            raise TopologyError(f"{where}.owners: must be a list of identity or application names")
+        for owner in raw_owners:
+            if owner in identities:
+                owners.append(identities[owner].principal_id)
+            elif owner in service_principals:
+                owners.append(service_principals[owner])
+            else:
+                raise TopologyError(f"{where}.owners: unknown identity or application {owner!r}")
+        raw_passwords = raw.get("password_credentials", [])
+        if not isinstance(raw_passwords, list):
+            raise TopologyError(f"{where}.password_credentials: must be a list")
+        passwords = tuple(
+            _password_seed(p, env, now, f"{where}.password_credentials[{i}]")
+            for i, p in enumerate(raw_passwords)
+        )
+        if len({p.key_id for p in passwords}) != len(passwords):
+            raise TopologyError(f"{where}.password_credentials: a key_id is used twice")
+        max_days = raw.get("password_max_lifetime_days")
+        if max_days is not None:
+            max_days = _number(max_days, f"{where}.password_max_lifetime_days")
+            if max_days <= 0:
+                raise TopologyError(f"{where}.password_max_lifetime_days: must be positive")
+        policy_id = raw.get("password_max_lifetime_policy_id")
+        policy_id = (
+            _guid(policy_id, f"{where}.password_max_lifetime_policy_id")
+            if policy_id is not None
+            else str(uuid.uuid5(uuid.NAMESPACE_URL, f"local-cloud/appManagementPolicy/{object_id}"))
+        )
+        applications[name] = Application(
+            name=name,
+            app_id=_guid(_require(raw, "app_id", where), f"{where}.app_id"),
+            object_id=object_id,
+            service_principal_id=service_principals[name],
+            display_name=str(raw.get("display_name", name)),
+            sign_in_audience=audience,
+            owners=tuple(dict.fromkeys(owners)),
+            password_credentials=passwords,
+            password_max_lifetime_days=max_days,
+            policy_id=policy_id,
+        )
+    return applications
+
+
+def _check_unique_principals(
+    identities: Mapping[str, Identity], applications: Mapping[str, Application]
+) -> None:
+    """Object ids and client ids name one directory object each, as in Entra ID."""
+    seen: dict[str, str] = {}
+    ids: list[tuple[str, str]] = []
+    for identity in identities.values():
+        ids += [
+            (identity.client_id, f"identity {identity.name}"),
+            (identity.principal_id, f"identity {identity.name}"),
+        ]
+    for app in applications.values():
+        ids += [
+            (app.app_id, f"application {app.name}"),
+            (app.object_id, f"application {app.name}"),
+            (app.service_principal_id, f"application {app.name}"),
+        ]
+    for value, owner in ids:
+        if value in seen and seen[value] != owner:
+            raise TopologyError(f"{owner}: id {value} is also used by {seen[value]}")
+        if value in seen:
+            raise TopologyError(f"{owner}: id {value} is used twice")
+        seen[value] = owner
 
 
 def event_subscription_from_doc(

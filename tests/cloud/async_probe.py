@@ -11,12 +11,12 @@ import asyncio
 import json
 import sys
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+from azure.core.exceptions import ClientAuthenticationError, HttpResponseError, ResourceNotFoundError
+from azure.identity.aio import ClientSecretCredential, DefaultAzureCredential, ManagedIdentityCredential
 from azure.keyvault.secrets.aio import SecretClient
 
 
-async def main(vault_url: str, reader_client_id: str) -> dict[str, object]:
+async def main(vault_url: str, reader_client_id: str, *application: str) -> dict[str, object]:
     report: dict[str, object] = {}
     async with DefaultAzureCredential() as credential, SecretClient(vault_url, credential) as client:
         made = await client.set_secret("async-secret", "from-aiohttp", tags={"via": "async"})
@@ -44,11 +44,23 @@ async def main(vault_url: str, reader_client_id: str) -> dict[str, object]:
         except HttpResponseError as exc:
             code = exc.error.code if exc.error else None
             report["reader_set"] = [exc.status_code, code, "ForbiddenByRbac" in str(exc)]
+    if application:  # tenant, client id, secret: the async ClientSecretCredential posts to Entra directly
+        tenant, client_id, secret = application
+        app_credential = ClientSecretCredential(tenant, client_id, secret)
+        async with app_credential, SecretClient(vault_url, app_credential) as as_app:
+            report["app_listed"] = "async-secret" in [
+                p.name async for p in as_app.list_properties_of_secrets()
+            ]
+        try:
+            async with ClientSecretCredential(tenant, client_id, secret + "x") as wrong:
+                await wrong.get_token("https://vault.azure.net/.default")
+        except ClientAuthenticationError as exc:
+            report["app_wrong_secret"] = "AADSTS7000215" in str(exc)
     return report
 
 
 if __name__ == "__main__":
     try:
-        print(json.dumps(asyncio.run(main(sys.argv[1], sys.argv[2]))))
+        print(json.dumps(asyncio.run(main(*sys.argv[1:]))))
     except Exception as exc:
         print(json.dumps({"error": type(exc).__name__, "message": str(exc)[:500]}))

@@ -1,9 +1,19 @@
-"""Names and helpers shared by the local cloud tests: the test topology's ids and SDK clients."""
+"""Names and helpers shared by the local cloud tests: the test topology's ids and SDK clients (Graph too)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from azure.core import PipelineClient
+from azure.core.pipeline.policies import (
+    BearerTokenCredentialPolicy,
+    ContentDecodePolicy,
+    CustomHookPolicy,
+    HeadersPolicy,
+    RetryPolicy,
+)
+from azure.core.rest import HttpRequest, HttpResponse
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
@@ -36,3 +46,76 @@ def credential(identity: str) -> ManagedIdentityCredential:
 
 def secret_client(identity: str = "officer", vault_url: str = VAULT1, **kwargs: object) -> SecretClient:
     return SecretClient(vault_url, credential(identity), **kwargs)
+
+
+# Entra applications of the test topology: (app id, object id, service principal id).
+APPS = {
+    "owned-app": (
+        "eb6293ca-0928-46c2-9d29-389f2de91585",
+        "0b33b906-e752-435a-b3b1-13e9a57dc34a",
+        "2f6639e5-12c4-46fb-85d6-cf58bf9207b2",
+    ),
+    "unowned-app": (
+        "d0f8ab6f-1c94-4347-acfa-d6e54559ca67",
+        "0a2d5e00-4b86-43f5-bb4b-c47c1fd6efed",
+        "b9f6b05d-82fe-45fb-8ec0-617da85f77d9",
+    ),
+    "personal-app": (
+        "d42bf128-27fe-4d14-ac9d-2d689958e464",
+        "7a64a13f-267b-4990-a76f-2ee1a4ecf498",
+        "b21ef3ab-ad33-42f1-ab76-f749c8fb9ffe",
+    ),
+    "policy-app": (
+        "477528b5-efb5-4a5d-8529-62664acdf963",
+        "d14efa21-3903-4d54-a3a6-2110609704e1",
+        "95f1d297-db21-41d5-820e-6e7f6beb8a84",
+    ),
+    "consumer-client": (
+        "8881f90a-89bd-4ffd-80a7-c83c958b1104",
+        "e83a9c07-cd9e-4a3a-b950-ad319662af67",
+        "3d3aa7f1-486b-44c8-8fb2-8fbd93e3697d",
+    ),
+}
+# The topology gives unowned-app's one credential as a literal, expired 20 days ago.
+UNOWNED_APP_EXPIRED_SECRET = "Exp8Q~expired-literal-secret-from-topology"
+POLICY_ID = "ffe7b196-2137-400d-9007-afe175bce61c"  # policy-app's 90-day password lifetime policy
+CLIENT_IDS.update(
+    {
+        "graph-owner": "25e209e8-09ec-4981-aee5-0b09982f2ae3",
+        "graph-admin": "fc10ac37-0e87-4207-980b-ed434ad2cdf0",
+        "graph-reader": "4043791b-b270-4c41-8d2a-9303db19744a",
+        "sp-consumer-identity": "e7a2ae5f-bac0-493c-9975-3f8c2c60a395",
+    }
+)
+PRINCIPAL_IDS.update(
+    {
+        "graph-owner": "fcd44185-2a88-449d-bafc-78e8239fcd52",
+        "graph-admin": "94f547e6-4234-493a-84ce-493f36fd3d7b",
+    }
+)
+GRAPH = "https://graph.microsoft.com/v1.0"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+
+
+def graph_client(identity: str, **retry: Any) -> PipelineClient[HttpRequest, HttpResponse]:
+    """What the hub uses for Graph: an azure-core pipeline with a bearer token policy and retries."""
+    return PipelineClient(
+        GRAPH,
+        policies=[
+            HeadersPolicy(),
+            ContentDecodePolicy(),
+            RetryPolicy(**retry),
+            BearerTokenCredentialPolicy(credential(identity), GRAPH_SCOPE),
+            CustomHookPolicy(),
+        ],
+    )
+
+
+def graph_call(
+    client: PipelineClient[HttpRequest, HttpResponse],
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> HttpResponse:
+    return client.send_request(HttpRequest(method, f"{GRAPH}{path}", json=body), **kwargs)

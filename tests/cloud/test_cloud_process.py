@@ -101,9 +101,14 @@ def test_env_file_is_sourceable_and_complete(fresh_cloud: LocalCloud) -> None:
     assert exported["REQUESTS_CA_BUNDLE"] == exported["SSL_CERT_FILE"]
 
 
-def test_server_certificate_names_both_azure_hosts_and_chains_to_the_ca(fresh_cloud: LocalCloud) -> None:
+def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_cloud: LocalCloud) -> None:
     context = ssl.create_default_context(cafile=fresh_cloud.client_env["SSL_CERT_FILE"])
-    for host in ("test1-kv.vault.azure.net", "management.azure.com"):
+    for host in (
+        "test1-kv.vault.azure.net",
+        "management.azure.com",
+        "graph.microsoft.com",
+        "login.microsoftonline.com",
+    ):
         with _tunnel(fresh_cloud, host) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
             assert der is not None
@@ -113,6 +118,8 @@ def test_server_certificate_names_both_azure_hosts_and_chains_to_the_ca(fresh_cl
             assert set(names.value.get_values_for_type(x509.DNSName)) == {
                 "*.vault.azure.net",
                 "management.azure.com",
+                "graph.microsoft.com",
+                "login.microsoftonline.com",
             }
 
 
@@ -120,7 +127,9 @@ def test_server_certificate_names_both_azure_hosts_and_chains_to_the_ca(fresh_cl
     ("request_line", "status"),
     [
         ("CONNECT example.com:443", b"403"),
-        ("CONNECT login.microsoftonline.com:443", b"403"),
+        ("CONNECT login.microsoft.com:443", b"403"),
+        ("CONNECT graph.windows.net:443", b"403"),
+        ("CONNECT login.microsoftonline.com:80", b"403"),
         ("CONNECT test1-kv.vault.azure.net:80", b"403"),
         ("CONNECT unknown-vault.vault.azure.net:443", b"502"),
         ("GET http://example.com/", b"403"),
@@ -170,6 +179,14 @@ def test_the_default_topology_is_valid_and_documented_ids_match() -> None:
     readme = (REPO_ROOT / "local" / "cloud" / "README.md").read_text()
     for identity in topology.identities.values():
         assert identity.client_id in readme, identity.name
+    for app in topology.applications.values():
+        for value in (app.app_id, app.object_id, app.service_principal_id):
+            assert value in readme, app.name
+    orders = topology.applications["orders-api-client"]
+    hub = topology.identities["hub-rotation-identity"]
+    assert orders.owners == (hub.principal_id,)
+    assert topology.graph_roles_of(hub.principal_id) == ("Application.ReadWrite.OwnedBy",)
+    assert topology.sites["sp-consumer-app"].env["SP_CONSUMER_APP_ID"] == orders.app_id
     assert all(
         s.endpoint.startswith("http://127.0.0.1:7071/runtime/webhooks/eventgrid")
         for s in topology.event_subscriptions

@@ -10,7 +10,11 @@ from typing import Any
 import pytest
 
 from local.cloud import rbac
+from local.cloud.applications import ApplicationStore
 from local.cloud.eventgrid_delivery import retry_delay
+from local.cloud.graph import Call as GraphCall
+from local.cloud.graph import GraphRefusal
+from local.cloud.graph import route as graph_route
 from local.cloud.keyvault import route
 from local.cloud.tokens import TokenExpired, TokenInvalid, TokenIssuer
 from local.cloud.topology import TopologyError, parse
@@ -122,3 +126,72 @@ def test_retry_schedule_follows_azure_then_every_twelve_hours() -> None:
         43200,
     ]
     assert retry_delay(25, 0.5) == 21600
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d["applications"][0].update(sign_in_audience="Everyone"), "sign_in_audience"),
+        (lambda d: d["applications"][0].update(owners=["nobody"]), "unknown identity or application"),
+        (lambda d: d["applications"][0].update(app_id="nope"), r"applications\[0\]\.app_id"),
+        (lambda d: d["applications"][1].update(object_id=d["applications"][0]["object_id"]), "used by"),
+        (lambda d: d["applications"][0]["password_credentials"][0].update(end=-1), "after its start"),
+        (lambda d: d["applications"][0]["password_credentials"][0].update(end="soon"), "ISO 8601"),
+        (lambda d: d["applications"][0].update(password_max_lifetime_days=0), "must be positive"),
+        (lambda d: d["graph_app_roles"][0].update(role="Directory.ReadWrite.All"), "is not one of"),
+        (lambda d: d["graph_app_roles"][0].update(application="owned-app"), "exactly one"),
+        (
+            lambda d: d["role_assignments"].append(
+                {"application": "ghost", "role": "Key Vault Secrets User", "scope": "vault:test1-kv"}
+            ),
+            "unknown application",
+        ),
+    ],
+)
+def test_invalid_applications_name_the_bad_entry(change: Any, message: str) -> None:
+    doc = _doc()
+    change(doc)
+    with pytest.raises(TopologyError, match=message):
+        parse(doc, ENV)
+
+
+def test_application_secrets_come_from_the_environment_or_are_generated(tmp_path: Path) -> None:
+    doc = _doc()
+    doc["applications"][0]["password_credentials"][0]["secret"] = "${OWNED_SECRET}"
+    with pytest.raises(TopologyError, match=r"\$\{OWNED_SECRET\}"):
+        parse(doc, ENV)
+    topology = parse(doc, {**ENV, "OWNED_SECRET": "from-the-env"})
+    assert topology.applications["owned-app"].password_credentials[0].secret == "from-the-env"
+    assert topology.applications["personal-app"].password_credentials[0].secret is None
+
+    store = ApplicationStore(tmp_path, topology)
+    owned, personal = topology.applications["owned-app"], topology.applications["personal-app"]
+    assert store.initial_secret(owned) == (store.passwords(owned)[0], "from-the-env")
+    generated = store.initial_secret(personal)
+    assert generated is not None
+    assert len(generated[1]) == 40
+    assert generated[0].hint == generated[1][:3]
+    assert "from-the-env" not in (tmp_path / "applications.json").read_text()
+    assert (tmp_path / "application-secrets.json").stat().st_mode & 0o777 == 0o600
+    # A second start keeps the state: nothing is seeded again.
+    assert ApplicationStore(tmp_path, topology).initial_secret(personal) == generated
+
+
+def test_graph_routes_match_what_clients_send() -> None:
+    object_id, app_id = "0b33b906-e752-435a-b3b1-13e9a57dc34a", "eb6293ca-0928-46c2-9d29-389f2de91585"
+    assert graph_route("GET", f"/v1.0/applications/{object_id}") == GraphCall("get_application", object_id)
+    assert graph_route("POST", f"/v1.0/applications(appId='{app_id}')/addPassword").app_id == app_id
+    assert graph_route(
+        "POST", f"/v1.0/applications/{object_id}/microsoft.graph.removePassword"
+    ).operation == ("remove_password")
+    assert graph_route("POST", f"/v1.0/applications/{object_id}/owners/$ref").operation == "add_owner"
+    assert graph_route("DELETE", f"/v1.0/applications/{object_id}/owners/{app_id}/$ref").owner_id == app_id
+    for method, path, status in (
+        ("GET", f"/v2/applications/{object_id}", 400),
+        ("GET", f"/v1.0/users/{object_id}", 400),
+        ("GET", "/v1.0/applications/not-a-guid", 400),
+        ("GET", f"/v1.0/applications/{object_id}/addPassword", 405),
+    ):
+        with pytest.raises(GraphRefusal) as refused:
+            graph_route(method, path)
+        assert refused.value.status == status

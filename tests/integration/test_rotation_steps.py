@@ -78,7 +78,9 @@ def enabled_pending(stack: LocalStack, name: str) -> list[str]:
 
 
 def stage(step: StepInput, vault: Vault, kind: str = POSTGRESQL) -> StepInput:
-    staged = steps.stage_pending(StageInput(step, kind, 24), vault, Settings.from_environ({}), now=datetime.now(UTC))
+    staged = steps.stage_pending(
+        StageInput(step, kind, 24), vault, Settings.from_environ({}), now=datetime.now(UTC)
+    )
     return replace(step, pending_version=staged.pending_version)
 
 
