@@ -21,7 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from azure.identity import ManagedIdentityCredential
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.web import WebSiteManagementClient
 
@@ -34,7 +35,7 @@ from local.ports import free_port
 from rotation import clients, metadata
 from rotation.model import SecretRef
 from rotation.settings import SETTINGS, Settings
-from rotation.targets import mysql, postgresql
+from rotation.targets import entra, mysql, postgresql
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDER = "seeder-identity"
@@ -46,6 +47,11 @@ CONSUMER_DATABASE = "appdb"
 TARGET_ADMIN_LOGIN = "rotation_admin"
 POSTGRESQL = postgresql.KIND
 MYSQL = mysql.KIND
+ENTRA = entra.KIND
+# The default topology's application the hub owns (and sp-consumer-app signs in as).
+APPLICATION = "orders-api-client"
+APPLICATION_SECRET = "orders-api-client-secret"  # noqa: S105 (a secret's name)
+SP_CONSUMER_SITE = "sp-consumer-app"
 # The database servers of a stack, by the rotation-target kind of the logins they hold. MariaDB
 # refuses logins with an expired password, as MySQL 8 (Azure's) does by default.
 DATABASE_SERVERS: dict[str, Callable[[], LocalDatabase]] = {
@@ -272,8 +278,68 @@ class LocalStack:
         return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login, kind=kind)
 
     def logs_in(self, seeded: Seeded, password: str, *, database: str | None = None) -> bool:
-        """Whether ``seeded``'s login takes ``password`` (checked with the server's own client)."""
+        """Whether ``seeded``'s login takes ``password`` (checked with the server's own client,
+        or for an application with a fresh client-credentials login)."""
+        if seeded.kind == ENTRA:
+            return self.app_accepts(seeded.login, password)
         return self.database(seeded.kind).can_login(seeded.login, password, database)
+
+    # -- Entra applications ----------------------------------------------------------------
+
+    @property
+    def tenant_id(self) -> str:
+        return str(self.info["tenant_id"])
+
+    def application(self, name: str = APPLICATION) -> dict[str, Any]:
+        """The application as the local cloud holds it: ids, owners, credentials (no secret)."""
+        assert self.cloud is not None, "the stack is not started"
+        return self.cloud.admin.application(name)
+
+    def app_accepts(self, app_id: str, secret: str) -> bool:
+        """Whether Entra (the local cloud) issues a token to ``app_id`` for ``secret``, asked
+        afresh through azure-identity, as a consumer would."""
+        credential = ClientSecretCredential(self.tenant_id, app_id, secret)
+        try:
+            credential.get_token("https://graph.microsoft.com/.default")
+        except ClientAuthenticationError:
+            return False
+        finally:
+            credential.close()
+        return True
+
+    def seed_app_secret(
+        self,
+        vault: str,
+        name: str,
+        *,
+        application: str = APPLICATION,
+        overlap_hours: float | None = None,
+        expires_in: timedelta = timedelta(days=10),
+        tags: Mapping[str, str] | None = None,
+    ) -> Seeded:
+        """Put ``application`` back to the topology's state (its one initial secret) and store that
+        secret in ``vault`` as ``name``, tagged for rotation as an ``entra-app-secret``."""
+        assert self.cloud is not None, "the stack is not started"
+        self.cloud.admin.reset_application(application)
+        app = self.cloud.admin.application(application)
+        secret = str(self.cloud.admin.initial_secret(application)["secret_text"])
+        all_tags = {
+            metadata.TARGET: ENTRA,
+            metadata.PROVIDER: self.tenant_id,
+            metadata.CREDENTIAL: str(app["app_id"]),
+            **({metadata.OVERLAP_HOURS: f"{overlap_hours:g}"} if overlap_hours is not None else {}),
+            **(tags or {}),
+        }
+        written = self.secret_client(vault).set_secret(
+            name, secret, tags=all_tags, expires_on=datetime.now(UTC) + expires_in
+        )
+        return Seeded(
+            vault=vault,
+            name=name,
+            version=str(written.properties.version),
+            login=str(app["app_id"]),
+            kind=ENTRA,
+        )
 
     def current_value_logs_in(self, vault: str, name: str) -> bool:
         """The invariant users care about: the latest version in the vault logs in to its target
@@ -282,6 +348,8 @@ class LocalStack:
         tags = secret.properties.tags or {}
         kind = tags[metadata.TARGET]
         login = tags[metadata.CREDENTIAL]
+        if kind == ENTRA:
+            return self.app_accepts(login, secret.value or "")
         if kind == MYSQL:
             login = mysql.parse_account(login).user
         database = tags[metadata.PROVIDER].split("/", 1)[1]
