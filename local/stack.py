@@ -316,18 +316,24 @@ class LocalStack:
         overlap_hours: float | None = None,
         expires_in: timedelta = timedelta(days=10),
         tags: Mapping[str, str] | None = None,
+        record_credential: bool = False,
     ) -> Seeded:
         """Put ``application`` back to the topology's state (its one initial secret) and store that
-        secret in ``vault`` as ``name``, tagged for rotation as an ``entra-app-secret``."""
+        secret in ``vault`` as ``name``, tagged for rotation as an ``entra-app-secret``.
+
+        ``record_credential``: also tag which credential it is (``rotation-credential-id``), as an
+        operator does so that the first rotation retires it too."""
         assert self.cloud is not None, "the stack is not started"
         self.cloud.admin.reset_application(application)
         app = self.cloud.admin.application(application)
-        secret = str(self.cloud.admin.initial_secret(application)["secret_text"])
+        initial = self.cloud.admin.initial_secret(application)
+        secret = str(initial["secret_text"])
         all_tags = {
             metadata.TARGET: ENTRA,
             metadata.PROVIDER: self.tenant_id,
             metadata.CREDENTIAL: str(app["app_id"]),
             **({metadata.OVERLAP_HOURS: f"{overlap_hours:g}"} if overlap_hours is not None else {}),
+            **({metadata.CREDENTIAL_ID: str(initial["key_id"])} if record_credential else {}),
             **(tags or {}),
         }
         written = self.secret_client(vault).set_secret(

@@ -52,6 +52,7 @@ class PasswordCredential:
     key_id: str
     display_name: str
     end: datetime | None
+    hint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class GraphClient:
                     key_id=str(item.get("keyId") or "").lower(),
                     display_name=str(item.get("displayName") or ""),
                     end=_when(item.get("endDateTime")),
+                    hint=str(item["hint"]) if item.get("hint") else None,
                 )
                 for item in data.get("passwordCredentials") or []
             ),

@@ -275,11 +275,23 @@ def retire_previous(step: StepInput, vault: Vault, settings: Settings) -> Retire
             changed=False, detail=f"version {current.version} is not this rotation's; nothing retired"
         )
     new_id = metadata.credential_id_of(current.tags)
-    previous, _ = vault.get(name, step.version)
+    previous, previous_value = vault.get(name, step.version)
     old_id = metadata.credential_id_of(previous.tags)
     target = _issuer(step, vault, settings)
     if old_id and old_id != new_id:
-        removed = target.withdraw(credential_id=old_id)
+        held = {c.credential_id: c for c in target.credentials()}
+        info = held.get(old_id)
+        # The tag says which credential the replaced version held; where the target shows the
+        # first characters of its value, they must agree, or the tag is wrong (set by hand).
+        if info is not None and info.hint and not previous_value.reveal().startswith(info.hint):
+            logger.warning("%s: credential %s does not hold the replaced value; not removed", name, old_id)
+            return Retired(
+                changed=False,
+                detail=f"credential {old_id} does not hold the replaced version's value (its hint differs); "
+                "not removed",
+                not_removed=(f"{old_id} ({info.label or 'no name'})",),
+            )
+        removed = info is not None and target.withdraw(credential_id=old_id)
         detail = (
             f"removed the previous credential {old_id}"
             if removed

@@ -123,6 +123,9 @@ class CredentialInfo:
     credential_id: str
     label: str
     expires_on: datetime | None = None
+    #: The first characters of the value, where the target shows them (Entra: 3): enough to tell
+    #: whether a value is this credential's, never to use it.
+    hint: str | None = None
 
 
 class IssuingTarget(Protocol):

@@ -107,7 +107,7 @@ class EntraAppSecret:
 
     def credentials(self) -> list[CredentialInfo]:
         return [
-            CredentialInfo(credential_id=p.key_id, label=p.display_name, expires_on=p.end)
+            CredentialInfo(credential_id=p.key_id, label=p.display_name, expires_on=p.end, hint=p.hint)
             for p in self._application().passwords
         ]
 

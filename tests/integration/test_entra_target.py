@@ -188,6 +188,39 @@ def test_the_next_rotation_retires_exactly_the_credential_the_hub_issued_before(
     assert "already gone" in again.detail
 
 
+def test_a_first_rotation_retires_the_credential_an_operator_tagged_if_its_hint_agrees(
+    stack: LocalStack, vault: Vault, settings: Settings
+) -> None:
+    """An operator may say which credential an existing secret holds (``rotation-credential-id``):
+    the first rotation then retires it, once Graph's hint (its first characters) agrees with the
+    value the vault held. A tag that names another credential removes nothing."""
+    seeded, step = seed(stack, record_credential=True)
+    old = value_of(stack, seeded.name)
+    [old_id] = credentials(stack)
+    step = stage(step, vault, settings)
+    steps.verify_target(step, vault, settings)
+    steps.promote(PromoteInput(step, VALIDITY_DAYS), vault, now=datetime.now(UTC))
+    retired = steps.retire_previous(step, vault, settings)
+    assert retired.changed is True
+    assert old_id not in credentials(stack)
+    assert not stack.app_accepts(seeded.login, old)
+
+    assert stack.cloud is not None
+    seeded, step = seed(stack)
+    wrong = stack.cloud.admin.add_application_password(APPLICATION, display_name="someone else's")
+    client = stack.secret_client(VAULT)
+    tags = client.get_secret(seeded.name).properties.tags or {}
+    client.update_secret_properties(
+        seeded.name, seeded.version, tags={**tags, metadata.CREDENTIAL_ID: str(wrong["key_id"])}
+    )
+    step = stage(step, vault, settings)
+    steps.promote(PromoteInput(step, VALIDITY_DAYS), vault, now=datetime.now(UTC))
+    kept = steps.retire_previous(step, vault, settings)
+    assert kept.changed is False
+    assert "hint differs" in kept.detail
+    assert str(wrong["key_id"]) in credentials(stack)
+
+
 # -- undos and interruptions ------------------------------------------------------------------------
 
 
