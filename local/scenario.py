@@ -69,23 +69,25 @@ def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
     return DemoSecrets(consumer=consumer, approved=approved, plain=plain, mysql=mysql)
 
 
-def start_consumer(stack: LocalStack, *, timeout: float = 60) -> dict[str, Any]:
-    """Start the consumer site through ARM (as an operator) and wait until it is healthy."""
-    site_id = str(stack.info["sites"][CONSUMER_SITE]["arm_id"])
+def start_consumer(stack: LocalStack, site: str = CONSUMER_SITE, *, timeout: float = 60) -> dict[str, Any]:
+    """(Re)start a consumer site through ARM, as an operator does, so that it reads its secret
+    afresh, and wait until it is healthy."""
+    site_id = str(stack.info["sites"][site]["arm_id"])
     subscription, resource_group = site_id.split("/")[2], site_id.split("/")[4]
     client = stack.web_client(subscription)
-    client.web_apps.start(resource_group, CONSUMER_SITE)
+    # A restart also starts a stopped site; a start would leave a running process on an old secret.
+    client.web_apps.restart(resource_group, site)
     deadline = time.monotonic() + timeout
-    while client.web_apps.get(resource_group, CONSUMER_SITE).state != "Running":
+    while client.web_apps.get(resource_group, site).state != "Running":
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{CONSUMER_SITE} did not report Running within {timeout:g}s")
+            raise TimeoutError(f"{site} did not report Running within {timeout:g}s")
         time.sleep(0.5)
-    return consumer_health(stack)
+    return consumer_health(stack, site)
 
 
-def consumer_health(stack: LocalStack) -> dict[str, Any]:
-    """What the consumer app says at /health: whether its password logs in, and its version."""
-    url = str(stack.info["sites"][CONSUMER_SITE]["url"]) + "/health"
+def consumer_health(stack: LocalStack, site: str = CONSUMER_SITE) -> dict[str, Any]:
+    """What a consumer app says at /health: whether its credential works, and its version."""
+    url = str(stack.info["sites"][site]["url"]) + "/health"
     try:
         with _opener.open(url, timeout=10) as response:
             body: dict[str, Any] = json.load(response)

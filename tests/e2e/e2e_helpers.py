@@ -17,6 +17,7 @@ from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
 
+from local.cloud.process import AdminClient
 from local.scenario import ENDED, hub_call, rotation
 from local.stack import POSTGRESQL, LocalStack, Seeded
 
@@ -108,13 +109,19 @@ def assert_no_value_leaked(stack: LocalStack, seeded: Seeded) -> None:
     assert stack.host is not None
     store = durable_store_text(stack)
     log = stack.host.log_path.read_text(errors="replace")
-    server_log = stack.database(seeded.kind).server_log()
+    # The target's own log: the database server's statement log, or (for an application) the
+    # local cloud's, where Graph and Entra requests are logged.
+    if seeded.kind in stack.databases:
+        server_log = stack.database(seeded.kind).server_log()
+    else:
+        assert stack.cloud is not None
+        server_log = stack.cloud.log_file.read_text(errors="replace")
     values = secret_values(stack, seeded)
     assert values, "the secret should have values to look for"
     for value in values:
         assert value not in store, f"a value of {seeded.name} is in the durable store"
         assert value not in log, f"a value of {seeded.name} is in the host log"
-        assert value not in server_log, f"a value of {seeded.name} is in the database server's log"
+        assert value not in server_log, f"a value of {seeded.name} is in the target's log"
 
 
 # -- talking to the hub as Event Grid and as an operator ---------------------------------------
@@ -346,3 +353,35 @@ def wait_until(condition: Callable[[], bool], what: str, *, timeout: float = 30,
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what}: not within {timeout:g}s")
         time.sleep(every)
+
+
+# -- crashes: the host SIGKILLed while a call it made is in flight ---------------------------------
+
+
+def hold_back(cloud: AdminClient, target: str, operation: str, *, seconds: float, count: int = 1) -> int:
+    """Delay the next ``count`` calls of ``operation``; returns the fault's id."""
+    fault = cloud.inject_fault(
+        kind="latency", target=target, operation=operation, count=count, latency_ms=int(seconds * 1000)
+    )
+    return int(fault["id"])
+
+
+def kill_in_flight(
+    stack: LocalStack,
+    cloud: AdminClient,
+    fault_id: int,
+    *,
+    seconds: float,
+    while_down: Callable[[], None] = lambda: None,
+) -> None:
+    """SIGKILL the host while the last call held back by ``fault_id`` is in flight; start it
+    again (same data dir) once that call has landed in the cloud, after ``while_down``."""
+    assert stack.host is not None
+    wait_until(lambda: all(f["id"] != fault_id for f in cloud.faults()), "the held-back call", timeout=60)
+    taken = time.monotonic()
+    time.sleep(min(0.3, seconds / 4))
+    stack.host.kill()
+    time.sleep(max(0.0, taken + seconds + 0.5 - time.monotonic()))
+    assert not stack.host.running
+    while_down()
+    stack.host.start()

@@ -13,7 +13,7 @@ password change waits on a lock in the database, and that change lands while the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,8 @@ from e2e_helpers import (
     assert_consistent,
     assert_no_value_leaked,
     enabled_pending,
+    hold_back,
+    kill_in_flight,
     quiet_expiry_scan,
     seed,
     start_rotation,
@@ -66,35 +68,6 @@ def cloud(stack: LocalStack) -> Iterator[AdminClient]:
         admin.clear_faults()
         if not stack.host.running:
             stack.host.start()
-
-
-def hold_back(cloud: AdminClient, target: str, operation: str, *, seconds: float, count: int = 1) -> int:
-    """Delay the next ``count`` calls of ``operation``; returns the fault's id."""
-    fault = cloud.inject_fault(
-        kind="latency", target=target, operation=operation, count=count, latency_ms=int(seconds * 1000)
-    )
-    return int(fault["id"])
-
-
-def kill_in_flight(
-    stack: LocalStack,
-    cloud: AdminClient,
-    fault_id: int,
-    *,
-    seconds: float,
-    while_down: Callable[[], None] = lambda: None,
-) -> None:
-    """SIGKILL the host while the last call held back by ``fault_id`` is in flight; start it
-    again (same data dir) once that call has landed in the cloud, after ``while_down``."""
-    assert stack.host is not None
-    wait_until(lambda: all(f["id"] != fault_id for f in cloud.faults()), "the held-back call", timeout=60)
-    taken = time.monotonic()
-    time.sleep(min(0.3, seconds / 4))
-    stack.host.kill()
-    time.sleep(max(0.0, taken + seconds + 0.5 - time.monotonic()))
-    assert not stack.host.running
-    while_down()
-    stack.host.start()
 
 
 def assert_rotated_once(stack: LocalStack, seeded: Seeded, old: str, ended: dict[str, Any]) -> None:
