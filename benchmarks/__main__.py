@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("host_engine", "cloud_keyvault", "rotation", "graph_client")
+BENCHMARKS = ("host_engine", "cloud_keyvault", "rotation", "entra_rotation", "graph_client")
 
 
 def main() -> int:

@@ -10,10 +10,11 @@ its new password. Nothing is left running.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from local.scenario import (
@@ -24,7 +25,7 @@ from local.scenario import (
     seed_demo_secrets,
     start_consumer,
 )
-from local.stack import REPO_ROOT, LocalStack, Seeded
+from local.stack import CONSUMER_SITE, ENTRA, REPO_ROOT, SP_CONSUMER_SITE, LocalStack, Seeded
 
 TIMEOUT_SECONDS = 180
 
@@ -34,9 +35,14 @@ def say(message: str) -> None:
 
 
 def follow(
-    stack: LocalStack, expected: dict[str, Seeded], approve: str, since: float
+    stack: LocalStack,
+    expected: dict[str, Seeded],
+    approve: str,
+    since: float,
+    on_step: Callable[[str, dict[str, Any]], None] = lambda rid, status: None,
 ) -> dict[str, dict[str, Any]]:
-    """Print every step change until all expected rotations end; approve the one that asks.
+    """Print every step change until all expected rotations end; approve the one that asks;
+    call ``on_step`` at each step change.
 
     Durations count from ``since`` (when the events were emitted), approval wait included."""
     seen: dict[str, tuple[str, str]] = {}
@@ -57,6 +63,7 @@ def follow(
             if seen.get(rid) != now:
                 seen[rid] = now
                 say(f"{expected[rid].vault}/{expected[rid].name}: {now[0]}, step {now[1] or '-'}")
+                on_step(rid, status)
             if rid == approve and status.get("step") == "approval" and not approved:
                 code, _body = hub_call(
                     stack,
@@ -73,6 +80,16 @@ def follow(
     return ended
 
 
+def target_log(stack: LocalStack, seeded: Seeded) -> tuple[str, str]:
+    """The log the target itself keeps of changes: a database's statement log, or for an
+    application the local cloud's (Graph and Entra requests)."""
+    if seeded.kind == ENTRA:
+        assert stack.cloud is not None
+        return "the local cloud's log", stack.cloud.log_file.read_text(errors="replace")
+    server = stack.database(seeded.kind)
+    return f"{server.name}'s statement log", server.server_log()
+
+
 def table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
@@ -87,6 +104,9 @@ def check(name: str, ok: bool, failures: list[str]) -> None:
 
 
 def main() -> int:
+    # The demo checks that a retired client secret is refused: azure-identity logs each refusal
+    # as a warning, which would land on the terminal as if something had gone wrong.
+    logging.getLogger("azure.identity").setLevel(logging.ERROR)
     data = REPO_ROOT / ".data" / "demo"
     shutil.rmtree(data, ignore_errors=True)
     failures: list[str] = []
@@ -105,14 +125,39 @@ def main() -> int:
             say(
                 f"seeded {s.vault}/{s.name} ({s.kind} {s.login}, version {s.version[:8]}, expires in 10 days)"
             )
-        health = start_consumer(stack)
-        say(f"consumer-app running, healthy={health.get('ok')} on version {str(health.get('version'))[:8]}")
+        for site in (CONSUMER_SITE, SP_CONSUMER_SITE):
+            health = start_consumer(stack, site)
+            say(f"{site} running, healthy={health.get('ok')} on version {str(health.get('version'))[:8]}")
+        application = stack.application()
+        say(
+            f"application {application['display_name']} ({application['app_id']}) holds client secret(s) "
+            + ", ".join(c["key_id"][:8] for c in application["password_credentials"])
+        )
 
         since = time.monotonic()
         emitted = stack.cloud.admin.scan_now()
         say(f"Event Grid: the vaults' expiry scan emitted {len(emitted)} event(s); delivering to the hub")
         expected = {stack.rotation_id(s): s for s in seeded.all()}
-        ended = follow(stack, expected, approve=stack.rotation_id(seeded.approved), since=since)
+        app = seeded.application
+        app_old = stack.secret_client(app.vault).get_secret(app.name, app.version).value or ""
+
+        def during_the_overlap(rid: str, status: dict[str, Any]) -> None:
+            if rid == stack.rotation_id(app) and status.get("step") == "retire":
+                new = stack.secret_client(app.vault).get_secret(app.name).value or ""
+                say(f"{app.name}: promoted; the previous secret is retired at {status.get('retireAt')}")
+                check(
+                    f"{app.name}: during the overlap both the new and the previous secret work",
+                    stack.app_accepts(app.login, new) and stack.app_accepts(app.login, app_old),
+                    failures,
+                )
+
+        ended = follow(
+            stack,
+            expected,
+            approve=stack.rotation_id(seeded.approved),
+            since=since,
+            on_step=during_the_overlap,
+        )
 
         rows = [("secret", "rotation id", "steps done", "result", "duration")]
         for rid, item in ended.items():
@@ -138,7 +183,8 @@ def main() -> int:
             )
             old = stack.secret_client(s.vault).get_secret(s.name, s.version).value or ""
             check(
-                f"{s.name}: the previous password no longer does",
+                f"{s.name}: the previous {'secret' if s.kind == ENTRA else 'password'} no longer works"
+                + (" (retired after the overlap)" if s.kind == ENTRA else ""),
                 not stack.logs_in(s, old),
                 failures,
             )
@@ -148,25 +194,30 @@ def main() -> int:
                 if p.enabled
             ]
             check(f"{s.name}: no pending value left enabled", not pending, failures)
-            server = stack.database(s.kind)
             new = stack.secret_client(s.vault).get_secret(s.name).value or ""
-            server_log = server.server_log()
+            log_name, log = target_log(stack, s)
             check(
-                f"{s.name}: neither password is in {server.name}'s statement log",
-                bool(old and new) and old not in server_log and new not in server_log,
+                f"{s.name}: neither value is in {log_name}",
+                bool(old and new) and old not in log and new not in log,
                 failures,
             )
         approved_output = ended[stack.rotation_id(seeded.approved)].get("output") or {}
         decision = approved_output.get("decision") if isinstance(approved_output, dict) else None
         approver = decision.get("approver") if isinstance(decision, dict) else None
         check("approval recorded the approver", approver == "demo-operator", failures)
-        health = consumer_health(stack)
-        new_version = (
-            stack.secret_client(seeded.consumer.vault).get_secret(seeded.consumer.name).properties.version
-        )
+        for site, s in ((CONSUMER_SITE, seeded.consumer), (SP_CONSUMER_SITE, seeded.application)):
+            health = consumer_health(stack, site)
+            new_version = stack.secret_client(s.vault).get_secret(s.name).properties.version
+            check(
+                f"{site} healthy on the new version {str(new_version)[:8]} after its restart",
+                bool(health.get("ok")) and health.get("version") == new_version,
+                failures,
+            )
+        application = stack.application()
         check(
-            f"consumer-app healthy on the new version {str(new_version)[:8]} after its restart",
-            bool(health.get("ok")) and health.get("version") == new_version,
+            "the application holds exactly one client secret, the new one",
+            [c["key_id"] for c in application["password_credentials"]]
+            == [stack.credential_id(seeded.application)],
             failures,
         )
     say("stopped everything")

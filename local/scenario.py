@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from local.stack import (
+    APPLICATION_SECRET,
     CONSUMER_DATABASE,
     CONSUMER_LOGIN,
     CONSUMER_SECRET,
     CONSUMER_SITE,
     MYSQL,
+    SP_CONSUMER_SITE,
     LocalStack,
     Seeded,
 )
@@ -33,9 +35,10 @@ class DemoSecrets:
     approved: Seeded  # rotation-approval: required, changed by an admin login kept in the vault
     plain: Seeded  # in the second vault, changes itself
     mysql: Seeded  # a MySQL account (MariaDB here), changes itself
+    application: Seeded  # an Entra application's client secret, read by sp-consumer-app
 
     def all(self) -> tuple[Seeded, ...]:
-        return (self.consumer, self.approved, self.plain, self.mysql)
+        return (self.consumer, self.approved, self.plain, self.mysql, self.application)
 
 
 def seed_consumer_secret(stack: LocalStack) -> Seeded:
@@ -51,8 +54,8 @@ def seed_consumer_secret(stack: LocalStack) -> Seeded:
 
 
 def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
-    """Three PostgreSQL logins, one MySQL account and their secrets, all inside the near-expiry
-    window."""
+    """Three PostgreSQL logins, one MySQL account, one application's client secret, all inside
+    the near-expiry window."""
     consumer = seed_consumer_secret(stack)
     admin = stack.seed_admin_secret("spoke2-kv", "pg-admin")
     approved = stack.seed_login_secret(
@@ -60,13 +63,36 @@ def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
         "reporting-db-password",
         login="reporting_user",
         admin=f"secret:{admin.name}",
-        tags={metadata.APPROVAL: "required", metadata.VALIDITY_DAYS: "30"},
+        # Longer than the 30-day near-expiry window: a new version inside it would be "near
+        # expiry" at once, and the cloud's next expiry scan would rotate it again.
+        tags={metadata.APPROVAL: "required", metadata.VALIDITY_DAYS: "90"},
     )
     plain = stack.seed_login_secret("spoke2-kv", "batch-db-password", login="batch_user")
     mysql = stack.seed_login_secret(
         "spoke1-kv", "orders-mysql-password", login="orders_app", kind=MYSQL, database="orders"
     )
-    return DemoSecrets(consumer=consumer, approved=approved, plain=plain, mysql=mysql)
+    application = seed_application_secret(stack)
+    return DemoSecrets(
+        consumer=consumer, approved=approved, plain=plain, mysql=mysql, application=application
+    )
+
+
+# The demo's overlap: the previous client secret stays valid this long after promotion (24 hours
+# by default in production; seconds here, so that the demo sees it go).
+DEMO_OVERLAP_HOURS = 0.002
+
+
+def seed_application_secret(stack: LocalStack) -> Seeded:
+    """orders-api-client's secret, read by sp-consumer-app, tagged to restart it after promotion;
+    the operator has recorded which credential it is, so the rotation retires it after the overlap."""
+    site_id = str(stack.info["sites"][SP_CONSUMER_SITE]["arm_id"])
+    return stack.seed_app_secret(
+        "spoke1-kv",
+        APPLICATION_SECRET,
+        overlap_hours=DEMO_OVERLAP_HOURS,
+        record_credential=True,
+        tags={metadata.CONSUMERS: site_id},
+    )
 
 
 def start_consumer(stack: LocalStack, site: str = CONSUMER_SITE, *, timeout: float = 60) -> dict[str, Any]:

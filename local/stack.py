@@ -295,6 +295,11 @@ class LocalStack:
         assert self.cloud is not None, "the stack is not started"
         return self.cloud.admin.application(name)
 
+    def credential_id(self, seeded: Seeded) -> str | None:
+        """Which issued credential the secret's current version holds (``rotation-credential-id``)."""
+        tags = self.secret_client(seeded.vault).get_secret(seeded.name).properties.tags or {}
+        return tags.get(metadata.CREDENTIAL_ID)
+
     def app_accepts(self, app_id: str, secret: str) -> bool:
         """Whether Entra (the local cloud) issues a token to ``app_id`` for ``secret``, asked
         afresh through azure-identity, as a consumer would."""
