@@ -146,3 +146,41 @@ def test_killed_while_graph_removes_the_previous_secret(stack: LocalStack) -> No
     ended = wait_for(stack, rotation_id)
     assert_rotated_once(stack, seeded, old, ended)
     assert "already gone" in ended["status"]["retired"]
+
+
+def test_killed_during_plan(stack: LocalStack) -> None:
+    assert stack.cloud is not None
+    seeded = seed(stack, record_credential=True)
+    old = current_value(stack, seeded)
+    # The starter's read of the secret, then the plan's.
+    fault = hold_back(stack.cloud.admin, VAULT, "get_secret", seconds=2, count=2)
+    rotation_id = start_rotation(stack, seeded)
+    kill_in_flight(stack, stack.cloud.admin, fault, seconds=2)
+    assert_rotated_once(stack, seeded, old, wait_for(stack, rotation_id))
+
+
+def test_killed_during_promote_does_not_promote_twice(stack: LocalStack) -> None:
+    assert stack.cloud is not None
+    seeded = seed(stack, record_credential=True)
+    old = current_value(stack, seeded)
+    # Stage's write of the pending value, then promote's.
+    fault = hold_back(stack.cloud.admin, VAULT, "set_secret", seconds=2, count=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="promote", timeout=30)
+
+    def promoted_while_down() -> None:
+        assert len(versions_of(stack, seeded)) == 2
+
+    kill_in_flight(stack, stack.cloud.admin, fault, seconds=2, while_down=promoted_while_down)
+    assert_rotated_once(stack, seeded, old, wait_for(stack, rotation_id))
+
+
+def test_killed_during_cleanup(stack: LocalStack) -> None:
+    assert stack.cloud is not None
+    seeded = seed(stack, record_credential=True)
+    old = current_value(stack, seeded)
+    fault = hold_back(stack.cloud.admin, VAULT, "update_secret", seconds=2)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="cleanup", timeout=30)
+    kill_in_flight(stack, stack.cloud.admin, fault, seconds=2)
+    assert_rotated_once(stack, seeded, old, wait_for(stack, rotation_id))
