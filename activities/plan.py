@@ -9,6 +9,7 @@ import azure.durable_functions as df
 from activities._adapter import run_step, vault_of
 from rotation import steps
 from rotation.model import StepInput
+from rotation.settings import current_settings
 
 bp = df.Blueprint()
 
@@ -19,5 +20,5 @@ def plan_rotation(payload: dict[str, Any]) -> dict[str, Any]:
         "plan_rotation",
         StepInput,
         payload,
-        lambda step: steps.plan(step, vault_of(step.secret)),
+        lambda step: steps.plan(step, vault_of(step.secret), current_settings()),
     )

@@ -42,7 +42,7 @@ def rotate_in_process(stack: LocalStack, seeded: Seeded) -> float:
     secret = SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name)
     step = StepInput(secret.rotation_id(seeded.version), secret, seeded.version)
     started = time.perf_counter()
-    plan = steps.plan(step, vault)
+    plan = steps.plan(step, vault, settings)
     staged = steps.stage_pending(
         StageInput(step, plan.target_kind, 24), vault, settings, now=datetime.now(UTC)
     )

@@ -33,9 +33,11 @@ from local.databases.postgresql import PostgresCluster
 from local.host.process import HostProcess
 from local.ports import free_port
 from rotation import clients, metadata
+from rotation.login_values import LoginShape
 from rotation.model import SecretRef
 from rotation.settings import SETTINGS, Settings
 from rotation.targets import entra, mysql, postgresql
+from rotation.targets.base import SecretValue
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEEDER = "seeder-identity"
@@ -354,14 +356,14 @@ class LocalStack:
 
     def current_value_logs_in(self, vault: str, name: str) -> bool:
         """The invariant users care about: the latest version in the vault logs in to its target
-        (the login, server and database its tags name)."""
+        (the login the value holds, on the server and database its tags name)."""
         secret = self.secret_client(vault).get_secret(name)
         tags = secret.properties.tags or {}
-        kind = tags[metadata.TARGET]
-        login = tags[metadata.CREDENTIAL]
-        if kind == ENTRA:
-            return self.app_accepts(login, secret.value or "")
-        if kind == MYSQL:
-            login = mysql.parse_account(login).user
-        database = tags[metadata.PROVIDER].split("/", 1)[1]
-        return self.database(kind).can_login(login, secret.value or "", database)
+        meta = metadata.parse_tags(name, tags)
+        if meta.target.kind == ENTRA:
+            return self.app_accepts(meta.target.credential, secret.value or "")
+        shape = LoginShape.of(meta)
+        held = shape.read(SecretValue(secret.value or ""))
+        return self.database(meta.target.kind).can_login(
+            shape.kind.client_login(held.credential), held.password.reveal(), shape.endpoint.database
+        )

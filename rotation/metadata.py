@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from rotation.errors import InvalidRequest
 from rotation.model import MAX_ROTATED_NAME, check_secret_name, is_companion_name
-from rotation.targets import IssuingTargetType, target_type
+from rotation.targets import IssuingTargetType, TargetType, target_type
 from rotation.targets.base import AdminSpec, TargetSpec
 
 TARGET = "rotation-target"
@@ -23,6 +23,8 @@ VALIDITY_DAYS = "rotation-validity-days"
 APPROVAL = "rotation-approval"
 CONSUMERS = "rotation-consumers"
 OVERLAP_HOURS = "rotation-overlap-hours"
+STRATEGY = "rotation-strategy"
+FORMAT = "rotation-format"
 # Written by the hub itself on the versions it creates.
 ROTATION_ID = "rotation-id"
 PREVIOUS_VERSION = "rotation-previous-version"
@@ -34,6 +36,9 @@ CREDENTIAL_ID = "rotation-credential-id"
 DEFAULT_VALIDITY_DAYS = 60.0
 MAX_VALIDITY_DAYS = 3650.0
 MAX_OVERLAP_HOURS = 24.0 * 90
+STRATEGIES = ("single", "alternating")
+# What a secret's value holds (rotation/formats): the password alone, or the login with it.
+FORMATS = ("password", "json", "connection-string")
 # Key Vault allows 15 tags per secret; promotion adds up to three of its own.
 MAX_TAGS = 15
 HUB_TAGS_ON_PROMOTE = (ROTATION_ID, PREVIOUS_VERSION, CREDENTIAL_ID)
@@ -52,6 +57,13 @@ class RotationMetadata:
     consumers: tuple[str, ...]
     #: Set for targets that issue their credentials: how long the previous one stays valid.
     overlap_hours: float | None = None
+    #: ``single``: one login, its password changed in place; ``alternating``: two logins, each
+    #: rotation changes the one the current version does not hold.
+    strategy: str = "single"
+    #: What the value holds (rotation/formats).
+    value_format: str = "password"
+    #: The logins ``rotation-credential`` names: one, or two when alternating.
+    logins: tuple[str, ...] = ()
 
 
 def _clean(tags: Mapping[str, str] | None) -> dict[str, str]:
@@ -98,6 +110,47 @@ def credential_id_of(tags: Mapping[str, str] | None) -> str | None:
     return _clean(tags).get(CREDENTIAL_ID) or None
 
 
+def _strategy_and_format(
+    t: Mapping[str, str], spec: TargetSpec, found: TargetType | IssuingTargetType
+) -> tuple[str, str, tuple[str, ...]]:
+    """``rotation-strategy``, ``rotation-format`` and the logins they imply, checked together."""
+    strategy = t.get(STRATEGY) or "single"
+    if strategy not in STRATEGIES:
+        raise InvalidRequest(f"{STRATEGY} must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
+    value_format = t.get(FORMAT) or "password"
+    if value_format not in FORMATS:
+        raise InvalidRequest(f"{FORMAT} must be one of {', '.join(FORMATS)}, got {value_format!r}")
+    if isinstance(found, IssuingTargetType):
+        if strategy != "single" or value_format != "password":
+            raise InvalidRequest(
+                f"{spec.kind} holds the credential its target issues: {STRATEGY} and {FORMAT} do not apply"
+            )
+        return strategy, value_format, (spec.credential,)
+    if strategy == "single":
+        return strategy, value_format, (spec.credential,)
+    if not found.alternating:
+        raise InvalidRequest(f"{STRATEGY} 'alternating' is not supported for {spec.kind}")
+    logins = tuple(login.strip() for login in spec.credential.split(","))
+    if len(logins) != 2 or not all(logins):
+        raise InvalidRequest(
+            f"{CREDENTIAL} must name two logins, 'login_a,login_b', when {STRATEGY} is 'alternating'; "
+            f"it names {len([login for login in logins if login])}"
+        )
+    if logins[0] == logins[1]:
+        raise InvalidRequest(f"{CREDENTIAL} names the same login twice; alternating needs two")
+    if value_format == "password":
+        raise InvalidRequest(
+            f"{FORMAT} 'password' cannot say which of the two logins a value is for; "
+            f"use 'json' or 'connection-string' with {STRATEGY} 'alternating'"
+        )
+    if spec.admin.mode == "self":
+        raise InvalidRequest(
+            f"{ADMIN} 'self' cannot change the other login (its password is not at hand): "
+            f"use 'secret:<name>' or 'managed-identity' with {STRATEGY} 'alternating'"
+        )
+    return strategy, value_format, logins
+
+
 def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMetadata:
     """Validate the rotation tags of ``secret_name``.
 
@@ -134,7 +187,9 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
     ):
         raise InvalidRequest(f"{ADMIN} of {secret_name!r} names the secret itself; use 'self' instead")
     found = target_type(kind)
-    found.validate(spec)
+    strategy, value_format, logins = _strategy_and_format(t, spec, found)
+    for login in logins:
+        found.validate(replace(spec, credential=login))
 
     validity_raw = t.get(VALIDITY_DAYS, "")
     validity = DEFAULT_VALIDITY_DAYS
@@ -184,4 +239,7 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
         validity_days=validity,
         consumers=consumers,
         overlap_hours=overlap,
+        strategy=strategy,
+        value_format=value_format,
+        logins=logins,
     )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from rotation import clients, metadata
 from rotation.errors import InvalidRequest, TargetError, UndoImpossible, VerificationFailed
+from rotation.login_values import Held, LoginShape
 from rotation.model import (
     Changed,
     Promoted,
@@ -24,8 +26,9 @@ from rotation.model import (
 )
 from rotation.passwords import generate
 from rotation.settings import Settings
-from rotation.targets import IssuingTargetType, target_type, value_target_type
-from rotation.targets.base import Credentials, IssuingTarget, SecretValue, Target, TokenSource
+from rotation.targets import IssuingTargetType, target_type
+from rotation.targets.base import Credentials, IssuingTarget, SecretValue, TokenSource
+from rotation.targets.logins import PasswordLogin
 from rotation.vault import Vault, VersionInfo
 
 logger = logging.getLogger(__name__)
@@ -34,11 +37,16 @@ PENDING_CONTENT_TYPE = "application/vnd.rotation-hub.pending"
 ISSUED_LABEL_PREFIX = "keyvault-rotation-hub "
 
 
-def plan(step: StepInput, vault: Vault) -> RotationPlan:
+def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
     """Read the secret's tags once; skip when someone else replaced the version to rotate.
 
+    For alternating logins, also check before anything changes that the current value holds one
+    of the two logins, and that the two may stand in for each other (same group roles, no
+    privileges of their own: rotation/targets/logins.py ``compare_logins``).
+
     Raises:
-        InvalidRequest: the secret is missing, disabled, or its tags are not valid.
+        InvalidRequest: the secret is missing, disabled, or its tags, its value or its logins
+            do not allow a rotation (the message says what to fix).
     """
     name = step.secret.secret_name
     current = vault.current(name)
@@ -47,6 +55,8 @@ def plan(step: StepInput, vault: Vault) -> RotationPlan:
         reason = f"version {step.version} is no longer current (the current version is {current.version})"
         return RotationPlan(target_kind="", approval_required=False, validity_days=0.0, skip_reason=reason)
     meta = metadata.parse_tags(name, current.tags)
+    if meta.strategy == "alternating" and not promoted_here:
+        _check_alternates(step, vault, settings)
     return RotationPlan(
         target_kind=meta.target.kind,
         approval_required=meta.approval_required,
@@ -57,6 +67,19 @@ def plan(step: StepInput, vault: Vault) -> RotationPlan:
         issues_credentials=meta.overlap_hours is not None,
         overlap_hours=meta.overlap_hours or 0.0,
     )
+
+
+def _check_alternates(step: StepInput, vault: Vault, settings: Settings) -> None:
+    bound = _Bound(step, vault, settings)
+    logins = bound.meta.logins
+    differences = bound.target_for(logins[0]).compare_alternates(
+        (logins[0], logins[1]), using=bound.using(logins[0])
+    )
+    if differences:
+        raise InvalidRequest(
+            f"logins {logins[0]!r} and {logins[1]!r} of {step.secret.secret_name!r} cannot alternate: "
+            + "; ".join(differences)
+        )
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -109,7 +132,13 @@ def stage_pending(inp: StageInput, vault: Vault, settings: Settings, *, now: dat
     if earlier:
         vault.enable(companion, earlier[0].version, expires_on=expires_on)
         return Staged(pending_version=earlier[0].version, reused=True)
-    value = generate(kind.password_policy)
+    # The login this rotation changes (the other one, when alternating) and the value for it.
+    shape = LoginShape.of(
+        metadata.parse_tags(step.secret.secret_name, vault.current(step.secret.secret_name).tags)
+    )
+    _, current = vault.get(step.secret.secret_name, step.version)
+    login = shape.next_credential(shape.read(current))
+    value = shape.write(login, generate(kind.password_policy))
     written = vault.write(
         companion,
         value,
@@ -182,36 +211,53 @@ def _pending_version(step: StepInput) -> str:
 
 
 class _Bound:
-    """The target of one rotation, with the credentials it may use, read from the vault."""
+    """A rotation's secret as logins: what its current version holds, the credentials a change
+    may use (read from the vault), and the target bound to a login."""
 
     def __init__(self, step: StepInput, vault: Vault, settings: Settings) -> None:
         name = step.secret.secret_name
-        info, self.previous = vault.get(name, step.version)
-        meta = metadata.parse_tags(name, info.tags)
+        info, previous = vault.get(name, step.version)
+        self.meta = metadata.parse_tags(name, info.tags)
+        self.shape = LoginShape.of(self.meta)
+        self.previous = self.shape.read(previous)
+        self._settings = settings
         self.admin: SecretValue | None = None
         self.admin_login: str | None = None
         self.access_token: TokenSource | None = None
-        if meta.target.admin.mode == "secret" and meta.target.admin.secret_name:
-            admin_info, self.admin = vault.get(meta.target.admin.secret_name)
+        admin = self.meta.target.admin
+        if admin.mode == "secret" and admin.secret_name:
+            admin_info, self.admin = vault.get(admin.secret_name)
             self.admin_login = metadata.credential_of(admin_info.tags)
-        elif meta.target.admin.mode == "managed-identity":
+        elif admin.mode == "managed-identity":
             self.access_token = functools.partial(clients.access_token, settings=settings)
-        self.target: Target = value_target_type(meta.target.kind).build(meta.target, settings)
 
-    def using(self) -> Credentials:
+    def target_for(self, credential: str) -> PasswordLogin:
+        """The target bound to one of the secret's logins."""
+        target = self.shape.kind.build(replace(self.meta.target, credential=credential), self._settings)
+        if not isinstance(target, PasswordLogin):
+            raise InvalidRequest(f"rotation-target {self.meta.target.kind!r} does not change login passwords")
+        return target
+
+    def using(self, credential: str) -> Credentials:
+        """What a change of ``credential`` may use: its current password when the current
+        version holds it (a self-change needs it), and the admin's."""
+        current = self.previous.password if credential == self.previous.credential else None
         return Credentials(
-            current=self.previous,
-            admin=self.admin,
-            admin_login=self.admin_login,
-            access_token=self.access_token,
+            current=current, admin=self.admin, admin_login=self.admin_login, access_token=self.access_token
         )
+
+    def pending(self, vault: Vault, step: StepInput) -> Held:
+        _, value = vault.get(step.secret.pending_name, _pending_version(step))
+        return self.shape.read(value)
 
 
 def apply_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
     """Make the target accept the pending value (nothing to do when it already does)."""
-    _, pending = vault.get(step.secret.pending_name, _pending_version(step))
     bound = _Bound(step, vault, settings)
-    changed = bound.target.apply(new=pending, using=bound.using())
+    pending = bound.pending(vault, step)
+    changed = bound.target_for(pending.credential).apply(
+        new=pending.password, using=bound.using(pending.credential)
+    )
     return Changed(
         changed=changed, detail="target updated" if changed else "target already accepted the new value"
     )
@@ -236,11 +282,13 @@ def _issues(step: StepInput, vault: Vault) -> bool:
 
 def verify_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
     """Log in afresh with the pending value. Raises VerificationFailed when it is refused."""
-    _, pending = vault.get(step.secret.pending_name, _pending_version(step))
     if _issues(step, vault):
-        _issuer(step, vault, settings).verify(value=pending)
+        _, value = vault.get(step.secret.pending_name, _pending_version(step))
+        _issuer(step, vault, settings).verify(value=value)
     else:
-        _Bound(step, vault, settings).target.verify(value=pending)
+        bound = _Bound(step, vault, settings)
+        pending = bound.pending(vault, step)
+        bound.target_for(pending.credential).verify(value=pending.password)
     return Changed(changed=False, detail="the new credential logs in")
 
 
@@ -332,15 +380,27 @@ def revert_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
     if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
         return Changed(changed=False, detail="the new version is already promoted; the target keeps it")
     bound = _Bound(step, vault, settings)
-    pending: SecretValue | None = None
+    pending: Held | None = None
     if step.pending_version:
         try:
-            _, pending = vault.get(step.secret.pending_name, step.pending_version)
+            pending = bound.pending(vault, step)
         except InvalidRequest:
             pending = None  # already discarded; a self-admin target then tries the previous value
-    changed = bound.target.revert(previous=bound.previous, new=pending, using=bound.using())
+    if pending is not None and pending.credential != bound.previous.credential:
+        # Alternating: the change went to the other login; the current version's was untouched.
+        return Changed(
+            changed=False,
+            detail=f"the current version's login {bound.previous.credential!r} was not changed",
+        )
+    previous = bound.previous
+    target = bound.target_for(previous.credential)
+    changed = target.revert(
+        previous=previous.password,
+        new=pending.password if pending else None,
+        using=bound.using(previous.credential),
+    )
     try:
-        bound.target.verify(value=bound.previous)
+        target.verify(value=previous.password)
     except VerificationFailed as exc:
         raise UndoImpossible(
             f"the previous credential of {name!r} still does not log in after the revert"

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from local.databases.base import DatabaseError
 from local.databases.server_process import HOST, ServerProcess, read_log, serve_in_foreground
+from rotation.formats.connection_string import libpq_quote
 from rotation.targets import scram
 
 DEFAULT_ADMIN = "hub_admin"
@@ -345,7 +346,9 @@ class PostgresCluster(ServerProcess):
         args = [str(self.bindir / "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"]
         for name, value in (variables or {}).items():
             args += ["-v", f"{name}={value}"]
-        args += ["-h", self.host, "-p", str(self.port), "-U", user or self.admin_user, "-d", database]
+        # psql reads a -d value holding "=" as a connection string: always give it one.
+        dbname = f"dbname={libpq_quote(database)}"
+        args += ["-h", self.host, "-p", str(self.port), "-U", user or self.admin_user, "-d", dbname]
         return subprocess.run(
             args, input=script, capture_output=True, text=True, env=env, timeout=60, check=False
         )

@@ -17,6 +17,8 @@ from rotation.targets.base import IssuingTarget, Target, TargetSpec
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
 
+    from rotation.formats import Endpoint
+
     # rotation.passwords imports targets.base (SecretValue); a run-time import here would make
     # "import rotation.passwords" fail on the cycle when it is the first module imported.
     from rotation.passwords import PasswordPolicy
@@ -31,6 +33,13 @@ class TargetType:
     password_policy: PasswordPolicy
     # Checks the provider and credential tags without connecting; raises InvalidRequest.
     validate: Callable[[TargetSpec], None]
+    # Where a login of the spec connects, for values that carry it (rotation/formats).
+    endpoint: Callable[[TargetSpec], Endpoint]
+    #: Whether rotation-strategy 'alternating' (two logins) is supported.
+    alternating: bool = False
+    #: The name a client logs in with, for a ``rotation-credential`` login (MySQL: the user
+    #: part of ``user@host``).
+    client_login: Callable[[str], str] = lambda credential: credential
 
 
 @dataclass(frozen=True)

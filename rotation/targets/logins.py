@@ -59,6 +59,13 @@ class Session(Protocol):
         """
         ...
 
+    def compare_logins(self, first: str, second: str) -> list[str]:
+        """What keeps two logins from standing in for each other (rotation-strategy
+        'alternating'): each must be a member of the same group roles and hold no privileges of
+        its own. Empty when they may alternate; else one line per difference, saying what to fix.
+        Raises TargetError where the engine cannot tell."""
+        ...
+
 
 class Engine(Protocol):
     """One database server and one login on it, as an engine module connects to it."""
@@ -201,6 +208,11 @@ class PasswordLogin:
         return True
 
     # -- helpers -------------------------------------------------------------------------------
+
+    def compare_alternates(self, logins: tuple[str, str], *, using: Credentials) -> list[str]:
+        """Whether ``logins`` may alternate, checked as the admin (see ``Session.compare_logins``)."""
+        with self.engine.session(self._changer(using), purpose="login", hide=()) as session:
+            return session.compare_logins(*logins)
 
     def _as_login(self, value: SecretValue) -> Principal:
         return Principal(self.engine.login, value, description=f"the current value of {self.engine.what}")

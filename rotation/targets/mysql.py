@@ -37,9 +37,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import ssl
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pymysql
 from pymysql.constants import CR, ER
@@ -50,6 +51,7 @@ from rotation.errors import (
     TargetError,
     TransientError,
 )
+from rotation.formats import Endpoint
 from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType
@@ -202,6 +204,47 @@ class _Session:
             prefix = _statement(cur.fetchone()).replace("%", "%%")
             cur.execute(prefix + " IDENTIFIED BY %s", (new.reveal(),))
 
+    def compare_logins(self, first: str, second: str) -> list[str]:
+        grants = {login: self._grants(parse_account(login)) for login in (first, second)}
+        a, b = grants[first], grants[second]
+        differences: list[str] = []
+        if a.roles != b.roles:
+            differences.append(
+                f"{first!r} is granted {sorted(a.roles) or 'no role'}, {second!r} "
+                f"{sorted(b.roles) or 'no role'}: grant both the same roles (GRANT <role> TO <account>), "
+                "which hold the privileges"
+            )
+        for login, held in grants.items():
+            if held.roles and held.default_role != "all" and not (held.roles & held.default_roles):
+                differences.append(
+                    f"{login!r} has no default role, so its roles are not active when it logs in "
+                    "(SET DEFAULT ROLE <role> FOR <account>)"
+                )
+            if held.direct:
+                differences.append(
+                    f"{login!r} holds privileges of its own ({'; '.join(held.direct[:3])}): grant them to "
+                    "the role instead and revoke them from the account"
+                )
+        return differences
+
+    def _grants(self, account: Account) -> _Grants:
+        """SHOW GRANTS for ``account`` (the statement built by the server, as the others); MySQL 8
+        keeps default roles apart, in mysql.default_roles."""
+        with self._conn.cursor() as cur:
+            cur.execute(
+                "SELECT CONCAT('SHOW GRANTS FOR ', QUOTE(%s), '@', QUOTE(%s))", (account.user, account.host)
+            )
+            cur.execute(_statement(cur.fetchone()))
+            grants = _Grants.of([str(row[0]) for row in cur.fetchall()])
+            if "mariadb" in self._conn.get_server_info().lower():
+                return grants
+            cur.execute(
+                "SELECT DEFAULT_ROLE_USER FROM mysql.default_roles WHERE USER = %s AND HOST = %s",
+                (account.user, account.host),
+            )
+            defaults = frozenset(str(row[0]) for row in cur.fetchall())
+        return replace(grants, default_roles=defaults, default_role="named" if defaults else "")
+
     def _check_logged_in_as(self, account: Account) -> None:
         """A self-change alters the account the server matched the login to, which is not the
         tagged one when a more specific host part exists ('app'@'10.%' before 'app'@'%')."""
@@ -214,6 +257,45 @@ class _Session:
                 f"logging in as {account.user!r} matches account {matched!r}, not the tagged "
                 f"{str(account)!r}; fix rotation-credential or use an admin secret"
             )
+
+
+# SHOW GRANTS lines, as MySQL 8 and MariaDB write them (the account's quoting aside).
+_ROLE_GRANT = re.compile(
+    r"^GRANT (?P<roles>`[^`]*`(?:@`[^`]*`)?(?:, *`[^`]*`(?:@`[^`]*`)?)*) TO ", re.IGNORECASE
+)
+_PRIVILEGE_GRANT = re.compile(r"^GRANT (?P<privileges>.+?) ON (?P<object>.+?) TO ", re.IGNORECASE)
+_DEFAULT_ROLE = re.compile(r"^SET DEFAULT ROLE (?P<role>`[^`]*`|ALL|NONE)", re.IGNORECASE)
+_ROLE_NAME = re.compile(r"`([^`]*)`(?:@`[^`]*`)?")
+
+
+@dataclass(frozen=True)
+class _Grants:
+    roles: frozenset[str]
+    default_roles: frozenset[str]
+    default_role: str
+    direct: tuple[str, ...]
+
+    @classmethod
+    def of(cls, lines: list[str]) -> _Grants:
+        """What SHOW GRANTS says, without anything after IDENTIFIED (MariaDB shows the password
+        hash there, which must not reach a message)."""
+        roles: set[str] = set()
+        defaults: set[str] = set()
+        default_role = ""
+        direct: list[str] = []
+        for line in lines:
+            line = re.split(r" IDENTIFIED ", line, maxsplit=1, flags=re.IGNORECASE)[0]
+            if (found := _DEFAULT_ROLE.match(line)) is not None:
+                role = found["role"]
+                default_role = role.lower() if role.upper() in ("ALL", "NONE") else "named"
+                defaults.update(_ROLE_NAME.findall(role))
+            elif (found := _PRIVILEGE_GRANT.match(line)) is not None:
+                privileges = found["privileges"].strip()
+                if privileges.upper() != "USAGE":
+                    direct.append(f"{privileges} ON {found['object']}")
+            elif (found := _ROLE_GRANT.match(line)) is not None:
+                roles.update(_ROLE_NAME.findall(found["roles"]))
+        return cls(frozenset(roles), frozenset(defaults), default_role, tuple(direct))
 
 
 def _statement(row: tuple[object, ...] | None) -> str:
@@ -394,4 +476,18 @@ def build(spec: TargetSpec, settings: Settings) -> PasswordLogin:
     return PasswordLogin(spec, MySQLEngine(spec, settings))
 
 
-TARGET_TYPE = TargetType(name=KIND, build=build, password_policy=PASSWORD_POLICY, validate=validate)
+def endpoint(spec: TargetSpec) -> Endpoint:
+    """Where a login of ``spec`` connects (for values that carry it: rotation/formats)."""
+    where = parse_provider(spec.provider)
+    return Endpoint(engine="mysql", host=where.host, port=where.port, database=where.database)
+
+
+TARGET_TYPE = TargetType(
+    name=KIND,
+    build=build,
+    password_policy=PASSWORD_POLICY,
+    validate=validate,
+    endpoint=endpoint,
+    alternating=True,
+    client_login=lambda credential: parse_account(credential).user,
+)

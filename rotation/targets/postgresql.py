@@ -39,6 +39,7 @@ from rotation.errors import (
     TargetError,
     TransientError,
 )
+from rotation.formats import Endpoint
 from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType, scram
@@ -102,6 +103,15 @@ def validate(spec: TargetSpec) -> None:
 # -- the engine ---------------------------------------------------------------------------------
 
 
+# What a pg_shdepend entry says about the role it refers to.
+_DEPENDENCY = {
+    "o": "owns",
+    "a": "holds privileges on",
+    "i": "holds privileges on",
+    "r": "is named in a policy on",
+}
+
+
 class _Session:
     def __init__(self, conn: psycopg.Connection[Any], engine: PostgresEngine, as_login: str):
         self._conn = conn
@@ -130,6 +140,47 @@ class _Session:
         except psycopg.Error as exc:
             hide = (new, verifier, *((current,) if current else ()))
             raise _statement_error(exc, self._as_login, self._engine, hide) from None
+
+    def compare_logins(self, first: str, second: str) -> list[str]:
+        roles = {
+            str(name): sorted(str(g) for g in groups)
+            for name, groups in self._conn.execute(
+                "SELECT r.rolname, coalesce(array_agg(g.rolname) FILTER (WHERE g.rolname IS NOT NULL), '{}') "
+                "FROM pg_roles r LEFT JOIN pg_auth_members m ON m.member = r.oid "
+                "LEFT JOIN pg_roles g ON g.oid = m.roleid WHERE r.rolname = ANY(%s) GROUP BY r.rolname",
+                ([first, second],),
+            ).fetchall()
+        }
+        differences = [f"login {login!r} does not exist" for login in (first, second) if login not in roles]
+        if differences:
+            return differences
+        if roles[first] != roles[second]:
+            differences.append(
+                f"{first!r} is a member of {roles[first] or 'no group role'}, {second!r} of "
+                f"{roles[second] or 'no group role'}: make both members of the same group roles "
+                "(GRANT <role> TO <login>), which hold the privileges"
+            )
+        for login in (first, second):
+            # pg_shdepend records every object a role owns ('o'), holds privileges on ('a', 'i')
+            # or has a policy on ('r'), in this database and among shared objects; default
+            # privileges the role set are objects it owns, too.
+            held = [
+                f"{_DEPENDENCY.get(str(row[1]), 'depends on')} {row[0]}"
+                for row in self._conn.execute(
+                    "SELECT pg_describe_object(classid, objid, objsubid), deptype FROM pg_shdepend "
+                    "WHERE refclassid = 'pg_authid'::regclass "
+                    "AND refobjid = (SELECT oid FROM pg_roles WHERE rolname = %s) "
+                    "AND dbid IN (0, (SELECT oid FROM pg_database WHERE datname = current_database())) "
+                    "ORDER BY 1 LIMIT 6",
+                    (login,),
+                ).fetchall()
+            ]
+            if held:
+                differences.append(
+                    f"{login!r} {', '.join(held[:5])}{' ...' if len(held) > 5 else ''}: grant to the group role "
+                    "instead, and make it the owner (ALTER ... OWNER TO <role>; REASSIGN OWNED BY <login> TO <role>)"
+                )
+        return differences
 
 
 class PostgresEngine:
@@ -274,4 +325,17 @@ def build(spec: TargetSpec, settings: Settings) -> PasswordLogin:
     return PasswordLogin(spec, PostgresEngine(spec, settings))
 
 
-TARGET_TYPE = TargetType(name=KIND, build=build, password_policy=PASSWORD_POLICY, validate=validate)
+def endpoint(spec: TargetSpec) -> Endpoint:
+    """Where a login of ``spec`` connects (for values that carry it: rotation/formats)."""
+    where = parse_provider(spec.provider)
+    return Endpoint(engine="postgresql", host=where.host, port=where.port, database=where.database)
+
+
+TARGET_TYPE = TargetType(
+    name=KIND,
+    build=build,
+    password_policy=PASSWORD_POLICY,
+    validate=validate,
+    endpoint=endpoint,
+    alternating=True,
+)

@@ -55,6 +55,7 @@ from rotation.errors import (
     TargetError,
     TransientError,
 )
+from rotation.formats import Endpoint
 from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType
@@ -237,6 +238,9 @@ class _Session:
             cursor.fetchone()
         finally:
             cursor.close()
+
+    def compare_logins(self, first: str, second: str) -> list[str]:
+        raise TargetError("rotation-strategy 'alternating' is not supported for SQL Server")
 
     def set_password(self, new: SecretValue, *, current: SecretValue | None) -> None:
         statement = STATEMENTS[(self._engine.kind, current is not None)]
@@ -468,10 +472,20 @@ def build(spec: TargetSpec, settings: Settings) -> PasswordLogin:
     return PasswordLogin(spec, SqlServerEngine(spec, settings))
 
 
+def endpoint(spec: TargetSpec) -> Endpoint:
+    """Where a login of ``spec`` connects (for values that carry it: rotation/formats)."""
+    where = parse_provider(spec.provider)
+    return Endpoint(engine="sqlserver", host=where.host, port=where.port, database=where.database)
+
+
 TARGET_TYPE_LOGIN = TargetType(
-    name=KIND_LOGIN, build=build, password_policy=PASSWORD_POLICY, validate=validate
+    name=KIND_LOGIN, build=build, password_policy=PASSWORD_POLICY, validate=validate, endpoint=endpoint
 )
 TARGET_TYPE_CONTAINED_USER = TargetType(
-    name=KIND_CONTAINED_USER, build=build, password_policy=PASSWORD_POLICY, validate=validate
+    name=KIND_CONTAINED_USER,
+    build=build,
+    password_policy=PASSWORD_POLICY,
+    validate=validate,
+    endpoint=endpoint,
 )
 TARGET_TYPES = (TARGET_TYPE_LOGIN, TARGET_TYPE_CONTAINED_USER)

@@ -117,7 +117,7 @@ def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault
     old = value_of(stack, seeded.name)
     [old_id] = credentials(stack)
 
-    plan = steps.plan(step, vault)
+    plan = steps.plan(step, vault, Settings.from_environ({**os.environ}))
     assert (plan.target_kind, plan.issues_credentials, plan.overlap_hours) == (ENTRA, True, OVERLAP_HOURS)
 
     step = stage(step, vault, settings)

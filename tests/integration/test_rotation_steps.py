@@ -90,7 +90,7 @@ def test_a_rotation_step_by_step_each_step_twice(
     seeded, step = seed(stack, kind, tags={metadata.VALIDITY_DAYS: "30", "team": "payments"})
     old = value_of(stack, seeded.name)
 
-    plan = steps.plan(step, vault)
+    plan = steps.plan(step, vault, Settings.from_environ({**os.environ}))
     assert (plan.target_kind, plan.validity_days, plan.skip_reason) == (kind, 30, None)
 
     step = stage(step, vault, kind)
@@ -259,7 +259,7 @@ def test_stage_disables_a_pending_value_left_by_another_rotation(stack: LocalSta
 def test_plan_skips_a_version_that_is_no_longer_current(stack: LocalStack, vault: Vault) -> None:
     seeded, step = seed(stack)
     stack.seed_login_secret(VAULT, seeded.name, login=seeded.login, password=value_of(stack, seeded.name))
-    plan = steps.plan(step, vault)
+    plan = steps.plan(step, vault, Settings.from_environ({**os.environ}))
     assert plan.skip_reason is not None
     assert "no longer current" in plan.skip_reason
 
@@ -271,10 +271,10 @@ def test_key_vault_unavailable_is_transient(stack: LocalStack, vault: Vault) -> 
     stack.cloud.admin.inject_fault(kind="unavailable", target=VAULT, operation="get_secret", count=10)
     try:
         with pytest.raises(TransientError):
-            steps.plan(step, vault)
+            steps.plan(step, vault, Settings.from_environ({**os.environ}))
     finally:
         stack.cloud.admin.clear_faults()
-    assert steps.plan(step, vault).skip_reason is None
+    assert steps.plan(step, vault, Settings.from_environ({**os.environ})).skip_reason is None
 
 
 def test_no_value_reaches_the_log_nor_the_database_server_log(
