@@ -279,6 +279,48 @@ class LocalStack:
         )
         return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login, kind=kind)
 
+    def seed_alternating_secret(
+        self,
+        vault: str,
+        name: str,
+        *,
+        kind: str,
+        logins: tuple[str, str],
+        admin_secret: str,
+        value_format: str = "json",
+        expires_in: timedelta = timedelta(days=10),
+        tags: Mapping[str, str] | None = None,
+    ) -> tuple[Seeded, dict[str, str]]:
+        """Two logins of ``kind``, members of one group role that holds what they may do (and
+        nothing of their own), and a secret holding the first one's login and password in
+        ``value_format``, tagged ``rotation-strategy: alternating`` with ``admin_secret`` as the
+        admin. Returns the secret and each login's password."""
+        server = self.database(kind)
+        group = f"{logins[0]}_group"
+        server.create_group(group)
+        passwords: dict[str, str] = {}
+        for login in logins:
+            passwords[login] = self.create_login(login, kind=kind)
+            server.join_group(login, group)
+        all_tags = {
+            metadata.TARGET: kind,
+            metadata.PROVIDER: server.provider(),
+            metadata.CREDENTIAL: ",".join(logins),
+            metadata.ADMIN: f"secret:{admin_secret}",
+            metadata.STRATEGY: "alternating",
+            metadata.FORMAT: value_format,
+            **(tags or {}),
+        }
+        shape = LoginShape.of(metadata.parse_tags(name, all_tags))
+        value = shape.write(logins[0], SecretValue(passwords[logins[0]]))
+        written = self.secret_client(vault).set_secret(
+            name, value.reveal(), tags=all_tags, expires_on=datetime.now(UTC) + expires_in
+        )
+        seeded = Seeded(
+            vault=vault, name=name, version=str(written.properties.version), login=logins[0], kind=kind
+        )
+        return seeded, passwords
+
     def logs_in(self, seeded: Seeded, password: str, *, database: str | None = None) -> bool:
         """Whether ``seeded``'s login takes ``password`` (checked with the server's own client,
         or for an application with a fresh client-credentials login)."""

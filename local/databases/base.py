@@ -54,6 +54,19 @@ class LocalDatabase(Protocol):
 
     def create_database(self, name: str, *, owner: str | None = None) -> None: ...
 
+    def create_group(self, name: str) -> None:
+        """A group role that holds what its members may do (at least use ``default_database``)."""
+        ...
+
+    def join_group(self, login: str, group: str) -> None:
+        """Make ``login`` a member of ``group``, active when it logs in, holding no privileges of
+        its own any more: the pattern two alternating logins follow."""
+        ...
+
+    def grant_own_privilege(self, login: str) -> None:
+        """Give ``login`` a privilege of its own (what alternating logins must not have)."""
+        ...
+
     def can_login(self, login: str, password: str, database: str | None = None) -> bool:
         """Whether ``login`` logs in with ``password``, through the server's own client.
 

@@ -38,7 +38,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -417,15 +417,43 @@ class MariaDBServer(ServerProcess):
         self._query(f"ALTER USER %s@%s IDENTIFIED VIA {plugin} USING %s", (*account, stored or ""))
 
     def set_admin(self, login: str, *, allowed: bool) -> None:
-        """Grant or revoke ``CREATE USER`` on ``*.*``.
+        """Grant or revoke ``CREATE USER`` on ``*.*`` (and ``SELECT`` on the ``mysql`` schema).
 
         With it, ``ALTER USER 'other'@'%' IDENTIFIED BY PASSWORD ...`` works; ``SET PASSWORD FOR
         'other'@'%'`` needs ``UPDATE`` on the ``mysql`` database instead, which is not given.
+        ``SELECT`` on ``mysql`` is what ``SHOW GRANTS FOR 'other'@'%'`` needs (the check of two
+        alternating logins); Azure's MySQL admin has both.
         """
         if allowed:
             self._query("GRANT CREATE USER ON *.* TO %s@%s", (login, ACCOUNT_HOST))
+            self._query("GRANT SELECT ON `mysql`.* TO %s@%s", (login, ACCOUNT_HOST))
         else:
             self._query("REVOKE CREATE USER ON *.* FROM %s@%s", (login, ACCOUNT_HOST))
+
+    def create_group(self, name: str) -> None:
+        """A role that may use ``default_database``."""
+        role = _pct(quote_identifier(name))
+        self._query(f"CREATE ROLE {role}")
+        self._query(f"GRANT SELECT ON {_pct(quote_grant_database(self.default_database))}.* TO {role}")
+
+    def join_group(self, login: str, group: str) -> None:
+        """Grant the role, make it the default role (MariaDB activates no role otherwise), and
+        take back the login's own grant on ``default_database``."""
+        role = _pct(quote_identifier(group))
+        account = (login, ACCOUNT_HOST)
+        self._query(f"GRANT {role} TO %s@%s", account)
+        self._query(f"SET DEFAULT ROLE {role} FOR %s@%s", account)
+        with suppress(DatabaseError):  # 1141: no such grant (already the role's only)
+            self._query(
+                f"REVOKE SELECT ON {_pct(quote_grant_database(self.default_database))}.* FROM %s@%s",  # noqa: S608 (quoted above)
+                account,
+            )
+
+    def grant_own_privilege(self, login: str) -> None:
+        self._query(
+            f"GRANT SELECT ON {_pct(quote_grant_database(self.default_database))}.* TO %s@%s",
+            (login, ACCOUNT_HOST),
+        )
 
     def set_login_allowed(self, login: str, *, allowed: bool) -> None:
         """``ALTER USER ... ACCOUNT LOCK`` (the right password then gets error 4151) or ``UNLOCK``."""

@@ -247,6 +247,20 @@ class PostgresCluster(ServerProcess):
         """A login role (``admin``: with CREATEROLE); see ``base.LocalDatabase``."""
         self.create_role(name, password, createrole=admin, database=database)
 
+    def create_group(self, name: str) -> None:
+        """A NOLOGIN role (every role may connect to the default database already)."""
+        self.create_role(name, None, login=False)
+
+    def join_group(self, login: str, group: str) -> None:
+        self.psql('GRANT :"group" TO :"login";\n', variables={"group": group, "login": login})
+
+    def grant_own_privilege(self, login: str) -> None:
+        """A privilege on the default database, held by the login itself (pg_shdepend lists it)."""
+        self.psql(
+            'GRANT CREATE ON DATABASE :"db" TO :"login";\n',
+            variables={"db": self.default_database, "login": login},
+        )
+
     def create_database(self, name: str, *, owner: str | None = None) -> None:
         script = 'CREATE DATABASE :"db"' + (' OWNER :"owner"' if owner else "") + ";\n"
         self.psql(script, variables={"db": name, "owner": owner or ""})
@@ -301,8 +315,11 @@ class PostgresCluster(ServerProcess):
             holder.join(30)
 
     def password_change_waiting(self, login: str) -> bool:
+        """A session of ``login`` (changing its own password), or one whose ALTER ROLE names it
+        (an admin changing it), waits on a lock."""
         out = self.psql(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = :'v' AND wait_event_type = 'Lock';\n",
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND (usename = :'v' "
+            "OR query LIKE 'ALTER ROLE ' || quote_ident(:'v') || ' %');\n",
             variables={"v": login},
         )
         return int(out) >= 1

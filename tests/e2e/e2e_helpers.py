@@ -20,6 +20,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from local.cloud.process import AdminClient
 from local.scenario import ENDED, hub_call, rotation
 from local.stack import POSTGRESQL, LocalStack, Seeded
+from rotation import metadata
+from rotation.login_values import LoginShape
+from rotation.targets.base import SecretValue
 
 _names = itertools.count()
 
@@ -118,6 +121,13 @@ def assert_no_value_leaked(stack: LocalStack, seeded: Seeded) -> None:
         server_log = stack.cloud.log_file.read_text(errors="replace")
     values = secret_values(stack, seeded)
     assert values, "the secret should have values to look for"
+    # A value that carries the login (JSON, a connection string): its password alone must not
+    # leak either.
+    tags = stack.secret_client(seeded.vault).get_secret(seeded.name).properties.tags or {}
+    meta = metadata.parse_tags(seeded.name, tags)
+    if meta.value_format != "password":
+        shape = LoginShape.of(meta)
+        values += [shape.read(SecretValue(value)).password.reveal() for value in values]
     for value in values:
         assert value not in store, f"a value of {seeded.name} is in the durable store"
         assert value not in log, f"a value of {seeded.name} is in the host log"

@@ -140,3 +140,63 @@ def test_bad_application_tags_are_refused_naming_the_tag(extra: dict[str, str], 
 def test_an_overlap_on_a_database_login_is_refused() -> None:
     with pytest.raises(InvalidRequest, match="rotation-overlap-hours applies to targets that issue"):
         parse_tags("db-password", tags(rotation_overlap_hours="12"))
+
+
+def alternating(**extra: str) -> dict[str, str]:
+    fields = {
+        "rotation_strategy": "alternating",
+        "rotation_credential": "app_a,app_b",
+        "rotation_format": "json",
+        "rotation_admin": "secret:db-admin",
+    }
+    return tags(**(fields | extra))
+
+
+def test_strategy_and_format_default_to_one_login_and_its_password() -> None:
+    meta = parse_tags("db-password", tags())
+    assert (meta.strategy, meta.value_format, meta.logins) == ("single", "password", ("app_user",))
+
+
+def test_alternating_names_two_logins() -> None:
+    meta = parse_tags("db-password", alternating())
+    assert (meta.strategy, meta.value_format, meta.logins) == ("alternating", "json", ("app_a", "app_b"))
+    spaced = parse_tags("db-password", alternating(rotation_credential=" app_a , app_b "))
+    assert spaced.logins == ("app_a", "app_b")
+    assert (
+        parse_tags("db-password", tags(rotation_format="connection-string")).value_format
+        == "connection-string"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"rotation_credential": "app_a"}, "must name two logins"),
+        ({"rotation_credential": "app_a,app_b,app_c"}, "must name two logins"),
+        ({"rotation_credential": "app_a,"}, "must name two logins"),
+        ({"rotation_credential": "app_a,app_a"}, "same login twice"),
+        ({"rotation_format": "password"}, "cannot say which of the two logins"),
+        ({"rotation_admin": "self"}, "'self' cannot change the other login"),
+        ({"rotation_strategy": "round-robin"}, "rotation-strategy must be one of"),
+        ({"rotation_format": "yaml"}, "rotation-format must be one of"),
+        ({"rotation_credential": "app_a,pg_monitor"}, "reserved"),
+    ],
+)
+def test_bad_alternating_tags_are_refused_before_anything_changes(
+    extra: dict[str, str], message: str
+) -> None:
+    with pytest.raises(InvalidRequest, match=message):
+        parse_tags("db-password", alternating(**extra))
+
+
+def test_alternating_needs_a_target_that_supports_it() -> None:
+    sqlserver = alternating(
+        rotation_target="sqlserver-login", rotation_provider="db.example.com/appdb", rotation_admin="secret:a"
+    )
+    with pytest.raises(InvalidRequest, match="'alternating' is not supported for sqlserver-login"):
+        parse_tags("db-password", sqlserver)
+
+
+def test_an_application_secret_has_no_format_or_strategy() -> None:
+    with pytest.raises(InvalidRequest, match="rotation-strategy and rotation-format do not apply"):
+        parse_tags("app-secret", app_tags(rotation_format="json"))
