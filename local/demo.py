@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import psycopg
+
 from local.scenario import (
     ENDED,
     consumer_health,
@@ -24,8 +26,12 @@ from local.scenario import (
     rotations,
     seed_demo_secrets,
     start_consumer,
+    wait_for,
 )
 from local.stack import CONSUMER_SITE, ENTRA, REPO_ROOT, SP_CONSUMER_SITE, LocalStack, Seeded
+from rotation import metadata
+from rotation.login_values import LoginShape
+from rotation.targets.base import SecretValue
 
 TIMEOUT_SECONDS = 180
 
@@ -78,6 +84,63 @@ def follow(
                 ended[rid] = item
         time.sleep(0.3)
     return ended
+
+
+def secrets_of(stack: LocalStack, seeded: Seeded, *values: str) -> list[str]:
+    """The values, and the passwords inside them when they carry a login (JSON, a connection string)."""
+    meta = metadata.parse_tags(
+        seeded.name, stack.secret_client(seeded.vault).get_secret(seeded.name).properties.tags
+    )
+    found = list(values)
+    if meta.value_format != "password":
+        shape = LoginShape.of(meta)
+        found += [shape.read(SecretValue(value)).password.reveal() for value in values]
+    return found
+
+
+def alternate_again(stack: LocalStack, seeded: Seeded, first_value: str, failures: list[str]) -> None:
+    """The second rotation of the alternating secret, through the HTTP API, and what a consumer
+    that kept the first value meets: it connected through the first rotation, not the second."""
+    current = stack.secret_client(seeded.vault).get_secret(seeded.name)
+    conninfo = current.value or ""
+    check(
+        f"{seeded.name}: a consumer that never restarted still connects with the first value (psycopg)",
+        connects(first_value),
+        failures,
+    )
+    code, body = hub_call(stack, "POST", "/api/rotations", {"vault": seeded.vault, "secret": seeded.name})
+    say(f"{seeded.name}: rotate now (POST /api/rotations) -> {code}")
+    done = wait_for(stack, str(body.get("id")))
+    logins = [held_login(stack, seeded, value) for value in (first_value, conninfo, None)]
+    say(f"{seeded.name}: its value held {' -> '.join(logins)}")
+    check(
+        f"{seeded.name}: the second rotation took the logins back",
+        done["runtimeStatus"] == "Completed" and logins[0] == logins[2] != logins[1],
+        failures,
+    )
+    check(
+        f"{seeded.name}: the first value no longer connects after the second rotation",
+        not connects(first_value),
+        failures,
+    )
+    check(f"{seeded.name}: the value of the first rotation still connects", connects(conninfo), failures)
+
+
+def held_login(stack: LocalStack, seeded: Seeded, value: str | None) -> str:
+    client = stack.secret_client(seeded.vault)
+    current = client.get_secret(seeded.name)
+    shape = LoginShape.of(metadata.parse_tags(seeded.name, current.properties.tags))
+    return shape.read(SecretValue(value if value is not None else current.value or "")).credential
+
+
+def connects(conninfo: str) -> bool:
+    """What a consumer does with a libpq connection string: connect with it, as it is."""
+    try:
+        with psycopg.connect(conninfo, connect_timeout=10) as connection:
+            connection.execute("SELECT 1")
+    except psycopg.OperationalError:
+        return False
+    return True
 
 
 def target_log(stack: LocalStack, seeded: Seeded) -> tuple[str, str]:
@@ -140,6 +203,8 @@ def main() -> int:
         expected = {stack.rotation_id(s): s for s in seeded.all()}
         app = seeded.application
         app_old = stack.secret_client(app.vault).get_secret(app.name, app.version).value or ""
+        alt = seeded.alternating
+        alternating_first = stack.secret_client(alt.vault).get_secret(alt.name, alt.version).value or ""
 
         def during_the_overlap(rid: str, status: dict[str, Any]) -> None:
             if rid == stack.rotation_id(app) and status.get("step") == "retire":
@@ -182,12 +247,19 @@ def main() -> int:
                 failures,
             )
             old = stack.secret_client(s.vault).get_secret(s.name, s.version).value or ""
-            check(
-                f"{s.name}: the previous {'secret' if s.kind == ENTRA else 'password'} no longer works"
-                + (" (retired after the overlap)" if s.kind == ENTRA else ""),
-                not stack.logs_in(s, old),
-                failures,
-            )
+            if s is seeded.alternating:
+                check(
+                    f"{s.name}: the previous value still logs in (alternating: its login was not changed)",
+                    stack.value_logs_in(s.vault, s.name, s.version),
+                    failures,
+                )
+            else:
+                check(
+                    f"{s.name}: the previous {'secret' if s.kind == ENTRA else 'password'} no longer works"
+                    + (" (retired after the overlap)" if s.kind == ENTRA else ""),
+                    not stack.value_logs_in(s.vault, s.name, s.version),
+                    failures,
+                )
             pending = [
                 p
                 for p in stack.secret_client(s.vault).list_properties_of_secret_versions(s.name + "-pending")
@@ -197,10 +269,11 @@ def main() -> int:
             new = stack.secret_client(s.vault).get_secret(s.name).value or ""
             log_name, log = target_log(stack, s)
             check(
-                f"{s.name}: neither value is in {log_name}",
-                bool(old and new) and old not in log and new not in log,
+                f"{s.name}: neither value (nor a password in it) is in {log_name}",
+                bool(old and new) and not any(text in log for text in secrets_of(stack, s, old, new)),
                 failures,
             )
+        alternate_again(stack, seeded.alternating, alternating_first, failures)
         approved_output = ended[stack.rotation_id(seeded.approved)].get("output") or {}
         decision = approved_output.get("decision") if isinstance(approved_output, dict) else None
         approver = decision.get("approver") if isinstance(decision, dict) else None

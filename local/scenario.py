@@ -20,6 +20,7 @@ from local.stack import (
     CONSUMER_SECRET,
     CONSUMER_SITE,
     MYSQL,
+    POSTGRESQL,
     SP_CONSUMER_SITE,
     LocalStack,
     Seeded,
@@ -36,9 +37,10 @@ class DemoSecrets:
     plain: Seeded  # in the second vault, changes itself
     mysql: Seeded  # a MySQL account (MariaDB here), changes itself
     application: Seeded  # an Entra application's client secret, read by sp-consumer-app
+    alternating: Seeded  # two PostgreSQL logins taking turns, the value a libpq connection string
 
     def all(self) -> tuple[Seeded, ...]:
-        return (self.consumer, self.approved, self.plain, self.mysql, self.application)
+        return (self.consumer, self.approved, self.plain, self.mysql, self.application, self.alternating)
 
 
 def seed_consumer_secret(stack: LocalStack) -> Seeded:
@@ -72,8 +74,22 @@ def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
         "spoke1-kv", "orders-mysql-password", login="orders_app", kind=MYSQL, database="orders"
     )
     application = seed_application_secret(stack)
+    alternating, _ = stack.seed_alternating_secret(
+        "spoke2-kv",
+        "inventory-db-connection",
+        kind=POSTGRESQL,
+        logins=("inventory_a", "inventory_b"),
+        admin_secret=admin.name,
+        value_format="connection-string",
+        tags={metadata.VALIDITY_DAYS: "90"},
+    )
     return DemoSecrets(
-        consumer=consumer, approved=approved, plain=plain, mysql=mysql, application=application
+        consumer=consumer,
+        approved=approved,
+        plain=plain,
+        mysql=mysql,
+        application=application,
+        alternating=alternating,
     )
 
 

@@ -399,13 +399,18 @@ class LocalStack:
     def current_value_logs_in(self, vault: str, name: str) -> bool:
         """The invariant users care about: the latest version in the vault logs in to its target
         (the login the value holds, on the server and database its tags name)."""
-        secret = self.secret_client(vault).get_secret(name)
-        tags = secret.properties.tags or {}
-        meta = metadata.parse_tags(name, tags)
+        return self.value_logs_in(vault, name)
+
+    def value_logs_in(self, vault: str, name: str, version: str | None = None) -> bool:
+        """Whether a version's value (the latest by default) logs in to the target the secret's
+        current tags name, as a consumer holding it would."""
+        client = self.secret_client(vault)
+        meta = metadata.parse_tags(name, client.get_secret(name).properties.tags or {})
+        value = client.get_secret(name, version).value or ""
         if meta.target.kind == ENTRA:
-            return self.app_accepts(meta.target.credential, secret.value or "")
+            return self.app_accepts(meta.target.credential, value)
         shape = LoginShape.of(meta)
-        held = shape.read(SecretValue(secret.value or ""))
+        held = shape.read(SecretValue(value))
         return self.database(meta.target.kind).can_login(
             shape.kind.client_login(held.credential), held.password.reveal(), shape.endpoint.database
         )

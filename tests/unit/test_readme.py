@@ -27,6 +27,10 @@ def test_every_setting_is_in_the_readme(name: str) -> None:
         metadata.VALIDITY_DAYS,
         metadata.APPROVAL,
         metadata.CONSUMERS,
+        metadata.OVERLAP_HOURS,
+        metadata.STRATEGY,
+        metadata.FORMAT,
+        metadata.CREDENTIAL_ID,
     ],
 )
 def test_every_tag_is_in_the_readme(tag: str) -> None:
