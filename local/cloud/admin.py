@@ -3,7 +3,8 @@
 None of these exist in Azure; they steer what Azure would do on its own schedule: inject faults,
 emit an event now, scan for expiry now, change the scan interval and near-expiry window, add or
 replace an event subscription, look at deliveries, dead letters and sites, look at applications
-and seed their credentials, change Entra ID's propagation delay.
+and seed their credentials, change Entra ID's propagation delay, look at storage accounts and read
+their keys (to seed a vault).
 """
 
 from __future__ import annotations
@@ -17,13 +18,20 @@ from typing import Any
 from aiohttp import web
 
 from local.cloud.applications import DEFAULT_LIFETIME_SECONDS, NoSuchPassword, graph_time
+from local.cloud.arm_storage import storage_time
 from local.cloud.eventgrid_delivery import ValidationFailed
 from local.cloud.eventgrid_events import EXPIRED, NEAR_EXPIRY, NEW_VERSION, secret_event
 from local.cloud.faults import FaultSpecError
 from local.cloud.kv_store import NoSuchSecret
 from local.cloud.responses import json_response
 from local.cloud.state import STATE, CloudState
-from local.cloud.topology import Application, TopologyError, event_subscription_from_doc, parse_time
+from local.cloud.topology import (
+    Application,
+    StorageAccount,
+    TopologyError,
+    event_subscription_from_doc,
+    parse_time,
+)
 
 EVENT_TYPES = {t.rsplit(".", 1)[-1].lower(): t for t in (NEW_VERSION, NEAR_EXPIRY, EXPIRED)}
 
@@ -312,6 +320,66 @@ async def put_entra(request: web.Request) -> web.Response:
     return json_response(200, state.entra.__dict__)
 
 
+def _storage_account(request: web.Request) -> StorageAccount:
+    account = _state(request).topology.storage_accounts.get(request.match_info["name"].lower())
+    if account is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"unknown storage account {request.match_info['name']!r}"}),
+            content_type="application/json",
+        )
+    return account
+
+
+def _storage_account_doc(state: CloudState, account: StorageAccount) -> dict[str, Any]:
+    """An account's ids, endpoint, settings and key names with their creation times: never a key."""
+    assert state.storage is not None
+    return {
+        "name": account.name,
+        "arm_id": account.arm_id,
+        "subscription_id": account.subscription_id,
+        "resource_group": account.resource_group,
+        "blob_endpoint": account.blob_endpoint,
+        "allow_shared_key_access": account.allow_shared_key_access,
+        "keys": [
+            {"key_name": k.name, "creation_time": storage_time(k.created)}
+            for k in state.storage.keys(account.name)
+        ],
+    }
+
+
+async def storage_accounts(request: web.Request) -> web.Response:
+    state = _state(request)
+    accounts = [_storage_account_doc(state, a) for a in state.topology.storage_accounts.values()]
+    blob = state.blob
+    azurite = (
+        None
+        if blob is None
+        else {
+            "running": blob.alive,
+            "pid": blob.pid,
+            "port": blob.port or None,
+            "starts": blob.starts,
+            "last_start_seconds": blob.last_start_seconds,
+            "last_restart_seconds": blob.last_restart_seconds,
+            "log": str(blob.log_path),
+        }
+    )
+    return json_response(200, {"storage_accounts": accounts, "azurite": azurite})
+
+
+async def storage_account(request: web.Request) -> web.Response:
+    return json_response(200, _storage_account_doc(_state(request), _storage_account(request)))
+
+
+async def storage_keys(request: web.Request) -> web.Response:
+    """The account's current key values (the local cloud's own fakes), to seed a vault in tests and the
+    demo; the request log shows the path only."""
+    state = _state(request)
+    account = _storage_account(request)
+    assert state.storage is not None
+    return json_response(200, {k.name: k.value for k in state.storage.keys(account.name)})
+
+
 def make_app() -> web.Application:
     app = web.Application()
     r = app.router
@@ -340,4 +408,7 @@ def make_app() -> web.Application:
     r.add_get("/admin/entra", get_entra)
     r.add_post("/admin/entra", put_entra)
     r.add_put("/admin/entra", put_entra)
+    r.add_get("/admin/storage/accounts", storage_accounts)
+    r.add_get("/admin/storage/accounts/{name}", storage_account)
+    r.add_get("/admin/storage/accounts/{name}/keys", storage_keys)
     return app

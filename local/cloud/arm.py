@@ -1,8 +1,9 @@
-"""Azure Resource Manager at management.azure.com, for ``Microsoft.Web/sites`` only.
+"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites`` and ``Microsoft.Storage/storageAccounts``.
 
-GET a site, POST restart, stop and start, as ``WebSiteManagementClient.web_apps`` calls them.
-ARM's order of checks is kept: token, api-version, RBAC on the requested scope, then whether
-the subscription, resource group and site exist (so a caller without rights learns nothing).
+Sites: GET, POST restart, stop and start, as ``WebSiteManagementClient.web_apps`` calls them.
+Storage accounts: see ``arm_storage.py``. ARM's order of checks is kept: token, api-version, RBAC
+on the requested scope, then whether the subscription, resource group and resource exist (so a
+caller without rights learns nothing).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import rbac
-from local.cloud.faults import apply_latency, drop_connection
-from local.cloud.requestlog import IDENTITY_KEY
+from local.cloud import arm_storage
+from local.cloud.arm_common import (
+    authenticate,
+    authorization_failed,
+    container_not_found,
+    fault_answer,
+    resource_not_found,
+)
 from local.cloud.responses import arm_error, json_response
 from local.cloud.sites import SiteRuntime
 from local.cloud.state import STATE, CloudState
-from local.cloud.tokens import ARM_AUDIENCES, TokenExpired, TokenInvalid, bearer_token, canonical_audience
 
 _SITE_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.web/sites/(?P<name>[^/]+)"
@@ -32,65 +37,6 @@ _OPERATIONS = {
     ("start", "POST"): ("start", "Microsoft.Web/sites/start/action"),
 }
 SYNCHRONOUS_RESTART_TIMEOUT = 30.0
-
-
-def _challenge(description: str) -> dict[str, str]:
-    return {
-        "WWW-Authenticate": 'Bearer authorization_uri="https://login.windows.net/", error="invalid_token", '
-        f'error_description="{description}"'
-    }
-
-
-def _utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%m/%d/%Y %H:%M:%S")
-
-
-def _authenticate(request: web.Request, state: CloudState) -> tuple[str, web.Response | None]:
-    """The caller's object id, or the 401 ARM answers."""
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        return "", arm_error(
-            401,
-            "AuthenticationFailed",
-            "Authentication failed. The 'Authorization' header is missing.",
-            _challenge("The authentication failed because of missing 'Authorization' header."),
-        )
-    try:
-        claims = state.issuer.verify(token)
-    except TokenExpired as exc:
-        now = dt.datetime.now(dt.UTC).timestamp()
-        return "", arm_error(
-            401,
-            "ExpiredAuthenticationToken",
-            f"The access token expiry UTC time '{_utc(exc.expired_at)}' is earlier than current UTC time "
-            f"'{_utc(now)}'.",
-            _challenge("The access token has expired."),
-        )
-    except TokenInvalid:
-        return "", arm_error(
-            401,
-            "InvalidAuthenticationToken",
-            "The access token is invalid.",
-            _challenge("The access token is invalid."),
-        )
-    if canonical_audience(claims.audience) not in ARM_AUDIENCES:
-        return "", arm_error(
-            401,
-            "InvalidAuthenticationTokenAudience",
-            f"The access token has been obtained for wrong audience or resource '{claims.audience}'. It should "
-            "exactly match with one of the allowed audiences 'https://management.core.windows.net/',"
-            "'https://management.core.windows.net','https://management.azure.com/','https://management.azure.com'.",
-            _challenge("The access token has been obtained for wrong audience or resource."),
-        )
-    if claims.tenant_id != state.topology.tenant_id:
-        return "", arm_error(
-            401,
-            "InvalidAuthenticationTokenTenant",
-            f"The access token is from the wrong issuer '{claims.issuer}'.",
-            _challenge("The access token is from the wrong issuer."),
-        )
-    request[IDENTITY_KEY] = state.identity_name(claims.object_id)
-    return claims.object_id, None
 
 
 async def _site_document(state: CloudState, runtime: SiteRuntime) -> dict[str, Any]:
@@ -135,7 +81,7 @@ async def _site_document(state: CloudState, runtime: SiteRuntime) -> dict[str, A
 
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
-    caller, refusal = _authenticate(request, state)
+    caller, refusal = authenticate(request, state)
     if refusal is not None:
         return refusal
     if "api-version" not in request.query:
@@ -144,7 +90,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "MissingApiVersionParameter",
             "The api-version query parameter (?api-version=) is required for all requests.",
         )
-    match = _SITE_PATH.match(request.path.lower())
+    path = request.path.lower()
+    if (account := arm_storage.ACCOUNT_PATH.match(path)) is not None:
+        return await arm_storage.handle(request, state, caller, account)
+    match = _SITE_PATH.match(path)
     operation = _OPERATIONS.get((match["verb"], request.method)) if match else None
     if match is None or operation is None:
         return arm_error(
@@ -152,48 +101,28 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "NotSupportedByLocalCloud",
             f"The local cloud does not serve {request.method} {request.path}.",
         )
+    return await _handle_site(request, state, caller, match, operation)
+
+
+async def _handle_site(
+    request: web.Request, state: CloudState, caller: str, match: re.Match[str], operation: tuple[str, str]
+) -> web.StreamResponse:
     op_name, action = operation
     sub, rg, name = match["sub"], match["rg"], match["name"]
     # Echo the caller's spelling of the scope, as ARM does in its messages.
     scope = re.sub(r"/(restart|stop|start)/?$", "", request.path, flags=re.IGNORECASE).rstrip("/")
-    if not rbac.is_allowed(state.grants, caller, scope, action, data=False):
-        return arm_error(
-            403,
-            "AuthorizationFailed",
-            f"The client '{caller}' with object id '{caller}' does not have authorization to perform action "
-            f"'{action}' over scope '{scope}' or the scope is invalid. If access was recently granted, please "
-            "refresh your credentials.",
-        )
-    if sub not in state.topology.subscriptions:
-        return arm_error(
-            404, "SubscriptionNotFound", f"The subscription '{match['sub']}' could not be found."
-        )
-    if (sub, rg) not in state.topology.resource_groups:
-        original_rg = request.path.split("/")[4]
-        return arm_error(404, "ResourceGroupNotFound", f"Resource group '{original_rg}' could not be found.")
+    refusal = authorization_failed(state, caller, scope, action) or container_not_found(
+        state, request, sub, rg
+    )
+    if refusal is not None:
+        return refusal
     runtime = state.sites.runtimes.get(name)
     if runtime is None or runtime.site.subscription_id != sub or runtime.site.resource_group.lower() != rg:
-        original_rg, original_name = request.path.split("/")[4], request.path.split("/")[8]
-        return arm_error(
-            404,
-            "ResourceNotFound",
-            f"The Resource 'Microsoft.Web/sites/{original_name}' under resource group '{original_rg}' was not "
-            "found. For more details please go to https://aka.ms/ARMResourceNotFoundFix",
-        )
+        return resource_not_found(request, "Microsoft.Web/sites")
 
-    failing = await apply_latency(state.faults.take(runtime.site.name, op_name))
-    if failing:
-        fault = failing[0]
-        if fault.kind == "throttle":
-            return arm_error(
-                429,
-                "TooManyRequests",
-                "The request is being throttled. Please retry after the interval in the Retry-After header.",
-                {"Retry-After": str(fault.retry_after_seconds)},
-            )
-        if fault.kind == "unavailable":
-            return arm_error(503, "ServiceUnavailable", "The service is temporarily unavailable.")
-        raise drop_connection(request.transport)
+    answer = await fault_answer(request, state.faults.take(runtime.site.name, op_name))
+    if answer is not None:
+        return answer
 
     if op_name == "get_site":
         return json_response(200, await _site_document(state, runtime))

@@ -2,8 +2,9 @@
 
 The CA is made once and kept in the data dir, so a client's CA bundle stays valid across
 restarts; the server certificate is re-issued at every start (it is cheap) and names
-``*.vault.azure.net``, ``management.azure.com``, ``graph.microsoft.com`` and
-``login.microsoftonline.com``, the hosts the proxy tunnels to us.
+``*.vault.azure.net``, ``management.azure.com``, ``graph.microsoft.com``,
+``login.microsoftonline.com`` and ``*.blob.core.windows.net``, the hosts the proxy tunnels to us
+(the last to Azurite, which serves TLS with the same certificate and key).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SERVER_NAMES = (
     "management.azure.com",
     "graph.microsoft.com",
     "login.microsoftonline.com",
+    "*.blob.core.windows.net",
 )
 CA_NAME = "Key Vault Rotation Hub local cloud CA"
 CA_DAYS = 3650

@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+from local.cloud.azurite import AzuriteNotInstalled
 from local.cloud.server import Ports, serve
 from local.cloud.topology import TopologyError
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except TopologyError as exc:
         print(f"invalid topology: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, AzuriteNotInstalled) as exc:
         print(f"cannot start the local cloud: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -29,6 +29,7 @@ KEYVAULT_OPERATIONS = (
     "restore_secret",
 )
 SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
+STORAGE_OPERATIONS = ("get_storage_account", "list_keys", "regenerate_key")  # ARM, target: the account
 IDENTITY_OPERATIONS = ("get_token",)  # also the Entra token endpoint (target "entra")
 GRAPH_OPERATIONS = (
     "get_application",
@@ -58,7 +59,7 @@ class FaultSpecError(ValueError):
 @dataclass
 class Fault:
     id: int
-    target: str  # vault, site or application name, "identity", "graph", "entra", or "*"
+    target: str  # vault, site, storage account or application name, "identity", "graph", "entra", or "*"
     operation: str  # an operation name above, or "*"
     kind: str
     remaining: int
@@ -84,7 +85,14 @@ class FaultInjector:
         if kind not in KINDS:
             raise FaultSpecError(f"kind must be one of {', '.join(KINDS)}")
         operation = str(spec.get("operation", "*"))
-        known = (*KEYVAULT_OPERATIONS, *SITE_OPERATIONS, *IDENTITY_OPERATIONS, *GRAPH_OPERATIONS, "*")
+        known = (
+            *KEYVAULT_OPERATIONS,
+            *SITE_OPERATIONS,
+            *STORAGE_OPERATIONS,
+            *IDENTITY_OPERATIONS,
+            *GRAPH_OPERATIONS,
+            "*",
+        )
         if operation not in known:
             raise FaultSpecError(f"operation {operation!r} is unknown; one of {', '.join(known)}")
         count = int(spec.get("count", 1))

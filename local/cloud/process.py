@@ -84,10 +84,10 @@ class AdminClient:
     ) -> dict[str, Any]:
         """kind: throttle (429 + Retry-After), unavailable (503), latency, drop (connection reset).
 
-        target: a vault, site or application name, "identity" (the managed identity endpoint),
-        "graph", "entra" (the Entra ID token endpoint) or "*"; operation: e.g. get_secret,
-        set_secret, update_secret, restart, get_site, get_token, get_application, add_password,
-        remove_password, or "*".
+        target: a vault, site, storage account or application name, "identity" (the managed
+        identity endpoint), "graph", "entra" (the Entra ID token endpoint) or "*"; operation: e.g.
+        get_secret, set_secret, update_secret, restart, get_site, get_storage_account, list_keys,
+        regenerate_key, get_token, get_application, add_password, remove_password, or "*".
         """
         result: dict[str, Any] = self.call(
             "POST",
@@ -226,6 +226,20 @@ class AdminClient:
 
     def entra(self) -> dict[str, Any]:
         return dict(self.call("GET", "/admin/entra"))
+
+    def storage_accounts(self) -> dict[str, dict[str, Any]]:
+        """Per storage account: ARM id, blob endpoint, allow_shared_key_access, key names and creation
+        times (no key values)."""
+        return {a["name"]: a for a in self.call("GET", "/admin/storage/accounts")["storage_accounts"]}
+
+    def azurite(self) -> dict[str, Any] | None:
+        """The blob service: running, pid, port, starts, last start and restart times (s), log path."""
+        answer: dict[str, Any] | None = self.call("GET", "/admin/storage/accounts")["azurite"]
+        return answer
+
+    def storage_keys(self, name: str) -> dict[str, str]:
+        """``{"key1": …, "key2": …}``: the account's current keys, to seed a vault (never log them)."""
+        return dict(self.call("GET", f"/admin/storage/accounts/{name}/keys"))
 
 
 class LocalCloud:

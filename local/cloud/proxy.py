@@ -1,11 +1,13 @@
 """The HTTPS forward proxy clients reach through ``HTTPS_PROXY``.
 
 It answers ``CONNECT host:443`` for the vaults of the topology, management.azure.com,
-graph.microsoft.com and login.microsoftonline.com by tunnelling the bytes to the local cloud's TLS listener; TLS runs end to end between the client
-and that listener, so the client verifies our certificate for the real host name. Every other
-CONNECT and every plain proxy request is refused with 403, so nothing leaves this machine; a
-``*.vault.azure.net`` name that no vault has gets 502, the proxy's word for "that name does not
-resolve", which is what a client of real Azure would run into.
+graph.microsoft.com and login.microsoftonline.com by tunnelling the bytes to the local cloud's TLS
+listener, and for ``<account>.blob.core.windows.net`` of the topology's storage accounts to Azurite
+(see ``azurite.py``); TLS runs end to end between the client and that listener, so the client
+verifies our certificate for the real host name. Every other CONNECT and every plain proxy request
+is refused with 403, so nothing leaves this machine; a ``*.vault.azure.net`` or
+``*.blob.core.windows.net`` name that no vault or account has gets 502, the proxy's word for "that
+name does not resolve", which is what a client of real Azure would run into.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 logger = logging.getLogger("local.cloud.proxy")
 
@@ -42,8 +44,16 @@ def _no_delay(writer: asyncio.StreamWriter) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class UpstreamUnavailable(Exception):
+    """The service behind a host cannot be reached now; the message says why (answered with 502)."""
+
+
 async def _pipe(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, quick_ack: socket.socket | None = None
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    quick_ack: socket.socket | None = None,
+    *,
+    close_after: bool = False,
 ) -> None:
     try:
         while chunk := await reader.read(64 * 1024):
@@ -58,16 +68,28 @@ async def _pipe(
         pass
     finally:
         with contextlib.suppress(Exception):
-            if writer.can_write_eof():
+            if close_after:
+                # The server ended the connection: end the client's too, so neither side waits
+                # on a half-open tunnel (a stopping Azurite waits for its sockets to close).
+                writer.close()
+            elif writer.can_write_eof():
                 writer.write_eof()
 
 
 class ConnectProxy:
-    def __init__(self, decide: Callable[[str], str], upstream_port: int) -> None:
-        """``decide(host)`` answers "tunnel", "unknown" (502) or "refuse" (403)."""
+    def __init__(
+        self,
+        decide: Callable[[str], str],
+        upstream_port: int,
+        blob_upstream: Callable[[], Awaitable[int]] | None = None,
+    ) -> None:
+        """``decide(host)`` answers "tunnel" (the TLS listener), "blob" (the port ``blob_upstream()``
+        gives, which may raise UpstreamUnavailable), "unknown" (502) or "refuse" (403)."""
         self._decide = decide
         self._upstream_port = upstream_port
+        self._blob_upstream = blob_upstream
         self._open: set[asyncio.StreamWriter] = set()
+        self._blob_tunnels: set[asyncio.StreamWriter] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         _no_delay(writer)
@@ -87,6 +109,29 @@ class ConnectProxy:
         for writer in list(self._open):
             writer.transport.abort()
 
+    def close_blob_tunnels(self) -> None:
+        """End every tunnel to the blob service (a stopping Azurite waits for idle ones to close)."""
+        for writer in list(self._blob_tunnels):
+            writer.transport.abort()
+
+    async def _connect_upstream(self, blob: bool) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if not blob:
+            try:
+                return await asyncio.open_connection("127.0.0.1", self._upstream_port)
+            except OSError as exc:
+                raise UpstreamUnavailable("The local cloud's TLS listener is not reachable.") from exc
+        assert self._blob_upstream is not None
+        for _ in range(3):
+            try:
+                port = await self._blob_upstream()
+            except UpstreamUnavailable as exc:
+                raise UpstreamUnavailable(f"The local cloud's blob service is not available: {exc}") from exc
+            try:
+                return await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                continue  # restarted (new keys) between the two steps: ask again
+        raise UpstreamUnavailable("The local cloud's blob service is not reachable.")
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _HEAD_TIMEOUT)
@@ -104,26 +149,33 @@ class ConnectProxy:
         host, _, port = parts[1].rpartition(":")
         host = host.strip("[]").lower()
         verdict = self._decide(host) if port == "443" else "refuse"
-        if verdict != "tunnel":
+        blob = verdict == "blob" and self._blob_upstream is not None
+        if verdict != "tunnel" and not blob:
             status = "502 Bad Gateway" if verdict == "unknown" else "403 Forbidden"
             logger.info("CONNECT %s refused %s", parts[1], status[:3])
             _reply(writer, status, f"The local cloud does not answer for {parts[1]}.\n")
             await writer.drain()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._upstream_port)
-        except OSError:
-            _reply(writer, "502 Bad Gateway", "The local cloud's TLS listener is not reachable.\n")
+            up_reader, up_writer = await self._connect_upstream(blob)
+        except UpstreamUnavailable as exc:
+            logger.warning("CONNECT %s refused 502: %s", parts[1], exc)
+            _reply(writer, "502 Bad Gateway", f"{exc}\n")
             await writer.drain()
             return
         _no_delay(up_writer)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         logger.debug("CONNECT %s tunnelled", parts[1])
+        if blob:
+            self._blob_tunnels.add(writer)
         try:
             client_socket = writer.get_extra_info("socket")
-            await asyncio.gather(_pipe(reader, up_writer, client_socket), _pipe(up_reader, writer))
+            await asyncio.gather(
+                _pipe(reader, up_writer, client_socket), _pipe(up_reader, writer, close_after=blob)
+            )
         finally:
+            self._blob_tunnels.discard(writer)
             with contextlib.suppress(Exception):
                 up_writer.close()
                 await up_writer.wait_closed()
@@ -133,13 +185,18 @@ class ConnectProxy:
 SERVICE_HOSTS = frozenset({"management.azure.com", "graph.microsoft.com", "login.microsoftonline.com"})
 
 
-def host_policy(vault_hosts: frozenset[str]) -> Callable[[str], str]:
-    """The decision for each CONNECT host: the topology's vaults, ARM, Graph and Entra ID are tunnelled."""
+def host_policy(
+    vault_hosts: frozenset[str], blob_hosts: frozenset[str] = frozenset()
+) -> Callable[[str], str]:
+    """The decision for each CONNECT host: the topology's vaults, ARM, Graph and Entra ID are tunnelled
+    to the TLS listener, the blob endpoints of its storage accounts to the blob service."""
 
     def decide(host: str) -> str:
         if host in SERVICE_HOSTS or host in vault_hosts:
             return "tunnel"
-        if host.endswith(".vault.azure.net"):
+        if host in blob_hosts:
+            return "blob"
+        if host.endswith((".vault.azure.net", ".blob.core.windows.net")):
             return "unknown"
         return "refuse"
 

@@ -1,7 +1,7 @@
 """Azure RBAC as the local cloud applies it: built-in roles, their actions, and scope inheritance.
 
 An assignment on a subscription or resource group covers every resource below it, as in Azure.
-Only the three roles the project grants are defined, with the actions Azure gives them.
+Only the roles the project grants are defined, with the actions Azure gives them.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from fnmatch import fnmatchcase
 SECRETS_OFFICER = "b86a8fe4-44ce-4948-aee5-eccb2c155cd7"
 SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 WEBSITE_CONTRIBUTOR = "de139f84-1756-47ae-9be6-808fbbe84772"
+STORAGE_KEY_OPERATOR = "81a9662b-bebf-436f-a333-f67b29880f12"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ ROLES: dict[str, RoleDefinition] = {
         ),
         data_actions=(),
     ),
+    # Only the two key actions: reading the account itself (GET, e.g. allowSharedKeyAccess) needs
+    # another role, such as Reader.
+    STORAGE_KEY_OPERATOR: RoleDefinition(
+        "Storage Account Key Operator Service Role",
+        actions=(
+            "Microsoft.Storage/storageAccounts/listkeys/action",
+            "Microsoft.Storage/storageAccounts/regeneratekey/action",
+        ),
+        data_actions=(),
+    ),
+    READER: RoleDefinition("Reader", actions=("*/read",), data_actions=()),
 }
 
 

@@ -3,7 +3,8 @@
 Listeners, all on 127.0.0.1 (port 0 = chosen by the OS, the chosen ports are written out):
 the CONNECT proxy, the TLS listener behind it (Key Vault by vault host, ARM for
 management.azure.com, Microsoft Graph for graph.microsoft.com, Entra ID's token service for
-login.microsoftonline.com), the managed identity endpoint and the admin endpoints. ``<data>/env`` is
+login.microsoftonline.com), the managed identity endpoint and the admin endpoints. Azurite (the blob
+endpoints of the storage accounts) starts when a client first connects to one. ``<data>/env`` is
 written last, atomically, so its appearance means "ready".
 """
 
@@ -27,16 +28,18 @@ from aiohttp import web
 
 from local.cloud import admin, arm, entra, graph, identity, keyvault
 from local.cloud.applications import ApplicationStore
+from local.cloud.azurite import BlobService, BlobServiceError, azurite_package, node_binary
 from local.cloud.certs import ensure_tls_files, server_context
 from local.cloud.eventgrid_delivery import EventDelivery
 from local.cloud.eventgrid_events import scan_for_expiry
 from local.cloud.faults import FaultInjector
 from local.cloud.kv_backup import BackupCodec
 from local.cloud.kv_store import KeyVaultStore
-from local.cloud.proxy import ConnectProxy, host_policy
+from local.cloud.proxy import ConnectProxy, UpstreamUnavailable, host_policy
 from local.cloud.requestlog import log_requests
 from local.cloud.sites import SiteManager
 from local.cloud.state import STATE, CloudState
+from local.cloud.storage import StorageKeyStore
 from local.cloud.tokens import TokenIssuer
 from local.cloud.topology import Topology, load
 
@@ -128,6 +131,7 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
 
     Raises:
         TopologyError: the topology file is invalid.
+        AzuriteNotInstalled: the topology has storage accounts but Node.js or Azurite is missing.
         OSError: a requested port is taken.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -137,6 +141,9 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
     env.setdefault("PYTHON", sys.executable)
     topology: Topology = load(topology_path, env)
     tls = ensure_tls_files(data_dir)
+    storage = StorageKeyStore(data_dir / "storage-keys.json", topology.storage_accounts)
+    # Found now, so a missing Azurite is reported at start ("run make setup"), not at first use.
+    azurite = (node_binary(), azurite_package()) if topology.storage_accounts else None
 
     proxy_sock, tls_sock = _bind(ports.proxy), _bind(ports.tls)
     identity_sock, admin_sock = _bind(ports.identity), _bind(ports.admin)
@@ -184,6 +191,7 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
         applications=ApplicationStore(data_dir, topology),
         entra=topology.entra,
         env=env,
+        storage=storage,
     )
 
     tls_app = web.Application(middlewares=[log_requests], client_max_size=1024 * 1024)
@@ -204,7 +212,37 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
 
     runners: list[web.AppRunner] = []
     proxy_server: asyncio.Server | None = None
-    proxy = ConnectProxy(host_policy(frozenset(v.host for v in topology.vaults.values())), port_of["tls"])
+    blob: BlobService | None = None
+
+    async def blob_upstream() -> int:
+        if blob is None:
+            raise UpstreamUnavailable("the topology has no storage accounts")
+        try:
+            return await blob.ensure_running()
+        except BlobServiceError as exc:
+            raise UpstreamUnavailable(str(exc)) from exc
+
+    proxy = ConnectProxy(
+        host_policy(
+            frozenset(v.host for v in topology.vaults.values()),
+            frozenset(a.blob_host for a in topology.storage_accounts.values()),
+        ),
+        port_of["tls"],
+        blob_upstream,
+    )
+    if azurite is not None:
+        blob = BlobService(
+            node=azurite[0],
+            package=azurite[1],
+            tls=tls,
+            data_dir=data_dir,
+            accounts=storage.azurite_accounts,
+            shared_key_disabled=[
+                a.name for a in topology.storage_accounts.values() if not a.allow_shared_key_access
+            ],
+            cut_tunnels=proxy.close_blob_tunnels,
+        )
+        state.blob = blob
     scanner: asyncio.Task[None] | None = None
     try:
         await events.start()
@@ -243,6 +281,15 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
                 }
                 for a in topology.applications.values()
             },
+            "storage_accounts": {
+                a.name: {
+                    "arm_id": a.arm_id,
+                    "blob_endpoint": a.blob_endpoint,
+                    "allow_shared_key_access": a.allow_shared_key_access,
+                }
+                for a in topology.storage_accounts.values()
+            },
+            "azurite": None if blob is None else {"log": str(blob.log_path), "location": str(blob.location)},
             "tenant_id": topology.tenant_id,
         }
         _write_atomically(data_dir / "cloud.json", json.dumps(state.info, indent=2))
@@ -262,6 +309,8 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
         if proxy_server is not None:
             proxy_server.close()
             proxy.close_all()
+        if blob is not None:
+            await blob.stop()
         for runner in reversed(runners):
             await runner.cleanup()
         store.close()

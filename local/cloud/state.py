@@ -11,11 +11,13 @@ from aiohttp import web
 
 from local.cloud import rbac
 from local.cloud.applications import ApplicationStore
+from local.cloud.azurite import BlobService
 from local.cloud.eventgrid_delivery import EventDelivery
 from local.cloud.faults import FaultInjector
 from local.cloud.kv_backup import BackupCodec
 from local.cloud.kv_store import KeyVaultStore
 from local.cloud.sites import SiteManager
+from local.cloud.storage import StorageKeyStore
 from local.cloud.tokens import TokenIssuer
 from local.cloud.topology import EntraSettings, Topology, Vault
 
@@ -35,6 +37,8 @@ class CloudState:
     entra: EntraSettings = field(default_factory=EntraSettings)  # changed by the admin API
     env: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    storage: StorageKeyStore | None = None  # the storage accounts' keys
+    blob: BlobService | None = None  # Azurite; None when no account allows Shared Key
 
     @cached_property
     def grants(self) -> list[rbac.Grant]:

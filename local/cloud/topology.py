@@ -1,5 +1,5 @@
-"""The local cloud's topology: subscriptions, resource groups, vaults, identities, roles, sites, events,
-Entra applications and the Microsoft Graph application permissions of principals.
+"""The local cloud's topology: subscriptions, resource groups, vaults, storage accounts, identities, roles,
+sites, events, Entra applications and the Microsoft Graph application permissions of principals.
 
 A topology is a JSON file in the repo (``local/cloud/topologies/default.json`` is the one
 ``make demo`` uses). ``${VAR}`` placeholders in site commands, site environments, event
@@ -24,6 +24,8 @@ from local.cloud import rbac
 
 # Key Vault's own rule for vault names; a name that Azure would refuse is refused here too.
 _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
+# Azure's rule for storage account names (they are also DNS labels: <name>.blob.core.windows.net).
+_STORAGE_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 _SITE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -98,6 +100,32 @@ class Vault:
         # The names Key Vault reports in every secret's attributes.recoveryLevel.
         base = "Recoverable" if self.soft_delete_retention_days >= 90 else "CustomizedRecoverable"
         return base if self.purge_protection else f"{base}+Purgeable"
+
+
+@dataclass(frozen=True)
+class StorageAccount:
+    name: str
+    subscription_id: str
+    resource_group: str
+    location: str
+    allow_shared_key_access: bool = True
+    kind: str = "StorageV2"
+    sku: str = "Standard_LRS"
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Storage/storageAccounts/{self.name}"
+        )
+
+    @property
+    def blob_host(self) -> str:
+        return f"{self.name}.blob.core.windows.net"
+
+    @property
+    def blob_endpoint(self) -> str:
+        return f"https://{self.blob_host}/"
 
 
 @dataclass(frozen=True)
@@ -237,6 +265,7 @@ class Topology:
     applications: Mapping[str, Application] = field(default_factory=dict)  # name -> application
     graph_app_roles: tuple[GraphAppRole, ...] = ()
     entra: EntraSettings = field(default_factory=EntraSettings)
+    storage_accounts: Mapping[str, StorageAccount] = field(default_factory=dict)  # name -> account
 
     def identity_by_client_id(self, client_id: str) -> Identity | None:
         return next((i for i in self.identities.values() if i.client_id == client_id.lower()), None)
@@ -260,6 +289,10 @@ class Topology:
         name, _, domain = host.lower().partition(".")
         return self.vaults.get(name) if domain == "vault.azure.net" else None
 
+    def storage_account_by_blob_host(self, host: str) -> StorageAccount | None:
+        name, _, domain = host.lower().partition(".")
+        return self.storage_accounts.get(name) if domain == "blob.core.windows.net" else None
+
 
 def _require(obj: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in obj:
@@ -279,9 +312,19 @@ def _command(value: Any, env: Mapping[str, str], where: str) -> tuple[str, ...]:
     return tuple(substitute(a, env) for a in value)
 
 
-def _resolve_scope(scope: str, vaults: Mapping[str, Vault], sites: Mapping[str, Site], where: str) -> str:
-    """Accept an ARM id or the shorthand ``vault:NAME`` / ``site:NAME``."""
+def _resolve_scope(
+    scope: str,
+    vaults: Mapping[str, Vault],
+    sites: Mapping[str, Site],
+    storage_accounts: Mapping[str, StorageAccount],
+    where: str,
+) -> str:
+    """Accept an ARM id or the shorthand ``vault:NAME`` / ``site:NAME`` / ``storage:NAME``."""
     kind, _, name = scope.partition(":")
+    if kind == "storage" and name:
+        if name.lower() not in storage_accounts:
+            raise TopologyError(f"{where}: unknown storage account {name!r}")
+        return storage_accounts[name.lower()].arm_id
     if kind == "vault" and name:
         if name.lower() not in vaults:
             raise TopologyError(f"{where}: unknown vault {name!r}")
@@ -291,7 +334,9 @@ def _resolve_scope(scope: str, vaults: Mapping[str, Vault], sites: Mapping[str, 
             raise TopologyError(f"{where}: unknown site {name!r}")
         return sites[name.lower()].arm_id
     if not scope.startswith("/subscriptions/"):
-        raise TopologyError(f"{where}: scope {scope!r} is neither an ARM id nor vault:NAME / site:NAME")
+        raise TopologyError(
+            f"{where}: scope {scope!r} is neither an ARM id nor vault:NAME / site:NAME / storage:NAME"
+        )
     return scope
 
 
@@ -306,6 +351,7 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
     subscriptions: dict[str, str] = {}
     resource_groups: set[tuple[str, str]] = set()
     vaults: dict[str, Vault] = {}
+    storage_accounts: dict[str, StorageAccount] = {}
     sites: dict[str, Site] = {}
     raw_sites: list[tuple[str, str, dict[str, Any]]] = []
     for s_index, sub in enumerate(_require(doc, "subscriptions", "topology")):
@@ -332,6 +378,12 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
                     soft_delete_retention_days=int(raw.get("soft_delete_retention_days", 90)),
                     purge_protection=bool(raw.get("purge_protection", False)),
                 )
+            for a_index, raw in enumerate(group.get("storage_accounts", [])):
+                a_where = f"{g_where}.storage_accounts[{a_index}]"
+                account = _storage_account(raw, sub_id, rg, location, a_where)
+                if account.name in storage_accounts:
+                    raise TopologyError(f"{a_where}: storage account {account.name!r} is declared twice")
+                storage_accounts[account.name] = account
             for x_index, raw in enumerate(group.get("sites", [])):
                 raw_sites.append((sub_id, rg, {**raw, "_where": f"{g_where}.sites[{x_index}]"}))
     if not subscriptions:
@@ -385,7 +437,7 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
         role_id = rbac.role_id(str(_require(raw, "role", where)))
         if role_id is None:
             raise TopologyError(f"{where}: unknown role {raw['role']!r}")
-        scope = _resolve_scope(str(_require(raw, "scope", where)), vaults, sites, where)
+        scope = _resolve_scope(str(_require(raw, "scope", where)), vaults, sites, storage_accounts, where)
         assignments.append(RoleAssignment(identity=name, role_id=role_id, scope=scope, kind=kind))
 
     graph_roles: list[GraphAppRole] = []
@@ -434,6 +486,29 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
         applications=applications,
         graph_app_roles=tuple(graph_roles),
         entra=EntraSettings(propagation_delay_seconds=delay),
+        storage_accounts=storage_accounts,
+    )
+
+
+def _storage_account(raw: Any, sub_id: str, rg: str, location: str, where: str) -> StorageAccount:
+    if not isinstance(raw, dict):
+        raise TopologyError(f"{where}: must be an object")
+    name = str(_require(raw, "name", where))
+    if not _STORAGE_NAME.match(name):
+        raise TopologyError(
+            f"{where}: {name!r} is not a valid storage account name (3-24 lower-case letters and digits)"
+        )
+    allow = raw.get("allow_shared_key_access", True)
+    if not isinstance(allow, bool):
+        raise TopologyError(f"{where}.allow_shared_key_access: must be true or false")
+    return StorageAccount(
+        name=name,
+        subscription_id=sub_id,
+        resource_group=rg,
+        location=str(raw.get("location", location)),
+        allow_shared_key_access=allow,
+        kind=str(raw.get("kind", "StorageV2")),
+        sku=str(raw.get("sku", "Standard_LRS")),
     )
 
 

@@ -93,6 +93,14 @@ PRINCIPAL_IDS.update(
         "graph-admin": "94f547e6-4234-493a-84ce-493f36fd3d7b",
     }
 )
+CLIENT_IDS.update(
+    {
+        "storage-operator": "e3a9adf8-2943-46c7-b028-fd1d7ccc241a",  # Key Operator + Reader on both rg-test1 accounts
+        "key-operator": "e272d908-8a19-4cdd-827d-da251c95ac9b",  # Key Operator only, on teststore01
+        "blob-consumer-identity": "9d1c7b3e-52a4-4f0e-8b6d-2c7e1a9f4b30",
+    }
+)
+PRINCIPAL_IDS.update({"storage-operator": "ed3d10b7-b568-4b45-bd27-a04acddcf84a"})
 GRAPH = "https://graph.microsoft.com/v1.0"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 

@@ -108,6 +108,7 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
         "management.azure.com",
         "graph.microsoft.com",
         "login.microsoftonline.com",
+        "teststore01.blob.core.windows.net",  # Azurite, with the same certificate
     ):
         with _tunnel(fresh_cloud, host) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -120,6 +121,7 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
                 "management.azure.com",
                 "graph.microsoft.com",
                 "login.microsoftonline.com",
+                "*.blob.core.windows.net",
             }
 
 
@@ -132,6 +134,9 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
         ("CONNECT login.microsoftonline.com:80", b"403"),
         ("CONNECT test1-kv.vault.azure.net:80", b"403"),
         ("CONNECT unknown-vault.vault.azure.net:443", b"502"),
+        ("CONNECT nosuchstore01.blob.core.windows.net:443", b"502"),
+        ("CONNECT teststore01.queue.core.windows.net:443", b"403"),
+        ("CONNECT teststore01.blob.core.windows.net:80", b"403"),
         ("GET http://example.com/", b"403"),
     ],
 )
