@@ -24,7 +24,10 @@ from typing import Any
 from azure.core.exceptions import ClientAuthenticationError
 from azure.identity import ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
+from azure.mgmt.storage import StorageManagementClient
+from azure.mgmt.storage.models import StorageAccountRegenerateKeyParameters
 from azure.mgmt.web import WebSiteManagementClient
+from azure.storage.blob import BlobServiceClient
 
 from local.cloud.process import LocalCloud
 from local.databases.base import LocalDatabase
@@ -36,7 +39,7 @@ from rotation import clients, metadata
 from rotation.login_values import LoginShape
 from rotation.model import SecretRef
 from rotation.settings import SETTINGS, Settings
-from rotation.targets import entra, mysql, postgresql
+from rotation.targets import entra, mysql, postgresql, storage
 from rotation.targets.base import SecretValue
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +57,10 @@ ENTRA = entra.KIND
 APPLICATION = "orders-api-client"
 APPLICATION_SECRET = "orders-api-client-secret"  # noqa: S105 (a secret's name)
 SP_CONSUMER_SITE = "sp-consumer-app"
+STORAGE = storage.KIND
+STORAGE_ACCOUNT = "ordersstore01"
+BLOB_CONSUMER_SITE = "blob-consumer-app"
+BLOB_CONSUMER_SECRET = "ordersstore01-connection"  # noqa: S105 (a secret's name)
 # The database servers of a stack, by the rotation-target kind of the logins they hold. MariaDB
 # refuses logins with an expired password, as MySQL 8 (Azure's) does by default.
 DATABASE_SERVERS: dict[str, Callable[[], LocalDatabase]] = {
@@ -396,6 +403,79 @@ class LocalStack:
             kind=ENTRA,
         )
 
+    # -- storage accounts ------------------------------------------------------------------
+
+    def storage_account_id(self, account: str = STORAGE_ACCOUNT) -> str:
+        return str(self.info["storage_accounts"][account]["arm_id"])
+
+    def storage_keys(self, account: str = STORAGE_ACCOUNT) -> dict[str, str]:
+        """The account's keys now ({"key1": ..., "key2": ...}), from the local cloud's admin API."""
+        assert self.cloud is not None, "the stack is not started"
+        return self.cloud.admin.storage_keys(account)
+
+    def storage_value(
+        self, key_name: str, account: str = STORAGE_ACCOUNT, value_format: str = "connection-string"
+    ) -> str:
+        """A secret value holding the account's key ``key_name`` now, in ``value_format``."""
+        key = SecretValue(self.storage_keys(account)[key_name])
+        if value_format == "key":
+            return key.reveal()
+        endpoint = str(self.info["storage_accounts"][account]["blob_endpoint"])
+        return storage.connection_string(account, key, {"blob": endpoint}).reveal()
+
+    def regenerate_key(self, key_name: str, account: str = STORAGE_ACCOUNT) -> None:
+        """Regenerate one of the account's keys through ARM as the seeder, as an operator does by
+        hand (the hub knows nothing of it)."""
+        arm_id = self.storage_account_id(account)
+        subscription, resource_group = arm_id.split("/")[2], arm_id.split("/")[4]
+        client = StorageManagementClient(self.credential(), subscription)
+        client.storage_accounts.regenerate_key(
+            resource_group, account, StorageAccountRegenerateKeyParameters(key_name=key_name)
+        )
+
+    def key_works(self, account: str, key: str) -> bool:
+        """Whether the account's blob endpoint (Azurite) accepts ``key``: the real BlobServiceClient
+        lists containers with it, as a consumer holding it would."""
+        endpoint = str(self.info["storage_accounts"][account]["blob_endpoint"])
+        client = BlobServiceClient(
+            endpoint, credential={"account_name": account, "account_key": key}, retry_total=0
+        )
+        try:
+            with client:
+                next(iter(client.list_containers(results_per_page=1).by_page()), None)
+        except ClientAuthenticationError:
+            return False
+        return True
+
+    def seed_storage_secret(
+        self,
+        vault: str,
+        name: str,
+        *,
+        account: str = STORAGE_ACCOUNT,
+        key_name: str = "key1",
+        value_format: str = "connection-string",
+        expires_in: timedelta = timedelta(days=10),
+        tags: Mapping[str, str] | None = None,
+    ) -> Seeded:
+        """Store the account's key ``key_name`` as it is now in ``vault`` as ``name``, tagged for
+        rotation as a ``storage-account-key`` (as an operator writes an existing key by hand)."""
+        all_tags = {
+            metadata.TARGET: STORAGE,
+            metadata.CREDENTIAL: self.storage_account_id(account),
+            **({metadata.FORMAT: value_format} if value_format != "connection-string" else {}),
+            **(tags or {}),
+        }
+        written = self.secret_client(vault).set_secret(
+            name,
+            self.storage_value(key_name, account, value_format),
+            tags=all_tags,
+            expires_on=datetime.now(UTC) + expires_in,
+        )
+        return Seeded(
+            vault=vault, name=name, version=str(written.properties.version), login=account, kind=STORAGE
+        )
+
     def current_value_logs_in(self, vault: str, name: str) -> bool:
         """The invariant users care about: the latest version in the vault logs in to its target
         (the login the value holds, on the server and database its tags name)."""
@@ -409,6 +489,9 @@ class LocalStack:
         value = client.get_secret(name, version).value or ""
         if meta.target.kind == ENTRA:
             return self.app_accepts(meta.target.credential, value)
+        if meta.target.kind == STORAGE:
+            account = meta.target.credential.rsplit("/", 1)[-1]
+            return self.key_works(account, storage.key_in(SecretValue(value), meta.value_format, account))
         shape = LoginShape.of(meta)
         held = shape.read(SecretValue(value))
         return self.database(meta.target.kind).can_login(

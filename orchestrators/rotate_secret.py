@@ -9,7 +9,8 @@ Targets come in two families (rotation/targets/base.py). For a database login th
 the value and applies it (undo: revert). A target that issues its credentials (an Entra
 application) issues the value in the stage step, so there is nothing to apply (undo: withdraw
 the issued credential); its previous credential stays valid after promotion and is retired
-on a durable timer once the overlap is over.
+on a durable timer once the overlap is over. When nothing can withdraw what it issued (a
+regenerated storage key), a required approval comes before the stage instead of after it.
 """
 
 from __future__ import annotations
@@ -75,6 +76,12 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         new_version = plan.promoted_version  # set when a restart finds this rotation promoted
         promoted_on = plan.promoted_on
         if new_version is None:
+            approve_first = plan.approval_required and plan.issue_after_approval
+            if approve_first:
+                decision, timed_out = yield from _await_decision(saga, request)
+                if not decision.approved:
+                    result = "timed_out" if timed_out else "rejected"
+                    return outcome(result, decision=decision, detail="nothing was changed")
             ttl = PENDING_TTL_MARGIN_HOURS + (
                 request.policy.approval_timeout_hours if plan.approval_required else 0
             )
@@ -85,7 +92,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             staged = Staged.from_dict((yield from saga.step("stage", "stage_pending", stage_input)))
             step = replace(step, pending_version=staged.pending_version)
 
-            if plan.approval_required:
+            if plan.approval_required and not approve_first:
                 decision, timed_out = yield from _await_decision(saga, request)
                 if not decision.approved:
                     compensated = yield from saga.compensate()

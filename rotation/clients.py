@@ -10,6 +10,7 @@ from functools import cache
 
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
+from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.web import WebSiteManagementClient
 
 from rotation.azure_errors import translated
@@ -40,6 +41,16 @@ def _web_client(subscription_id: str, arm_endpoint: str, client_id: str) -> WebS
     )
 
 
+@cache
+def _storage_client(subscription_id: str, arm_endpoint: str, client_id: str) -> StorageManagementClient:
+    return StorageManagementClient(
+        _credential(client_id),
+        subscription_id,
+        base_url=arm_endpoint,
+        credential_scopes=[arm_endpoint + "/.default"],
+    )
+
+
 def vault_named(vault_name: str, settings: Settings) -> Vault:
     """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
     name = check_vault_name(vault_name)
@@ -50,6 +61,10 @@ def vault_named(vault_name: str, settings: Settings) -> Vault:
 
 def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementClient:
     return _web_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
+def storage_client(subscription_id: str, settings: Settings) -> StorageManagementClient:
+    return _storage_client(subscription_id, settings.arm_endpoint, settings.client_id)
 
 
 def hub_credential(settings: Settings) -> ManagedIdentityCredential:
@@ -71,5 +86,5 @@ def access_token(scope: str, settings: Settings) -> SecretValue:
 
 def clear_cache() -> None:
     """Forget the clients built so far (for a process whose Azure endpoints changed: tests)."""
-    for cached in (_credential, _secret_client, _web_client):
+    for cached in (_credential, _secret_client, _web_client, _storage_client):
         cached.cache_clear()

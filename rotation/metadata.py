@@ -118,14 +118,19 @@ def _strategy_and_format(
     if strategy not in STRATEGIES:
         raise InvalidRequest(f"{STRATEGY} must be one of {', '.join(STRATEGIES)}, got {strategy!r}")
     value_format = t.get(FORMAT) or "password"
-    if value_format not in FORMATS:
-        raise InvalidRequest(f"{FORMAT} must be one of {', '.join(FORMATS)}, got {value_format!r}")
     if isinstance(found, IssuingTargetType):
-        if strategy != "single" or value_format != "password":
+        value_format = t.get(FORMAT) or found.formats[0]
+        if strategy != "single":
             raise InvalidRequest(
-                f"{spec.kind} holds the credential its target issues: {STRATEGY} and {FORMAT} do not apply"
+                f"{spec.kind} holds the credential its target issues: {STRATEGY} does not apply"
+            )
+        if value_format not in found.formats:
+            raise InvalidRequest(
+                f"{FORMAT} of {spec.kind} must be one of {', '.join(found.formats)}, got {value_format!r}"
             )
         return strategy, value_format, (spec.credential,)
+    if value_format not in FORMATS:
+        raise InvalidRequest(f"{FORMAT} must be one of {', '.join(FORMATS)}, got {value_format!r}")
     if strategy == "single":
         return strategy, value_format, (spec.credential,)
     if not found.alternating:
@@ -171,12 +176,15 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
             f"secret name {secret_name!r} is longer than {MAX_ROTATED_NAME} characters, "
             "leaving no room for its '-pending' companion"
         )
-    missing = [name for name in (PROVIDER, CREDENTIAL) if not t.get(name)]
+    found = target_type(kind)
+    provider_needed = not isinstance(found, IssuingTargetType) or found.requires_provider
+    needed = (PROVIDER, CREDENTIAL) if provider_needed else (CREDENTIAL,)
+    missing = [name for name in needed if not t.get(name)]
     if missing:
         raise InvalidRequest(f"secret {secret_name!r} is tagged {TARGET} but lacks {', '.join(missing)}")
     spec = TargetSpec(
         kind=kind,
-        provider=t[PROVIDER],
+        provider=t.get(PROVIDER, ""),
         credential=t[CREDENTIAL],
         admin=parse_admin(t.get(ADMIN, "self")),
     )
@@ -186,7 +194,6 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
         and spec.admin.secret_name.lower() == secret_name.lower()
     ):
         raise InvalidRequest(f"{ADMIN} of {secret_name!r} names the secret itself; use 'self' instead")
-    found = target_type(kind)
     strategy, value_format, logins = _strategy_and_format(t, spec, found)
     for login in logins:
         found.validate(replace(spec, credential=login))
@@ -216,6 +223,8 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
     overlap: float | None = None
     if isinstance(found, IssuingTargetType):
         overlap = found.default_overlap_hours
+        if overlap_raw and found.keeps_previous:
+            raise InvalidRequest(f"{OVERLAP_HOURS} does not apply to {kind}: {found.keeps_previous}")
         if overlap_raw:
             overlap = _number(OVERLAP_HOURS, overlap_raw, "a number of hours")
             if not 0 <= overlap <= MAX_OVERLAP_HOURS:

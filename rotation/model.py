@@ -233,6 +233,9 @@ class RotationPlan(Record):
     # retired this many hours after promotion.
     issues_credentials: bool = False
     overlap_hours: float = 0.0
+    # Set when nothing can undo what the target issues (a regenerated storage key): the approval,
+    # when required, comes before the stage, so a rejection changes nothing.
+    issue_after_approval: bool = False
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "ROTATION_ARM_ENDPOINT",
         "https://management.azure.com",
-        "Azure Resource Manager endpoint of this cloud, for restarting consuming apps.",
+        "Azure Resource Manager endpoint of this cloud, for restarting consuming apps and storage account keys.",
     ),
     SettingSpec(
         "ROTATION_APPROVAL_TIMEOUT_HOURS",
@@ -126,6 +126,11 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Consecutive successful logins with a new Entra application secret that verify requires.",
     ),
     SettingSpec(
+        "ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS",
+        "60",
+        "How long verify waits for a regenerated storage account key to be accepted by the blob endpoint.",
+    ),
+    SettingSpec(
         "ROTATION_SQLSERVER_ODBC_DRIVER",
         "ODBC Driver 18 for SQL Server",
         "ODBC driver of sqlserver-login targets; Azure's Functions Python image installs this one.",
@@ -186,6 +191,7 @@ class Settings:
     entra_authority: str
     entra_propagation_timeout_seconds: float
     entra_verify_successes: int
+    storage_verify_timeout_seconds: float
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -250,6 +256,9 @@ class Settings:
             ),
             entra_verify_successes=_positive_int(
                 "ROTATION_ENTRA_VERIFY_SUCCESSES", get("ROTATION_ENTRA_VERIFY_SUCCESSES")
+            ),
+            storage_verify_timeout_seconds=_positive_number(
+                "ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS", get("ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS")
             ),
         )
 

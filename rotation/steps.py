@@ -42,7 +42,8 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
 
     For alternating logins, also check before anything changes that the current value holds one
     of the two logins, and that the two may stand in for each other (same group roles, no
-    privileges of their own: rotation/targets/logins.py ``compare_logins``).
+    privileges of their own: rotation/targets/logins.py ``compare_logins``). A target that
+    issues its credentials checks what it can ahead (``IssuingTarget.check``).
 
     Raises:
         InvalidRequest: the secret is missing, disabled, or its tags, its value or its logins
@@ -55,8 +56,12 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         reason = f"version {step.version} is no longer current (the current version is {current.version})"
         return RotationPlan(target_kind="", approval_required=False, validity_days=0.0, skip_reason=reason)
     meta = metadata.parse_tags(name, current.tags)
+    kind = target_type(meta.target.kind)
     if meta.strategy == "alternating" and not promoted_here:
         _check_alternates(step, vault, settings)
+    if isinstance(kind, IssuingTargetType) and not promoted_here:
+        _, value = vault.get(name, step.version)
+        _issuer(step, vault, settings).check(current=value)
     return RotationPlan(
         target_kind=meta.target.kind,
         approval_required=meta.approval_required,
@@ -66,6 +71,7 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         promoted_on=_iso(current.created_on) if promoted_here else None,
         issues_credentials=meta.overlap_hours is not None,
         overlap_hours=meta.overlap_hours or 0.0,
+        issue_after_approval=isinstance(kind, IssuingTargetType) and kind.irreversible is not None,
     )
 
 
@@ -263,8 +269,8 @@ def apply_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
     )
 
 
-def _issuer(step: StepInput, vault: Vault, settings: Settings) -> IssuingTarget:
-    """The target of one rotation, when it issues its credentials (it acts as the hub)."""
+def _issuing_kind(step: StepInput, vault: Vault) -> tuple[IssuingTargetType, metadata.RotationMetadata]:
+    """The type of the rotation's target, when it issues its credentials, and the secret's tags."""
     name = step.secret.secret_name
     meta = metadata.parse_tags(name, vault.current(name).tags)
     kind = target_type(meta.target.kind)
@@ -272,7 +278,13 @@ def _issuer(step: StepInput, vault: Vault, settings: Settings) -> IssuingTarget:
         raise InvalidRequest(
             f"rotation-target {meta.target.kind!r} of {name!r} does not issue its credentials"
         )
-    return kind.build(meta.target, settings, clients.hub_credential(settings))
+    return kind, meta
+
+
+def _issuer(step: StepInput, vault: Vault, settings: Settings) -> IssuingTarget:
+    """The target of one rotation, when it issues its credentials (it acts as the hub)."""
+    kind, meta = _issuing_kind(step, vault)
+    return kind.build(meta.target, settings, clients.hub_credential(settings), meta.value_format)
 
 
 def _issues(step: StepInput, vault: Vault) -> bool:
@@ -299,6 +311,9 @@ def withdraw_issued(step: StepInput, vault: Vault, settings: Settings) -> Change
     current = vault.current(step.secret.secret_name)
     if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
         return Changed(changed=False, detail="the new credential is promoted; it stays")
+    kind, _ = _issuing_kind(step, vault)
+    if kind.irreversible:
+        return Changed(changed=False, detail=kind.irreversible)
     target = _issuer(step, vault, settings)
     removed = [
         cid
@@ -323,6 +338,9 @@ def retire_previous(step: StepInput, vault: Vault, settings: Settings) -> Retire
             changed=False, detail=f"version {current.version} is not this rotation's; nothing retired"
         )
     new_id = metadata.credential_id_of(current.tags)
+    kind, _ = _issuing_kind(step, vault)
+    if kind.keeps_previous:
+        return Retired(changed=False, detail=kind.keeps_previous)
     previous, previous_value = vault.get(name, step.version)
     old_id = metadata.credential_id_of(previous.tags)
     target = _issuer(step, vault, settings)

@@ -66,6 +66,7 @@ param graphEndpoint string = environment().graph
 param entraAuthority string = environment().authentication.loginEndpoint
 param entraPropagationTimeoutSeconds int = 300
 param entraVerifySuccesses int = 3
+param storageVerifyTimeoutSeconds int = 60
 
 var tags = {
   'azd-env-name': environmentName
@@ -108,6 +109,7 @@ module hub 'modules/hub/hub.bicep' = {
     entraAuthority: entraAuthority
     entraPropagationTimeoutSeconds: entraPropagationTimeoutSeconds
     entraVerifySuccesses: entraVerifySuccesses
+    storageVerifyTimeoutSeconds: storageVerifyTimeoutSeconds
   }
 }
 

@@ -144,6 +144,9 @@ async def handle(request: web.Request, state: CloudState, caller: str, match: re
     if account is None or account.subscription_id != sub or account.resource_group.lower() != rg:
         return resource_not_found(request, "Microsoft.Storage/storageAccounts")
     assert state.storage is not None
+    # The body is read before any latency fault: a client that is gone by then (a killed host)
+    # has sent it, and Azure carries out a request whose caller stopped waiting.
+    body = await request.read()
 
     answer = await fault_answer(request, state.faults.take(account.name, op_name))
     if answer is not None:
@@ -153,13 +156,13 @@ async def handle(request: web.Request, state: CloudState, caller: str, match: re
         return json_response(200, account_document(state, account))
     if op_name == "list_keys":
         return json_response(200, keys_document(state.storage.keys(account.name)))
-    return await _regenerate(request, state, account)
+    return await _regenerate(body, state, account)
 
 
-async def _regenerate(request: web.Request, state: CloudState, account: StorageAccount) -> web.Response:
+async def _regenerate(raw: bytes, state: CloudState, account: StorageAccount) -> web.Response:
     assert state.storage is not None
     try:
-        body = json.loads(await request.read() or b"null")
+        body = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
         return arm_error(
             400,

@@ -47,23 +47,34 @@ class IssuingTargetType:
     """A kind of target that issues its credentials itself; the hub reaches it as its identity."""
 
     name: str
-    build: Callable[[TargetSpec, Settings, TokenCredential], IssuingTarget]
+    build: Callable[[TargetSpec, Settings, TokenCredential, str], IssuingTarget]
     validate: Callable[[TargetSpec], None]
     #: How long the previous credential stays valid after promotion when the tag does not say.
     default_overlap_hours: float
+    #: The rotation-format values the target writes (the first is the default).
+    formats: tuple[str, ...] = ("password",)
+    #: Whether rotation-provider must be given (a storage account's id says everything).
+    requires_provider: bool = True
+    #: None when an issued credential can be withdrawn again (the undo of stage). Otherwise why
+    #: not, for the status: such a target issues only after an approval, and nothing undoes it.
+    irreversible: str | None = None
+    #: None when the previous credential is removed after the overlap. Otherwise why it stays
+    #: (rotation-overlap-hours is then refused: there is no overlap to set).
+    keeps_previous: str | None = None
 
 
 AnyTargetType = TargetType | IssuingTargetType
 
 
 def _registry() -> dict[str, AnyTargetType]:
-    from rotation.targets import entra, mysql, postgresql, sqlserver
+    from rotation.targets import entra, mysql, postgresql, sqlserver, storage
 
     types: tuple[AnyTargetType, ...] = (
         postgresql.TARGET_TYPE,
         mysql.TARGET_TYPE,
         *sqlserver.TARGET_TYPES,
         entra.TARGET_TYPE,
+        storage.TARGET_TYPE,
     )
     return {t.name: t for t in types}
 

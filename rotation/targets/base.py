@@ -136,6 +136,11 @@ class IssuingTarget(Protocol):
     target refuses for good, ``InvalidRequest`` when the tags do not describe it.
     """
 
+    def check(self, *, current: SecretValue) -> None:
+        """Refuse, before anything changes, a rotation the target cannot do from ``current`` (the
+        value the secret holds now): raises ``InvalidRequest`` or ``TargetError`` saying why."""
+        ...
+
     def issue(self, *, label: str, expires_on: datetime, current: SecretValue | None) -> IssuedCredential:
         """Issue a new credential labelled ``label`` (it names the rotation), valid until
         ``expires_on``; the previous one stays valid. ``current`` is the value the secret holds

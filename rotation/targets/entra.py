@@ -114,6 +114,10 @@ class EntraAppSecret:
     def issued(self, *, label: str) -> list[str]:
         return [p.key_id for p in self._application().passwords if p.display_name == label]
 
+    def check(self, *, current: SecretValue) -> None:
+        """Nothing to check ahead: ``issue`` reads the application before it adds a secret, and
+        stage runs before any approval."""
+
     # -- changing --------------------------------------------------------------------------------
 
     def issue(self, *, label: str, expires_on: datetime, current: SecretValue | None) -> IssuedCredential:
@@ -200,8 +204,11 @@ class EntraAppSecret:
         return None
 
 
-def build(spec: TargetSpec, settings: Settings, credential: TokenCredential) -> EntraAppSecret:
-    """Raises InvalidRequest when the spec's tags are malformed."""
+def build(
+    spec: TargetSpec, settings: Settings, credential: TokenCredential, value_format: str
+) -> EntraAppSecret:
+    """Raises InvalidRequest when the spec's tags are malformed (the value is the secret text:
+    ``value_format`` is always ``password``)."""
     return EntraAppSecret(spec, settings, credential)
 
 

@@ -10,18 +10,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from local.cloud.process import AdminClient
 from local.scenario import ENDED, hub_call, rotation
-from local.stack import POSTGRESQL, LocalStack, Seeded
+from local.stack import POSTGRESQL, STORAGE, LocalStack, Seeded
 from rotation import metadata
 from rotation.login_values import LoginShape
+from rotation.targets import storage
 from rotation.targets.base import SecretValue
 
 _names = itertools.count()
@@ -119,13 +122,18 @@ def assert_no_value_leaked(stack: LocalStack, seeded: Seeded) -> None:
     else:
         assert stack.cloud is not None
         server_log = stack.cloud.log_file.read_text(errors="replace")
+        if seeded.kind == STORAGE:  # and the blob endpoint's (Azurite's) own log
+            azurite_log = Path(stack.info["azurite"]["log"])
+            server_log += azurite_log.read_text(errors="replace") if azurite_log.exists() else ""
     values = secret_values(stack, seeded)
     assert values, "the secret should have values to look for"
     # A value that carries the login (JSON, a connection string): its password alone must not
     # leak either.
     tags = stack.secret_client(seeded.vault).get_secret(seeded.name).properties.tags or {}
     meta = metadata.parse_tags(seeded.name, tags)
-    if meta.value_format != "password":
+    if seeded.kind == STORAGE:
+        values += [storage.key_in(SecretValue(v), meta.value_format, seeded.login) for v in values]
+    elif meta.value_format != "password":
         shape = LoginShape.of(meta)
         values += [shape.read(SecretValue(value)).password.reveal() for value in values]
     for value in values:
@@ -229,6 +237,19 @@ def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
     status, _, body = hub_request(stack, "GET", path)
     assert status == 200, f"listing instances answered {status}: {body}"
     return {item["instanceId"] for item in body}
+
+
+def module_stack(
+    tmp_path_factory: pytest.TempPathFactory, app_settings: Mapping[str, str]
+) -> Iterator[LocalStack]:
+    """A module's stack without database servers, for targets the local cloud itself serves (a
+    module's ``stack`` fixture yields from it)."""
+    with LocalStack(
+        Path(tmp_path_factory.mktemp("stack")), app_settings=app_settings, databases=()
+    ) as running:
+        # Only the tests start rotations: a NearExpiry event racing them would rotate first.
+        quiet_expiry_scan(running)
+        yield running
 
 
 def quiet_expiry_scan(stack: LocalStack) -> None:

@@ -4,11 +4,10 @@ seeding an application's secret, and what the application holds."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_helpers import hub_request, quiet_expiry_scan, unique, value_of, wait_until
+from e2e_helpers import hub_request, module_stack, unique, value_of, wait_until
 
 from local.stack import APPLICATION, LocalStack, Seeded
 from rotation import metadata
@@ -28,10 +27,7 @@ LASTING = 1000
 
 def entra_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A module's stack (the module's ``stack`` fixture yields from it)."""
-    with LocalStack(Path(tmp_path_factory.mktemp("stack")), app_settings=SETTINGS, databases=()) as running:
-        # Only the tests start rotations: a NearExpiry event racing them would rotate first.
-        quiet_expiry_scan(running)
-        yield running
+    yield from module_stack(tmp_path_factory, SETTINGS)
 
 
 def clean_cloud(stack: LocalStack) -> Iterator[None]:

@@ -164,6 +164,7 @@ def test_every_role_assignment_uses_a_known_built_in_role_for_a_service_principa
         ("vault.bicep", "secretsOfficer", "Key Vault Secrets Officer", "vault"),
         ("site-role.bicep", "restart", "Website Contributor", "site"),
         ("storage-key-role.bicep", "keyOperator", "Storage Account Key Operator Service Role", "account"),
+        ("storage-key-role.bicep", "accountReader", "Reader", "account"),
         ("storage.bicep", "deadLetterWriter", "Storage Blob Data Contributor", "deadLetterContainer"),
         ("storage.bicep", "hubBlob", "Storage Blob Data Owner", "account"),
         ("storage.bicep", "hubQueue", "Storage Queue Data Contributor", "account"),

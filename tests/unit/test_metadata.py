@@ -198,5 +198,7 @@ def test_alternating_needs_a_target_that_supports_it() -> None:
 
 
 def test_an_application_secret_has_no_format_or_strategy() -> None:
-    with pytest.raises(InvalidRequest, match="rotation-strategy and rotation-format do not apply"):
+    with pytest.raises(InvalidRequest, match="rotation-format of entra-app-secret must be one of password"):
         parse_tags("app-secret", app_tags(rotation_format="json"))
+    with pytest.raises(InvalidRequest, match="rotation-strategy does not apply"):
+        parse_tags("app-secret", app_tags(rotation_strategy="alternating"))

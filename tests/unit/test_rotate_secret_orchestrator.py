@@ -854,6 +854,40 @@ def test_a_previous_credential_the_hub_did_not_issue_is_named_not_removed(hub: H
     assert events(done, "TimerCreated") == []  # no overlap: retired at once
 
 
+IRREVERSIBLE = {
+    "target_kind": "storage-account-key",
+    "issues_credentials": True,
+    "issue_after_approval": True,
+    "approval_required": True,
+}
+
+
+def test_an_irreversible_issue_waits_for_the_approval_before_its_stage(hub: Hub) -> None:
+    # A regenerated storage key cannot be restored: the approver decides before anything changes.
+    rotation = hub.rotate("key-approved", {"plan_rotation": [plan(**IRREVERSIBLE)]})
+    waiting = rotation.wait_step("approval")["customStatus"]
+    assert waiting["stepsDone"] == ["plan"]
+    assert rotation.activities() == ["plan_rotation"]
+    rotation.decide({"approved": True, "approver": "alice"})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ISSUING_ORDER
+    assert done["output"]["steps"] == ["plan", "approval", "stage", "verify", "promote", "cleanup", "retire"]
+
+
+def test_a_rejected_irreversible_issue_changes_nothing(hub: Hub) -> None:
+    rotation = hub.rotate("key-rejected", {"plan_rotation": [plan(**IRREVERSIBLE)]})
+    rotation.wait_step("approval")
+    rotation.decide({"approved": False, "approver": "carol", "reason": "freeze"})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == ["plan_rotation"]
+    assert done["output"]["result"] == "rejected"
+    assert done["output"]["detail"] == "nothing was changed"
+
+
 # -- 8. replay across a host restart --------------------------------------------------------------
 
 

@@ -46,6 +46,7 @@ param graphEndpoint string
 param entraAuthority string
 param entraPropagationTimeoutSeconds int
 param entraVerifySuccesses int
+param storageVerifyTimeoutSeconds int
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -194,6 +195,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_ENTRA_VERIFY_SUCCESSES'
           value: string(entraVerifySuccesses)
+        }
+        {
+          name: 'ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS'
+          value: string(storageVerifyTimeoutSeconds)
         }
       ]
     }

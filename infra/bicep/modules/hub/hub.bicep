@@ -30,6 +30,7 @@ param graphEndpoint string
 param entraAuthority string
 param entraPropagationTimeoutSeconds int
 param entraVerifySuccesses int
+param storageVerifyTimeoutSeconds int
 
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
@@ -100,6 +101,7 @@ module functionApp 'function-app.bicep' = {
     entraAuthority: entraAuthority
     entraPropagationTimeoutSeconds: entraPropagationTimeoutSeconds
     entraVerifySuccesses: entraVerifySuccesses
+    storageVerifyTimeoutSeconds: storageVerifyTimeoutSeconds
   }
 }
 
