@@ -10,7 +10,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("host_engine", "cloud_keyvault", "rotation", "entra_rotation", "graph_client")
+BENCHMARKS = (
+    "host_engine",
+    "cloud_keyvault",
+    "rotation",
+    "entra_rotation",
+    "storage_rotation",
+    "graph_client",
+)
 
 
 def main() -> int:

@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks.rotation import rotate_through_host
+from benchmarks.rotation import HUB, request_lines, rotate_through_host
 from local.stack import LocalStack
 from rotation import steps
 from rotation.clients import vault_named
@@ -32,19 +32,11 @@ from rotation.model import SecretRef, StageInput, StepInput
 from rotation.settings import Settings
 
 VAULT = "spoke1-kv"
-HUB = "identity=hub-rotation-identity"
 
 
 def requests_since(stack: LocalStack, start: int) -> dict[str, int]:
     """Requests the local cloud logged after byte ``start`` of its log, by service and caller."""
-    assert stack.cloud is not None
-    with stack.cloud.log_file.open("rb") as log:
-        log.seek(start)
-        lines = [
-            line
-            for line in log.read().decode(errors="replace").splitlines()
-            if "local.cloud.requests" in line
-        ]
+    lines = request_lines(stack, start)
     return {
         "graph": sum(1 for line in lines if "graph.microsoft.com" in line and HUB in line),
         "vault": sum(1 for line in lines if ".vault.azure.net" in line and HUB in line),

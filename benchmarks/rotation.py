@@ -85,17 +85,21 @@ def history_events(stack: LocalStack, rotation_id: str) -> tuple[int, int]:
     return int(stored), summary
 
 
+HUB = "identity=hub-rotation-identity"
+
+
+def request_lines(stack: LocalStack, start: int = 0) -> list[str]:
+    """The local cloud's request log lines after byte ``start`` of its log."""
+    assert stack.cloud is not None
+    with stack.cloud.log_file.open("rb") as log:
+        log.seek(start)
+        text = log.read().decode(errors="replace")
+    return [line for line in text.splitlines() if "local.cloud.requests" in line]
+
+
 def hub_vault_requests(stack: LocalStack) -> int:
     """Key Vault requests made by the hub's identity so far, from the local cloud's request log."""
-    assert stack.cloud is not None
-    log = stack.cloud.log_file.read_text(errors="replace")
-    return sum(
-        1
-        for line in log.splitlines()
-        if "local.cloud.requests" in line
-        and ".vault.azure.net" in line
-        and "identity=hub-rotation-identity" in line
-    )
+    return sum(1 for line in request_lines(stack) if ".vault.azure.net" in line and HUB in line)
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -1,11 +1,12 @@
 """``make demo``: the rotation hub end to end on this machine, then a verdict.
 
 Throwaway PostgreSQL and MariaDB servers, the local cloud (two spoke vaults in two subscriptions, the hub
-identity, a consumer app that reads its password once at start) and the local Functions host
-running this app. Three secrets near expiry are seeded (one requires approval); Event Grid
-delivers SecretNearExpiry; the demo approves through the HTTP API, prints progress and a final
-table, and exits 0 only if every rotation ended as expected and the consumer app is healthy on
-its new password. Nothing is left running.
+identity, consumer apps that read their secret once at start, a storage account whose blob
+endpoint Azurite serves) and the local Functions host running this app. Seven secrets near
+expiry are seeded (one requires approval); Event Grid delivers SecretNearExpiry; the demo
+approves through the HTTP API, prints progress and a final table, rotates the alternating logins
+and the storage key a second time, and exits 0 only if every rotation ended as expected and
+every consumer app is healthy on its new credential. Nothing is left running.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -28,9 +30,20 @@ from local.scenario import (
     start_consumer,
     wait_for,
 )
-from local.stack import CONSUMER_SITE, ENTRA, REPO_ROOT, SP_CONSUMER_SITE, LocalStack, Seeded
+from local.stack import (
+    BLOB_CONSUMER_SITE,
+    CONSUMER_SITE,
+    ENTRA,
+    REPO_ROOT,
+    SP_CONSUMER_SITE,
+    STORAGE,
+    STORAGE_ACCOUNT,
+    LocalStack,
+    Seeded,
+)
 from rotation import metadata
 from rotation.login_values import LoginShape
+from rotation.targets import storage
 from rotation.targets.base import SecretValue
 
 TIMEOUT_SECONDS = 180
@@ -92,7 +105,9 @@ def secrets_of(stack: LocalStack, seeded: Seeded, *values: str) -> list[str]:
         seeded.name, stack.secret_client(seeded.vault).get_secret(seeded.name).properties.tags
     )
     found = list(values)
-    if meta.value_format != "password":
+    if seeded.kind == STORAGE:
+        found += [storage.key_in(SecretValue(value), meta.value_format, seeded.login) for value in values]
+    elif meta.value_format != "password":
         shape = LoginShape.of(meta)
         found += [shape.read(SecretValue(value)).password.reveal() for value in values]
     return found
@@ -126,6 +141,43 @@ def alternate_again(stack: LocalStack, seeded: Seeded, first_value: str, failure
     check(f"{seeded.name}: the value of the first rotation still connects", connects(conninfo), failures)
 
 
+def rotate_key_again(stack: LocalStack, seeded: Seeded, failures: list[str]) -> None:
+    """The second rotation of the storage key, through the HTTP API: key1 this time; the consumer,
+    restarted again, keeps writing blobs; the key of the first rotation stays valid."""
+    client = stack.secret_client(seeded.vault)
+    first = client.get_secret(seeded.name)
+    code, body = hub_call(stack, "POST", "/api/rotations", {"vault": seeded.vault, "secret": seeded.name})
+    say(f"{seeded.name}: rotate now (POST /api/rotations) -> {code}")
+    done = wait_for(stack, str(body.get("id")))
+    current = client.get_secret(seeded.name)
+    held = [
+        (version.tags or {}).get(metadata.CREDENTIAL_ID, "key1 (written by hand)")
+        for version in (
+            client.get_secret(seeded.name, seeded.version).properties,
+            first.properties,
+            current.properties,
+        )
+    ]
+    say(f"{seeded.name}: its versions held {' -> '.join(held)}")
+    check(
+        f"{seeded.name}: the second rotation regenerated key1, the key the first rotation's version did not hold",
+        done["runtimeStatus"] == "Completed" and held[1:] == ["key2", "key1"],
+        failures,
+    )
+    check(
+        f"{seeded.name}: the first rotation's key still works, the original key1 no longer does",
+        stack.value_logs_in(seeded.vault, seeded.name, first.properties.version)
+        and not stack.value_logs_in(seeded.vault, seeded.name, seeded.version),
+        failures,
+    )
+    health = consumer_health(stack, BLOB_CONSUMER_SITE)
+    check(
+        f"{BLOB_CONSUMER_SITE} writes blobs on the version {str(current.properties.version)[:8]} after its second restart",
+        bool(health.get("ok")) and health.get("version") == current.properties.version,
+        failures,
+    )
+
+
 def held_login(stack: LocalStack, seeded: Seeded, value: str | None) -> str:
     client = stack.secret_client(seeded.vault)
     current = client.get_secret(seeded.name)
@@ -144,11 +196,19 @@ def connects(conninfo: str) -> bool:
 
 
 def target_log(stack: LocalStack, seeded: Seeded) -> tuple[str, str]:
-    """The log the target itself keeps of changes: a database's statement log, or for an
-    application the local cloud's (Graph and Entra requests)."""
+    """The log the target itself keeps of changes: a database's statement log, for an
+    application the local cloud's (Graph and Entra requests), for a storage account the local
+    cloud's (ARM) and Azurite's (the blob endpoint)."""
     if seeded.kind == ENTRA:
         assert stack.cloud is not None
         return "the local cloud's log", stack.cloud.log_file.read_text(errors="replace")
+    if seeded.kind == STORAGE:
+        assert stack.cloud is not None
+        azurite = Path(stack.info["azurite"]["log"])
+        text = stack.cloud.log_file.read_text(errors="replace")
+        return "the local cloud's and Azurite's logs", text + (
+            azurite.read_text(errors="replace") if azurite.exists() else ""
+        )
     server = stack.database(seeded.kind)
     return f"{server.name}'s statement log", server.server_log()
 
@@ -188,13 +248,16 @@ def main() -> int:
             say(
                 f"seeded {s.vault}/{s.name} ({s.kind} {s.login}, version {s.version[:8]}, expires in 10 days)"
             )
-        for site in (CONSUMER_SITE, SP_CONSUMER_SITE):
+        for site in (CONSUMER_SITE, SP_CONSUMER_SITE, BLOB_CONSUMER_SITE):
             health = start_consumer(stack, site)
             say(f"{site} running, healthy={health.get('ok')} on version {str(health.get('version'))[:8]}")
         application = stack.application()
         say(
             f"application {application['display_name']} ({application['app_id']}) holds client secret(s) "
             + ", ".join(c["key_id"][:8] for c in application["password_credentials"])
+        )
+        say(
+            f"storage account {STORAGE_ACCOUNT}: {stack.storage_account_id()} (blob endpoint served by Azurite)"
         )
 
         since = time.monotonic()
@@ -253,6 +316,12 @@ def main() -> int:
                     stack.value_logs_in(s.vault, s.name, s.version),
                     failures,
                 )
+            elif s is seeded.storage:
+                check(
+                    f"{s.name}: the previous key still works (key2 was regenerated; key1 stays until the next rotation)",
+                    stack.value_logs_in(s.vault, s.name, s.version) and stack.credential_id(s) == "key2",
+                    failures,
+                )
             else:
                 check(
                     f"{s.name}: the previous {'secret' if s.kind == ENTRA else 'password'} no longer works"
@@ -274,11 +343,16 @@ def main() -> int:
                 failures,
             )
         alternate_again(stack, seeded.alternating, alternating_first, failures)
+        rotate_key_again(stack, seeded.storage, failures)
         approved_output = ended[stack.rotation_id(seeded.approved)].get("output") or {}
         decision = approved_output.get("decision") if isinstance(approved_output, dict) else None
         approver = decision.get("approver") if isinstance(decision, dict) else None
         check("approval recorded the approver", approver == "demo-operator", failures)
-        for site, s in ((CONSUMER_SITE, seeded.consumer), (SP_CONSUMER_SITE, seeded.application)):
+        for site, s in (
+            (CONSUMER_SITE, seeded.consumer),
+            (SP_CONSUMER_SITE, seeded.application),
+            (BLOB_CONSUMER_SITE, seeded.storage),
+        ):
             health = consumer_health(stack, site)
             new_version = stack.secret_client(s.vault).get_secret(s.name).properties.version
             check(

@@ -15,6 +15,8 @@ from typing import Any
 
 from local.stack import (
     APPLICATION_SECRET,
+    BLOB_CONSUMER_SECRET,
+    BLOB_CONSUMER_SITE,
     CONSUMER_DATABASE,
     CONSUMER_LOGIN,
     CONSUMER_SECRET,
@@ -38,9 +40,18 @@ class DemoSecrets:
     mysql: Seeded  # a MySQL account (MariaDB here), changes itself
     application: Seeded  # an Entra application's client secret, read by sp-consumer-app
     alternating: Seeded  # two PostgreSQL logins taking turns, the value a libpq connection string
+    storage: Seeded  # a storage account's key, as a connection string read by blob-consumer-app
 
     def all(self) -> tuple[Seeded, ...]:
-        return (self.consumer, self.approved, self.plain, self.mysql, self.application, self.alternating)
+        return (
+            self.consumer,
+            self.approved,
+            self.plain,
+            self.mysql,
+            self.application,
+            self.alternating,
+            self.storage,
+        )
 
 
 def seed_consumer_secret(stack: LocalStack) -> Seeded:
@@ -56,8 +67,8 @@ def seed_consumer_secret(stack: LocalStack) -> Seeded:
 
 
 def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
-    """Three PostgreSQL logins, one MySQL account, one application's client secret, all inside
-    the near-expiry window."""
+    """Three PostgreSQL logins, one MySQL account, one application's client secret, two
+    alternating PostgreSQL logins and a storage account key, all inside the near-expiry window."""
     consumer = seed_consumer_secret(stack)
     admin = stack.seed_admin_secret("spoke2-kv", "pg-admin")
     approved = stack.seed_login_secret(
@@ -90,6 +101,7 @@ def seed_demo_secrets(stack: LocalStack) -> DemoSecrets:
         mysql=mysql,
         application=application,
         alternating=alternating,
+        storage=seed_storage_secret(stack),
     )
 
 
@@ -108,6 +120,18 @@ def seed_application_secret(stack: LocalStack) -> Seeded:
         overlap_hours=DEMO_OVERLAP_HOURS,
         record_credential=True,
         tags={metadata.CONSUMERS: site_id},
+    )
+
+
+def seed_storage_secret(stack: LocalStack) -> Seeded:
+    """ordersstore01's key1 as a connection string, read by blob-consumer-app, tagged to restart it
+    after promotion (the operator wrote it by hand: the first rotation finds which key it is)."""
+    site_id = str(stack.info["sites"][BLOB_CONSUMER_SITE]["arm_id"])
+    return stack.seed_storage_secret(
+        "spoke1-kv",
+        BLOB_CONSUMER_SECRET,
+        key_name="key1",
+        tags={metadata.CONSUMERS: site_id, metadata.VALIDITY_DAYS: "90"},
     )
 
 

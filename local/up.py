@@ -13,7 +13,7 @@ import signal
 import threading
 
 from local.scenario import seed_demo_secrets, start_consumer
-from local.stack import MYSQL, REPO_ROOT, LocalStack
+from local.stack import BLOB_CONSUMER_SITE, CONSUMER_SITE, MYSQL, REPO_ROOT, SP_CONSUMER_SITE, LocalStack
 
 
 def main() -> int:
@@ -26,7 +26,8 @@ def main() -> int:
         assert stack.cloud is not None
         assert stack.host is not None
         seeded = seed_demo_secrets(stack)
-        start_consumer(stack)
+        for site in (CONSUMER_SITE, SP_CONSUMER_SITE, BLOB_CONSUMER_SITE):
+            start_consumer(stack, site)
         approve = stack.rotation_id(seeded.approved)
         print(
             f"""
@@ -38,6 +39,7 @@ Key Vault Rotation Hub, running locally (Ctrl-C stops everything)
   PostgreSQL             127.0.0.1:{stack.pg.port}
   MariaDB (mysql-login)  127.0.0.1:{stack.database(MYSQL).port}
   vaults                 {", ".join(f"https://{v}.vault.azure.net" for v in sorted(stack.info["vaults"]))}
+  storage accounts       {", ".join(a["blob_endpoint"] for a in stack.info["storage_accounts"].values())}
 
 Try:
   curl -s {stack.hub_url}/api/rotations

@@ -64,7 +64,16 @@ def pyodbc():
     return {"drivers": pyodbc.drivers(), "version": metadata.version("pyodbc")}
 
 
+def targets():
+    # Target modules are imported when a rotation first needs one: import them all here (the
+    # storage target brings azure-mgmt-storage and azure-storage-blob).
+    from rotation.targets import _registry
+
+    return {"kinds": sorted(_registry())}
+
+
 attempt("function_app", function_app)
+attempt("targets", targets)
 attempt("psycopg", psycopg)
 attempt("pymysql", pymysql)
 attempt("pyodbc", pyodbc)

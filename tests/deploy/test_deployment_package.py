@@ -160,6 +160,13 @@ def test_psycopg_uses_the_libpq_of_its_wheel(probe: dict[str, Any], package: Bui
     assert all(_inside(p, package.site_packages) for p in binary), binary
 
 
+def test_every_target_module_imports(probe: dict[str, Any]) -> None:
+    assert "targets" not in probe["errors"], probe["errors"].get("targets")
+    assert "storage-account-key" in probe["facts"]["targets"]["kinds"]
+    assert probe["modules"]["azure.mgmt.storage"], "azure-mgmt-storage was not imported"
+    assert probe["modules"]["azure.storage.blob"], "azure-storage-blob was not imported"
+
+
 def test_pymysql_imports(probe: dict[str, Any]) -> None:
     assert "pymysql" not in probe["errors"], probe["errors"].get("pymysql")
 
