@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.rotation import HUB, request_lines, rotate_through_host
+from benchmarks.table import print_table
 from local.stack import LocalStack
 from rotation import steps
 from rotation.clients import vault_named
@@ -97,11 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             for delay, value in verify.items()
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+    print_table(rows)
     return 0
 
 

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from benchmarks.table import print_table
 from local.host.clock import HostClock
 from local.host.engine import DurableEngine
 from local.host.episode import EpisodeResult, EpisodeRunner
@@ -137,11 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]  # fmt: skip
     print(f"orchestration: 6 no-op activities in sequence (7 episodes); cpus: {os.cpu_count()}; "
           f"python {sys.version.split()[0]}")  # fmt: skip
-    width = max(len(label) for label, _ in rows)
-    print(f"{'measure'.ljust(width)} | value")
-    print(f"{'-' * width}-|-{'-' * 10}")
-    for label, value in rows:
-        print(f"{label.ljust(width)} | {value}")
+    print_table(rows)
     checks = (
         one["episodes"],
         one["activities"],

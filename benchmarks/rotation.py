@@ -26,6 +26,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks.table import print_table
 from local.scenario import ENDED, hub_call, rotations
 from local.stack import DATABASE_SERVERS, POSTGRESQL, LocalStack, Seeded
 from rotation import steps
@@ -180,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         ("Key Vault requests per rotation (hub identity)", str(requests_one)),
         *per_target,
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+    print_table(rows)
     return 1 if failed else 0
 
 

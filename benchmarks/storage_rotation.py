@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.rotation import HUB, request_lines, rotate_through_host
+from benchmarks.table import print_table
 from local.stack import STORAGE, LocalStack, Seeded
 from rotation import steps
 from rotation.clients import vault_named
@@ -92,11 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{(regenerate or {}).get('last_restart_seconds', float('nan')) * 1000:.0f} ms",
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure'.ljust(width)}  value")
-    print(f"{'-' * width}  -----")
-    for name, value in rows:
-        print(f"{name.ljust(width)}  {value}")
+    print_table(rows)
     return 0
 
 
