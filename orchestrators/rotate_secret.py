@@ -11,6 +11,12 @@ application) issues the value in the stage step, so there is nothing to apply (u
 the issued credential); its previous credential stays valid after promotion and is retired
 on a durable timer once the overlap is over. When nothing can withdraw what it issued (a
 regenerated storage key), a required approval comes before the stage instead of after it.
+
+A secret tagged ``rotation-window`` changes nothing outside its window: before the first change
+(the stage) the orchestration waits on a durable timer until the window opens, and again after
+an approval wait (before apply or verify) and before retiring the previous credential, should
+the window have closed meanwhile. The opening is computed from the orchestration's own clock,
+so every replay computes the same one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from orchestrators.saga import Saga, StepError, StepFailed
+from rotation import windows
 from rotation.errors import InvalidRequest
 from rotation.model import (
     ConsumerInput,
@@ -72,6 +79,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         plan = RotationPlan.from_dict((yield from saga.step("plan", "plan_rotation", step)))
         if plan.skip_reason:
             return outcome("skipped", detail=plan.skip_reason)
+        window = _window_of(plan)
         decision = None
         new_version = plan.promoted_version  # set when a restart finds this rotation promoted
         promoted_on = plan.promoted_on
@@ -82,8 +90,14 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
                 if not decision.approved:
                     result = "timed_out" if timed_out else "rejected"
                     return outcome(result, decision=decision, detail="nothing was changed")
-            ttl = PENDING_TTL_MARGIN_HOURS + (
-                request.policy.approval_timeout_hours if plan.approval_required else 0
+            # Nothing has changed yet: the first change waits for the window to open.
+            yield from _await_window(saga, window)
+            approve_after_stage = plan.approval_required and not approve_first
+            ttl = (
+                PENDING_TTL_MARGIN_HOURS
+                + (request.policy.approval_timeout_hours if plan.approval_required else 0)
+                # The window may close during the approval wait; the pending value waits with it.
+                + (windows.LONGEST_WAIT.total_seconds() / 3600 if window and approve_after_stage else 0)
             )
             saga.on_failure("discard_pending", step, undoes="stage")
             if plan.issues_credentials:
@@ -92,12 +106,14 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             staged = Staged.from_dict((yield from saga.step("stage", "stage_pending", stage_input)))
             step = replace(step, pending_version=staged.pending_version)
 
-            if plan.approval_required and not approve_first:
+            if approve_after_stage:
                 decision, timed_out = yield from _await_decision(saga, request)
                 if not decision.approved:
                     compensated = yield from saga.compensate()
                     result = "timed_out" if timed_out else "rejected"
                     return outcome(result, decision=decision, detail=_undo_summary(compensated))
+                # The approver may have taken the window's remaining time.
+                yield from _await_window(saga, window)
 
             if not plan.issues_credentials:  # an issued credential is in force from its stage on
                 saga.on_failure("revert_target", step, undoes="apply")
@@ -118,7 +134,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         yield from saga.step("cleanup", "discard_pending", step)
         saga.forget("discard_pending")
         if plan.issues_credentials:
-            yield from _retire_previous(saga, step, plan.overlap_hours, promoted_on)
+            yield from _retire_previous(saga, step, plan.overlap_hours, promoted_on, window)
         return outcome("rotated", new_version=new_version, decision=decision)
     except StepFailed as failed:
         compensated = yield from saga.compensate()
@@ -134,6 +150,45 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
 
 
 TIMEOUT_APPROVER = "timeout"
+
+
+def _window_of(plan: RotationPlan) -> windows.Window | None:
+    """The plan's window, parsed by the same code that validated the tag.
+
+    Raises:
+        StepFailed: the text does not parse (it did in the plan activity, so only a zone
+            database that changed in between could do this; nothing has changed yet).
+    """
+    if plan.window is None:
+        return None
+    try:
+        return windows.parse_window(plan.window)
+    except windows.InvalidWindow as exc:
+        message = f"rotation-window {plan.window!r} is not a valid window: {exc}"
+        raise StepFailed(StepError("window", "InvalidRequest", message, False)) from None
+
+
+def _await_window(saga: Saga, window: windows.Window | None) -> Generator[Any, Any, bool]:
+    """Wait on durable timers until ``window`` is open; returns whether it waited.
+
+    The status says step ``window``, the window and when it opens (``windowOpensAt``). A wait
+    of days is one durable timer: the Durable extension splits long timers into chunks itself
+    (the SDK's LongTimerTask), and a timer costs nothing while it waits. The loop re-checks after
+    the timer fires, so a host that was down past the window's end waits for the next opening."""
+    if window is None:
+        return False
+    context = saga.context
+    waited = False
+    while (opens_at := windows.next_opening(window, context.current_utc_datetime)) is not None:
+        saga.enter("window", window=str(window), windowOpensAt=opens_at.isoformat())
+        # The SDK compares the timer with its own clock: keep to that clock's kind of datetime.
+        naive = context.current_utc_datetime.tzinfo is None
+        yield context.create_timer(opens_at.replace(tzinfo=None) if naive else opens_at)
+        waited = True
+    if waited:
+        saga.steps_done.append("window")
+        saga.status.pop("windowOpensAt", None)
+    return waited
 
 
 def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any, tuple[Decision, bool]]:
@@ -199,17 +254,23 @@ def _restart_consumers(
 
 
 def _retire_previous(
-    saga: Saga, step: StepInput, overlap_hours: float, promoted_on: str | None
+    saga: Saga,
+    step: StepInput,
+    overlap_hours: float,
+    promoted_on: str | None,
+    window: windows.Window | None,
 ) -> Generator[Any, Any, None]:
     """Wait out the overlap on a durable timer, then retire the previous credential: every
     consumer has had the time to move to the new one (App Service caches Key Vault references
-    for up to 24 hours)."""
+    for up to 24 hours). Retiring is a change to the target: it waits for the window too."""
     context = saga.context
     start = datetime.fromisoformat(promoted_on) if promoted_on else context.current_utc_datetime
     retire_at = start + timedelta(hours=overlap_hours)
     saga.enter("retire", retireAt=retire_at.isoformat())
     if context.current_utc_datetime < retire_at:
         yield context.create_timer(retire_at)
+    if (yield from _await_window(saga, window)):
+        saga.enter("retire")
     retired = Retired.from_dict((yield from saga.call("retire", "retire_previous", step)))
     saga.steps_done.append("retire")
     saga.status.pop("retireAt", None)

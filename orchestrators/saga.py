@@ -27,7 +27,20 @@ from rotation.model import Record, RotationPolicy, SecretRef
 logger = logging.getLogger(__name__)
 
 # The steps in the order they run; the number in the status is the position here.
-STEPS = ("plan", "stage", "approval", "apply", "verify", "promote", "restart", "cleanup", "retire")
+# "window": waiting for the secret's rotation window to open before the first change (and again
+# after an approval, or before retiring, should the window have closed meanwhile).
+STEPS = (
+    "plan",
+    "window",
+    "stage",
+    "approval",
+    "apply",
+    "verify",
+    "promote",
+    "restart",
+    "cleanup",
+    "retire",
+)
 
 _MARKED = re.compile(r"\[(?:transient|permanent)\] (?P<cls>\w+): (?P<msg>[^\n]*)")
 _MAX_MESSAGE = 400

@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from rotation import windows
 from rotation.errors import InvalidRequest
 from rotation.model import MAX_ROTATED_NAME, check_secret_name, is_companion_name
 from rotation.targets import IssuingTargetType, TargetType, target_type
@@ -25,6 +26,7 @@ CONSUMERS = "rotation-consumers"
 OVERLAP_HOURS = "rotation-overlap-hours"
 STRATEGY = "rotation-strategy"
 FORMAT = "rotation-format"
+WINDOW = "rotation-window"
 # Written by the hub itself on the versions it creates.
 ROTATION_ID = "rotation-id"
 PREVIOUS_VERSION = "rotation-previous-version"
@@ -64,6 +66,8 @@ class RotationMetadata:
     value_format: str = "password"
     #: The logins ``rotation-credential`` names: one, or two when alternating.
     logins: tuple[str, ...] = ()
+    #: When the rotation may change things (rotation/windows.py); None: at any time.
+    window: windows.Window | None = None
 
 
 def _clean(tags: Mapping[str, str] | None) -> dict[str, str]:
@@ -236,6 +240,8 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
             f"{OVERLAP_HOURS} applies to targets that issue their credentials, not to {kind}"
         )
 
+    window = parse_window_tag(t.get(WINDOW, ""))
+
     own = set(t) - set(HUB_TAGS_ON_PROMOTE)
     if len(own) + len(HUB_TAGS_ON_PROMOTE) > MAX_TAGS:
         raise InvalidRequest(
@@ -251,4 +257,19 @@ def parse_tags(secret_name: str, tags: Mapping[str, str] | None) -> RotationMeta
         strategy=strategy,
         value_format=value_format,
         logins=logins,
+        window=window,
     )
+
+
+def parse_window_tag(raw: str) -> windows.Window | None:
+    """The ``rotation-window`` tag; empty or absent: no window (any time).
+
+    Raises:
+        InvalidRequest: the window does not parse (the message names the tag and what is wrong).
+    """
+    if not raw.strip():
+        return None
+    try:
+        return windows.parse_window(raw)
+    except windows.InvalidWindow as exc:
+        raise InvalidRequest(f"{WINDOW} {raw.strip()!r} is not a valid window: {exc}") from None

@@ -236,6 +236,9 @@ class RotationPlan(Record):
     # Set when nothing can undo what the target issues (a regenerated storage key): the approval,
     # when required, comes before the stage, so a rejection changes nothing.
     issue_after_approval: bool = False
+    # The ``rotation-window`` tag in its canonical text (rotation/windows.py), or None: changes
+    # may happen at any time. The orchestrator waits on a durable timer until it is open.
+    window: str | None = None
 
 
 @dataclass(frozen=True)

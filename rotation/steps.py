@@ -72,6 +72,7 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         issues_credentials=meta.overlap_hours is not None,
         overlap_hours=meta.overlap_hours or 0.0,
         issue_after_approval=isinstance(kind, IssuingTargetType) and kind.irreversible is not None,
+        window=str(meta.window) if meta.window else None,
     )
 
 

@@ -72,7 +72,26 @@ def targets():
     return {"kinds": sorted(_registry())}
 
 
+def windows():
+    # rotation-window reads its zones from the tzdata wheel, never from the image's zone files.
+    from datetime import UTC, datetime
+
+    import tzdata
+
+    from rotation.windows import next_opening, parse_window, zone_named
+
+    window = parse_window("Mon-Fri 09:00-17:00 Europe/Berlin")
+    opens = next_opening(window, datetime(2026, 3, 27, 17, tzinfo=UTC))
+    return {
+        "tzdata": os.path.realpath(tzdata.__file__),
+        "iana_version": tzdata.IANA_VERSION,
+        "zone": zone_named("Europe/Berlin").key,
+        "opens": opens.isoformat(),
+    }
+
+
 attempt("function_app", function_app)
+attempt("windows", windows)
 attempt("targets", targets)
 attempt("psycopg", psycopg)
 attempt("pymysql", pymysql)

@@ -167,6 +167,15 @@ def test_every_target_module_imports(probe: dict[str, Any]) -> None:
     assert probe["modules"]["azure.storage.blob"], "azure-storage-blob was not imported"
 
 
+def test_time_zones_come_from_the_tzdata_wheel_in_the_package(probe: dict[str, Any], package: Build) -> None:
+    assert "windows" not in probe["errors"], probe["errors"].get("windows")
+    facts = probe["facts"]["windows"]
+    assert _inside(facts["tzdata"], package.site_packages), facts
+    assert facts["zone"] == "Europe/Berlin"
+    # Berlin springs forward on 29 March 2026: Monday's 09:00 is 07:00 UTC.
+    assert facts["opens"] == "2026-03-30T07:00:00+00:00"
+
+
 def test_pymysql_imports(probe: dict[str, Any]) -> None:
     assert "pymysql" not in probe["errors"], probe["errors"].get("pymysql")
 
