@@ -307,7 +307,7 @@ def test_status_and_list_with_filters(stack: LocalStack) -> None:
     assert status == 200
     assert waiting["runtimeStatus"] == "Running"
     assert waiting["status"]["step"] == "approval"
-    assert waiting["status"]["stepNumber"] == 3
+    assert waiting["status"]["stepNumber"] == 4  # plan, window, stage, approval (orchestrators/saga.py STEPS)
     assert "awaitingDecisionUntil" in waiting["status"]
     assert waiting["output"] is None
     for missing in (UNKNOWN_ID, "not-a-rotation", "rotate_" + "x" * 300):
