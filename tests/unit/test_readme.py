@@ -30,6 +30,7 @@ def test_every_setting_is_in_the_readme(name: str) -> None:
         metadata.OVERLAP_HOURS,
         metadata.STRATEGY,
         metadata.FORMAT,
+        metadata.WINDOW,
         metadata.CREDENTIAL_ID,
     ],
 )
