@@ -1,7 +1,8 @@
 """Secrets tagged ``rotation-window`` on the whole local stack: a rotation that arrives outside
 its window waits in step ``window`` with the vault and the database untouched, and rotates once
 the host's clock has passed the opening; a window that does not parse is refused by the
-starters with the reason, and nothing changes.
+starters with the reason, a rotation started past them fails in its plan with that reason,
+and nothing changes.
 
 The window is written in Europe/Berlin's local time, a few hours after the host's clock reads
 when the test starts, so the zone database (the tzdata wheel) is used inside the host as in Azure.
@@ -15,6 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from e2e_helpers import (
+    DURABLE_API,
     HostLog,
     assert_consistent,
     assert_no_value_leaked,
@@ -32,8 +34,9 @@ from e2e_helpers import (
 from local.scenario import wait_for
 from local.stack import LocalStack, Seeded
 from rotation import metadata
-from rotation.model import SecretRef
+from rotation.model import RotationRequest, SecretRef
 from rotation.windows import DAY_NAMES
+from starters.launcher import policy_from
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -127,7 +130,26 @@ def test_an_invalid_window_is_refused_by_the_starters_and_changes_nothing(stack:
     assert post_events(stack, [event])[0] == 202
     log.wait_for(f"rotation of {seeded.vault}/{seeded.name} refused: {reason}")
 
-    prefix = SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name).rotation_id_prefix()
-    assert instance_ids(stack, prefix) == set()
+    secret = SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name)
+    assert instance_ids(stack, secret.rotation_id_prefix()) == set()
+    assert_untouched(stack, seeded, old)
+    assert_no_companion(stack, seeded)
+
+    # Started past the starters (the Durable HTTP API, open to whoever holds the system key):
+    # the plan fails for good with the same reason, and nothing changes.
+    rotation_id = stack.rotation_id(seeded)
+    request = RotationRequest(
+        secret=secret, version=seeded.version, trigger="manual", policy=policy_from(stack.settings())
+    )
+    status, _, body = hub_request(
+        stack, "POST", f"{DURABLE_API}/orchestrators/rotate_secret/{rotation_id}", request.to_dict()
+    )
+    assert status == 202, body
+    failed = wait_for(stack, rotation_id)
+
+    assert failed["runtimeStatus"] == "Failed"
+    assert failed["status"]["failed"] == {"step": "plan", "class": "InvalidRequest", "message": reason}
+    assert failed["status"]["stepsDone"] == []
+    assert failed["status"]["compensation"] == []
     assert_untouched(stack, seeded, old)
     assert_no_companion(stack, seeded)
