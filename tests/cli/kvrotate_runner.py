@@ -1,0 +1,101 @@
+"""Running the real console script, ``.venv/bin/kvrotate``, as an operator would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KVROTATE = REPO_ROOT / ".venv" / "bin" / "kvrotate"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One finished command: exit code, stdout, stderr."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def flat(self) -> str:
+        """stdout with each run of blanks as one space (table columns vary with their content)."""
+        return "\n".join(" ".join(line.split()) for line in self.out.splitlines())
+
+    def json(self) -> Any:
+        assert self.code == 0, self
+        return json.loads(self.out)
+
+    def assert_error(self, code: int, *parts: str) -> str:
+        """Failed with ``code`` and one line on stderr, ``error: ...`` naming ``parts``; nothing
+        on stdout, no traceback. Returns that line."""
+        assert self.code == code, self
+        assert self.out == "", self
+        lines = self.err.splitlines()
+        assert len(lines) == 1, self
+        assert lines[0].startswith("error: "), self
+        for part in parts:
+            assert part in lines[0], self
+        return lines[0]
+
+
+def environment(hub_url: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (the local cloud's proxy and CA) without KVROTATE_ settings of
+    its own, plus the hub's URL and ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KVROTATE_")}
+    if hub_url is not None:
+        env["KVROTATE_HUB_URL"] = hub_url
+    env.update(extra or {})
+    return env
+
+
+def command(*args: str) -> list[str]:
+    assert KVROTATE.exists(), f"{KVROTATE} is missing: `make setup` installs the console script"
+    return [str(KVROTATE), *args]
+
+
+def kvrotate(
+    hub_url: str | None, *args: str, env: Mapping[str, str] | None = None, timeout: float = 180
+) -> Run:
+    done = subprocess.run(
+        command(*args), capture_output=True, text=True, env=environment(hub_url, env), timeout=timeout
+    )
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def start(hub_url: str, *args: str, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """A command left running (``rotate --wait``): its output is read when it ends."""
+    return subprocess.Popen(
+        command(*args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(hub_url, env),
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 180) -> Run:
+    out, err = process.communicate(timeout=timeout)
+    return Run(process.returncode, out, err)
+
+
+def read_until(process: subprocess.Popen[str], needle: str, timeout: float = 60) -> str:
+    """What a running command printed up to and including the first line holding ``needle``."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        # The command prints a line at least every poll while it runs, or ends (EOF: "").
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return "".join(lines)
+    raise AssertionError(f"{needle!r} not printed; got:\n{''.join(lines)}")
