@@ -56,7 +56,7 @@ class EntraTokenAuth(httpx.Auth):
                 self._token = self._credential.get_token(self.scope)
             except ClientAuthenticationError as exc:  # CredentialUnavailableError is one too
                 raise CliError(
-                    f"no Entra token for {self.scope}: {one_line(exc.message or str(exc), 300)}",
+                    f"no Entra token for {self.scope}: {token_failure(exc.message or str(exc))}",
                     ExitCode.DENIED,
                 ) from None
         return self._token.token
@@ -64,3 +64,27 @@ class EntraTokenAuth(httpx.Auth):
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["Authorization"] = f"Bearer {self._current_token()}"
         yield request
+
+
+_UNAVAILABLE = (
+    "unavailable",
+    "not found",
+    "not installed",
+    "could not be found",
+    "requires the",
+    "not configured",
+)
+
+
+def token_failure(message: str) -> str:
+    """The reason worth one line out of DefaultAzureCredential's report, which lists every
+    credential it tried (``\tName: why``): the ones that were there and failed, else a hint."""
+    tried = [line.strip() for line in message.splitlines() if line.startswith("\t") and ":" in line]
+    failed = [line for line in tried if not any(word in line.lower() for word in _UNAVAILABLE)]
+    # A credential that is configured but answered with an error says so after "error".
+    failed += [line for line in tried if "error" in line.lower() and line not in failed]
+    if failed:
+        return one_line("; ".join(failed), 400)
+    if tried:
+        return "no credential is set up here (sign in with `az login`, or set a service principal's or managed identity's environment)"
+    return one_line(message, 400)

@@ -8,6 +8,7 @@ one line on stderr, ``error: ...``, and an exit code per kind (kvrotate.errors.E
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import traceback
@@ -220,6 +221,10 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code. Never lets a traceback reach the operator
     (``KVROTATE_DEBUG=1`` prints it for a bug report)."""
+    # azure-identity logs each credential it tries as a warning: the error line says what matters.
+    if not os.environ.get(DEBUG_ENV):
+        logging.getLogger("azure").addHandler(logging.NullHandler())
+        logging.getLogger("azure").propagate = False
     try:
         result = cli.main(args=argv, prog_name="kvrotate", standalone_mode=False)
     except CliError as exc:
