@@ -47,10 +47,10 @@ def follow(
 
     try:
         if out.is_terminal:
+            # The last frame stays on the screen: the steps and the outcome.
             with Live(console=out, refresh_per_second=8) as live:
-                view = poll(lambda v: live.update(views.steps_table(v, live=True)))
-        else:
-            view = poll(PlainLines(out))
+                return poll(lambda v: live.update(views.progress_view(v), refresh=True))
+        view = poll(PlainLines(out))
     except KeyboardInterrupt:
         raise CliError(
             f"stopped waiting; the rotation goes on in the hub: kvrotate status {rotation_id}",

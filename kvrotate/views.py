@@ -152,7 +152,8 @@ def steps_table(view: dict[str, Any], *, now: datetime | None = None, live: bool
     for index, (step, started) in enumerate(times):
         last = index == len(times) - 1
         until = times[index + 1][1] if not last else (now if running else ended_at)
-        took = _seconds(max(0.0, (until - started).total_seconds())) if until else "-"
+        # lastUpdatedTime has whole seconds: a last step shorter than that shows no time.
+        took = _seconds((until - started).total_seconds()) if until and until >= started else "-"
         mark: RenderableType
         if step == failed_step:
             mark = Text("✗", style="red")
@@ -242,6 +243,16 @@ def facts_table(view: dict[str, Any], *, with_header: bool) -> Table:
     for label, text in facts(view):
         table.add_row(label, text)
     return table
+
+
+def progress_view(view: dict[str, Any]) -> RenderableType:
+    """``rotate --wait`` on a terminal: the steps (a spinner on the current one), then what the
+    status says now (the approval deadline, a retry, an undo, at the end the outcome)."""
+    parts: list[RenderableType] = [steps_table(view, live=True), facts_table(view, with_header=False)]
+    undos = undos_table(view)
+    if undos is not None:
+        parts.append(undos)
+    return Group(*parts)
 
 
 def rotation_view(view: dict[str, Any], *, live: bool = False) -> RenderableType:

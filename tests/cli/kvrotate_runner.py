@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import select
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -99,3 +104,36 @@ def read_until(process: subprocess.Popen[str], needle: str, timeout: float = 60)
         if needle in line:
             return "".join(lines)
     raise AssertionError(f"{needle!r} not printed; got:\n{''.join(lines)}")
+
+
+def in_terminal(hub_url: str, *args: str, timeout: float = 180, columns: int = 120) -> Run:
+    """Run a command on a pseudo-terminal of ``columns`` columns, as an operator's shell does;
+    its stdout and stderr are both the terminal, so ``out`` holds all it drew."""
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = environment(hub_url, {"TERM": "xterm-256color"})
+    env.pop("COLUMNS", None)
+    process = subprocess.Popen(command(*args), stdin=terminal, stdout=terminal, stderr=terminal, env=env)
+    os.close(terminal)
+    drawn = bytearray()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([controller], [], [], 0.5)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        code = process.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        os.close(controller)
+        if process.poll() is None:
+            process.kill()
+    return Run(code, drawn.decode(errors="replace"), "")

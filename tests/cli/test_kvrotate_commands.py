@@ -17,7 +17,7 @@ from e2e_helpers import (
     seed,
     versions_of,
 )
-from kvrotate_runner import Run, finish, kvrotate, read_until, start
+from kvrotate_runner import Run, finish, in_terminal, kvrotate, read_until, start
 
 from local.ports import free_port
 from local.scenario import rotation, wait_for
@@ -77,6 +77,23 @@ def test_rotate_wait_follows_the_steps_and_ends_with_a_new_version_that_logs_in(
     assert "result rotated" in run.flat
     assert run.err == ""
     assert_no_value_leaked(stack, seeded)
+
+
+def test_rotate_wait_on_a_terminal_draws_a_live_display_of_the_steps(stack: LocalStack) -> None:
+    seeded = seed(stack, prefix="cli")
+    old = current_password(stack, seeded)
+
+    run = in_terminal(stack.hub_url, "rotate", seeded.vault, seeded.name, "--wait")
+
+    assert run.code == OK, run
+    assert_rotated(stack, seeded, old, rotation(stack, stack.rotation_id(seeded)))
+    # Rich's live display redraws in place (cursor movements), unlike the plain lines of a pipe.
+    assert "\x1b[" in run.out
+    assert "  step " not in run.out
+    assert "✓" in run.out
+    for step in ROTATED:
+        assert step in run.out
+    assert "rotated" in run.out
 
 
 def test_rotate_wait_json_prints_only_the_final_rotation(stack: LocalStack) -> None:
