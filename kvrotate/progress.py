@@ -18,22 +18,47 @@ from kvrotate.client import ENDED, Hub
 from kvrotate.errors import CliError, ExitCode
 
 POLL_SECONDS = 1.0
+# While following, the hub may not answer for a while (a restart, a deployment, a scale-out):
+# the rotation is durable and goes on, so keep asking this long before giving up.
+OUTAGE_SECONDS = 60.0
+_PASSING = (ExitCode.UNREACHABLE, ExitCode.HUB_ERROR)
 
 
 def follow(
-    hub: Hub, rotation_id: str, *, out: Console, timeout: float | None, poll_seconds: float = POLL_SECONDS
+    hub: Hub,
+    rotation_id: str,
+    *,
+    out: Console,
+    timeout: float | None,
+    poll_seconds: float = POLL_SECONDS,
+    outage_seconds: float = OUTAGE_SECONDS,
 ) -> dict[str, Any]:
     """Poll the rotation until it ends; returns its last view.
 
     Raises:
-        CliError: still running after ``timeout`` seconds, or the operator stopped waiting
-            (the rotation goes on in the hub either way).
+        CliError: still running after ``timeout`` seconds, the hub silent for longer than
+            ``outage_seconds``, or the operator stopped waiting (the rotation goes on in the
+            hub in every case).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
 
     def poll(show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        silent_since: float | None = None
         while True:
-            view = hub.rotation(rotation_id)
+            try:
+                view = hub.rotation(rotation_id)
+            except CliError as exc:
+                if exc.code not in _PASSING:
+                    raise
+                silent_since = silent_since or time.monotonic()
+                if time.monotonic() - silent_since > outage_seconds:
+                    raise CliError(
+                        f"{exc.message}; the rotation goes on in the hub: kvrotate status {rotation_id}",
+                        exc.code,
+                    ) from None
+                time.sleep(poll_seconds)
+                continue
+            silent_since = None
             show(view)
             if view.get("runtimeStatus") in ENDED:
                 return view

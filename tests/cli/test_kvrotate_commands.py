@@ -5,6 +5,7 @@ its errors (one line on stderr, the right exit code, never a traceback)."""
 from __future__ import annotations
 
 import json
+import signal
 import time
 from typing import Any
 
@@ -144,6 +145,45 @@ def test_rotate_wait_exits_non_zero_when_the_rotation_is_rejected(stack: LocalSt
     assert "decision rejected by bob: not tonight" in run.flat
     assert "result rejected" in run.flat
     assert_untouched(stack, seeded, password)
+
+
+def test_rotate_wait_rides_out_a_hub_restart(stack: LocalStack) -> None:
+    """The host dies and comes back while kvrotate follows a rotation waiting for approval: the
+    rotation is durable, and kvrotate keeps asking until the hub answers again."""
+    assert stack.host is not None
+    seeded = seed(stack, prefix="cli", tags=APPROVAL)
+    old = current_password(stack, seeded)
+    follower = start(stack.hub_url, "rotate", seeded.vault, seeded.name, "--wait")
+    try:
+        read_until(follower, "waiting for a decision until")
+        stack.host.kill()
+        time.sleep(2.5)  # a few polls find nobody
+        stack.host.start()
+        rotation_id = stack.rotation_id(seeded)
+        assert cli(stack, "approve", rotation_id, "--approver", "alice").code == OK
+    finally:
+        run = finish(follower)
+
+    assert run.code == OK, run
+    assert run.err == ""
+    assert "result rotated" in run.flat
+    assert_rotated(stack, seeded, old, rotation(stack, rotation_id))
+
+
+def test_interrupting_rotate_wait_leaves_the_rotation_running(stack: LocalStack) -> None:
+    seeded = seed(stack, prefix="cli", tags=APPROVAL)
+    follower = start(stack.hub_url, "rotate", seeded.vault, seeded.name, "--wait")
+    try:
+        read_until(follower, "waiting for a decision until")
+    finally:
+        follower.send_signal(signal.SIGINT)
+        run = finish(follower)
+
+    rotation_id = stack.rotation_id(seeded)
+    line = Run(run.code, "", run.err).assert_error(130, "stopped waiting", f"kvrotate status {rotation_id}")
+    assert "Traceback" not in line
+    assert rotation(stack, rotation_id)["status"]["step"] == "approval"
+    assert cli(stack, "reject", rotation_id, "--reason", "cleanup", "--approver", "t").code == OK
 
 
 # -- approve, reject --------------------------------------------------------------------------------
