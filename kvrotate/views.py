@@ -191,8 +191,8 @@ def facts(view: dict[str, Any]) -> Iterator[tuple[str, str]]:
         verdict = "approved" if decision.get("approved") else "rejected"
         reason = f": {decision['reason']}" if decision.get("reason") else ""
         yield "decision", f"{verdict} by {decision.get('approver', '?')}{reason}"
-    if status.get("retireAt"):
-        yield "previous credential retired at", when(status["retireAt"])
+    if running and status.get("retireAt"):
+        yield "retires the previous credential at", when(status["retireAt"])
     if status.get("newVersion"):
         yield "new version", str(status["newVersion"])
     if status.get("retired"):

@@ -5,8 +5,13 @@ Azure VM or in Cloud Shell)."""
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from conftest import UNVERIFIED_APPROVER
@@ -100,3 +105,49 @@ def test_no_token_for_the_scope_is_one_error_line(stack: LocalStack, function_ke
 
     run.assert_error(DENIED, f"no Entra token for {UNKNOWN_SCOPE}")
     assert token_requests(stack) == before
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET as an empty rotation list and keeps the request headers."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        type(self).seen.append({k.lower(): v for k, v in self.headers.items()})
+        body = b'{"rotations": []}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_token_goes_as_a_bearer_for_the_scope_s_audience(stack: LocalStack) -> None:
+    """App Service authentication checks the bearer token in front of the host, and no local
+    piece plays that part: a server on 127.0.0.1 that records the headers shows what kvrotate
+    sends, with the token the local cloud really issued."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        run = kvrotate(
+            url, "list", "--json", env={"KVROTATE_FUNCTION_KEY": "k-123", "KVROTATE_SCOPE": KNOWN_SCOPE}
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert run.json() == {"rotations": []}
+    [headers] = _Recorder.seen
+    assert headers["x-functions-key"] == "k-123"
+    scheme, token = headers["authorization"].split(" ", 1)
+    assert scheme == "Bearer"
+    payload = token.split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["aud"] == KNOWN_SCOPE.removesuffix("/.default")
+    # The identity DefaultAzureCredential found: the client environment's (AZURE_CLIENT_ID).
+    assert claims["appid"] == stack.info["client_env"]["AZURE_CLIENT_ID"]

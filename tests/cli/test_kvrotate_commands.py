@@ -15,7 +15,9 @@ from e2e_helpers import (
     assert_no_value_leaked,
     assert_untouched,
     current_password,
+    hub_request,
     seed,
+    unique,
     versions_of,
 )
 from kvrotate_runner import Run, finish, in_terminal, kvrotate, read_until, start
@@ -324,6 +326,33 @@ def test_rerun_restart_runs_a_finished_rotation_again_and_changes_nothing_more(s
     assert again["runtimeStatus"] == "Completed"
     assert again["output"]["new_version"] == first["output"]["new_version"]
     assert_rotated(stack, seeded, old, again)
+
+
+def test_status_shows_when_the_previous_issued_credential_is_retired(stack: LocalStack) -> None:
+    """An Entra application's secret: after promotion the rotation waits out the overlap
+    (``retireAt``), then retires the credential the previous version held."""
+    seeded = stack.seed_app_secret("spoke1-kv", unique("cli-app"), overlap_hours=1, record_credential=True)
+    started = cli(stack, "rotate", seeded.vault, seeded.name, "--json").json()
+    waiting = wait_for(stack, started["id"], step="retire", until=(), timeout=60)
+
+    shown = cli(stack, "status", started["id"])
+
+    assert shown.code == OK, shown
+    retire_at = waiting["status"]["retireAt"]
+    assert f"retires the previous credential at {retire_at[:19].replace('T', ' ')}Z" in shown.flat
+    assert "current step retire (9/9)" in shown.flat
+    # The overlap passes (the host's clock jumps an hour): the rotation retires and ends.
+    status, _, body = hub_request(stack, "POST", "/admin/host/clock", {"advanceSeconds": 3600 + 60})
+    assert status == 200, body
+    done = wait_for(stack, started["id"], timeout=60)
+    assert done["runtimeStatus"] == "Completed"
+    view = cli(stack, "status", started["id"], "--json").json()
+    assert view["status"]["retired"]
+    assert list(view["status"]["stepTimes"])[-1] == "retire"
+    shown = cli(stack, "status", started["id"])
+    assert "retires the previous credential" not in shown.flat
+    assert f"retired {view['status']['retired']}" in shown.flat
+    assert stack.current_value_logs_in(seeded.vault, seeded.name)
 
 
 # -- list -----------------------------------------------------------------------------------------
