@@ -33,7 +33,10 @@ _GOOD_RESULTS = ("rotated", "skipped")
 def console(*, stderr: bool = False) -> Console:
     stream = sys.stderr if stderr else sys.stdout
     piped = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(file=stream, highlight=False, width=_PIPE_WIDTH if piped else None)
+    # What the API says is shown as it is: no Rich markup ([red]) or emoji codes (:x:) in it.
+    return Console(
+        file=stream, highlight=False, markup=False, emoji=False, width=_PIPE_WIDTH if piped else None
+    )
 
 
 def parse_time(text: object) -> datetime | None:

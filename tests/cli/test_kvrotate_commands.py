@@ -232,20 +232,19 @@ def test_reject_ends_the_rotation_rejected_and_changes_nothing(stack: LocalStack
     seeded, rotation_id = waiting_for_approval(stack, "spoke2-kv")
     password = current_password(stack, seeded)
 
-    run = cli(stack, "reject", rotation_id, "--reason", "the reporting job runs tonight", "--approver", "bob")
+    # Shown as given: no markup or emoji codes interpreted.
+    reason = "the reporting job runs tonight [red]really[/red] :x:"
+    run = cli(stack, "reject", rotation_id, "--reason", reason, "--approver", "bob")
 
     assert run.code == OK, run
     assert run.out.strip() == f"rejected {rotation_id} as bob"
     done = wait_for(stack, rotation_id)
     assert done["output"]["result"] == "rejected"
-    assert done["output"]["decision"] == {
-        "approved": False,
-        "approver": "bob",
-        "reason": "the reporting job runs tonight",
-    }
+    assert done["output"]["decision"] == {"approved": False, "approver": "bob", "reason": reason}
     assert_untouched(stack, seeded, password)
     view = cli(stack, "status", rotation_id, "--json").json()
     assert view["output"]["result"] == "rejected"
+    assert f"decision rejected by bob: {reason}" in cli(stack, "status", rotation_id).flat
 
 
 def test_reject_without_a_reason_is_a_usage_error_and_decides_nothing(stack: LocalStack) -> None:
