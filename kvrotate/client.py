@@ -130,12 +130,19 @@ def _json_of(response: httpx.Response) -> Any:
 def _error_text(method: str, path: str, response: httpx.Response, answer: Any) -> str:
     status = response.status_code
     message = None
+    where = f"HTTP {status}"
     if isinstance(answer, dict):
         # The API's {"error": ...}; the Functions host's own errors say "Message".
         message = answer.get("error") or answer.get("message") or answer.get("Message")
+        if isinstance(answer.get("id"), str):  # a 409 names the rotation in the way
+            where = f"rotation {answer['id']}, {where}"
+    if status == 401:
+        message = (message or "unauthorized").rstrip(".") + (
+            ": set KVROTATE_FUNCTION_KEY, and KVROTATE_SCOPE where App Service authentication is on"
+        )
     if isinstance(message, str) and message.strip():
-        return f"{one_line(message)} (HTTP {status})"
+        return f"{one_line(message)} ({where})"
     if status == 404:
-        return f"the hub has no {method} {path.split('?')[0]} (HTTP 404)"
+        return f"the hub has no {method} {path} ({where})"
     text = one_line(response.text, 200) if response.text.strip() else response.reason_phrase
-    return f"{method} {path} failed: {text} (HTTP {status})"
+    return f"{method} {path} failed: {text} ({where})"

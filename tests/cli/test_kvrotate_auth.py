@@ -53,7 +53,9 @@ def token_requests(stack: LocalStack) -> int:
 
 
 def test_without_the_function_key_the_hub_refuses(stack: LocalStack) -> None:
-    kvrotate(stack.hub_url, "list").assert_error(DENIED, "function key", "(HTTP 401)")
+    kvrotate(stack.hub_url, "list").assert_error(
+        DENIED, "function key", "set KVROTATE_FUNCTION_KEY", "(HTTP 401)"
+    )
     kvrotate(stack.hub_url, "list", env={"KVROTATE_FUNCTION_KEY": "not-the-key"}).assert_error(
         DENIED, "(HTTP 401)"
     )

@@ -416,7 +416,9 @@ def test_bad_input_is_refused_by_the_hub_with_its_reason(stack: LocalStack) -> N
 def test_a_second_rotation_of_a_waiting_secret_is_a_conflict(stack: LocalStack) -> None:
     seeded, rotation_id = waiting_for_approval(stack)
 
-    line = cli(stack, "rotate", seeded.vault, seeded.name).assert_error(CONFLICT, "(HTTP 409)")
+    line = cli(stack, "rotate", seeded.vault, seeded.name).assert_error(
+        CONFLICT, f"(rotation {rotation_id}, HTTP 409)"
+    )
 
     assert "still running" in line
     assert cli(stack, "reject", rotation_id, "--reason", "cleanup", "--approver", "t").code == OK
