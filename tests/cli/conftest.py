@@ -15,12 +15,7 @@ from local.stack import POSTGRESQL, LocalStack
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
 from e2e_helpers import quiet_expiry_scan
-
-# Quick retries, so a fault that lasts fails its step in seconds.
-FAST_RETRIES = {"ROTATION_RETRY_MAX_ATTEMPTS": "2", "ROTATION_RETRY_FIRST_INTERVAL_SECONDS": "0.5"}
-# kvrotate sends --approver in the body; once decisions need an authenticated principal, the
-# hub accepts that body field only with this setting on (harmless before).
-UNVERIFIED_APPROVER = {"ROTATION_ALLOW_UNVERIFIED_APPROVER": "true"}
+from kvrotate_runner import FAST_RETRIES, UNVERIFIED_APPROVER
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KVROTATE = REPO_ROOT / ".venv" / "bin" / "kvrotate"
 
+# The hub's settings in these tests' stacks. Quick retries, so a fault that lasts fails its
+# step in seconds:
+FAST_RETRIES = {"ROTATION_RETRY_MAX_ATTEMPTS": "2", "ROTATION_RETRY_FIRST_INTERVAL_SECONDS": "0.5"}
+# kvrotate sends --approver in the body; once decisions need an authenticated principal, the
+# hub accepts that body field only with this setting on (harmless before).
+UNVERIFIED_APPROVER = {"ROTATION_ALLOW_UNVERIFIED_APPROVER": "true"}
+
 
 @dataclass(frozen=True)
 class Run:
@@ -53,7 +60,11 @@ class Run:
 def environment(hub_url: str | None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """This process's environment (the local cloud's proxy and CA) without KVROTATE_ settings of
     its own, plus the hub's URL and ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVROTATE_")}
+    # COLUMNS (pytest-xdist's workers have one) would narrow the tables of a pipe: an operator's
+    # shell does not export it.
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("KVROTATE_") and k not in ("COLUMNS", "LINES")
+    }
     if hub_url is not None:
         env["KVROTATE_HUB_URL"] = hub_url
     env.update(extra or {})
@@ -112,7 +123,6 @@ def in_terminal(hub_url: str, *args: str, timeout: float = 180, columns: int = 1
     controller, terminal = pty.openpty()
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
     env = environment(hub_url, {"TERM": "xterm-256color"})
-    env.pop("COLUMNS", None)
     process = subprocess.Popen(command(*args), stdin=terminal, stdout=terminal, stderr=terminal, env=env)
     os.close(terminal)
     drawn = bytearray()

@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from conftest import UNVERIFIED_APPROVER
 from e2e_helpers import assert_consistent, quiet_expiry_scan, seed
-from kvrotate_runner import kvrotate
+from kvrotate_runner import UNVERIFIED_APPROVER, kvrotate
 
 from local.host.auth import load_or_create_keys
 from local.stack import POSTGRESQL, LocalStack
