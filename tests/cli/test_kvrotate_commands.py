@@ -454,20 +454,34 @@ def test_an_unreachable_hub_is_one_line_and_its_own_exit_code(stack: LocalStack)
 # -- preflight ------------------------------------------------------------------------------------
 
 
-def test_preflight_without_the_endpoint_is_an_error_line(stack: LocalStack) -> None:
-    # This branch's hub has no POST /api/preflight yet: the host answers 404 without a body.
-    cli(stack, "preflight", "spoke1-kv").assert_error(
-        NOT_FOUND, "the hub has no POST /api/preflight", "(HTTP 404)"
-    )
-    cli(stack, "preflight", "spoke1-kv", "some-secret", "--json").assert_error(NOT_FOUND, "(HTTP 404)")
+def preflight_route_exists(stack: LocalStack) -> bool:
+    """Whether the hub serves POST /api/preflight: a missing route is a 404 without a body.
+
+    TODO(merge): the endpoint comes from another branch; once merged this is always true."""
+    status, _, body = hub_request(stack, "POST", "/api/preflight", {})
+    return not (status == 404 and body is None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="TODO after merging the preflight branch: POST /api/preflight does not exist in this "
-    "branch; once it does this test passes, strict xfail fails the suite, and the marker goes",
-)
+def test_preflight_errors_are_one_line(stack: LocalStack) -> None:
+    cli(stack, "preflight").assert_error(USAGE, "Missing argument 'VAULT'")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    kvrotate(nobody, "preflight", "spoke1-kv").assert_error(UNREACHABLE, "cannot reach the hub")
+    if not preflight_route_exists(stack):
+        # This branch: the host has no such route and answers 404 without a body.
+        cli(stack, "preflight", "spoke1-kv").assert_error(
+            NOT_FOUND, "the hub has no POST /api/preflight", "(HTTP 404)"
+        )
+        cli(stack, "preflight", "spoke1-kv", "some-secret", "--json").assert_error(NOT_FOUND, "(HTTP 404)")
+    else:
+        # Once merged: a vault that is not configured is bad input, as for POST /api/rotations.
+        cli(stack, "preflight", "unknown-kv").assert_error(USAGE, "(HTTP 400)")
+
+
 def test_preflight_shows_a_table_per_secret_and_fails_when_a_check_fails(stack: LocalStack) -> None:
+    if not preflight_route_exists(stack):
+        # Not a skip: an expected failure while the endpoint is missing, a real test once the
+        # preflight branch is merged (TODO(merge): check that it then passes).
+        pytest.xfail("TODO(merge): POST /api/preflight is not in this branch yet (another branch builds it)")
     good = seed(stack, prefix="cli-pre")
     locked = seed(stack, prefix="cli-pre")
     stack.database(locked.kind).set_login_allowed(locked.login, allowed=False)
