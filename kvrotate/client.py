@@ -28,8 +28,10 @@ def normalise_hub_url(url: str) -> str:
         url = url[: -len("/api")]
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise CliError(f"--hub must be an http(s) URL such as https://<app>.azurewebsites.net, not {url!r}",
-                       ExitCode.USAGE)  # fmt: skip
+        raise CliError(
+            f"--hub must be an http(s) URL such as https://<app>.azurewebsites.net, not {url!r}",
+            ExitCode.USAGE,
+        )
     return url
 
 
@@ -98,8 +100,9 @@ class Hub:
         try:
             response = self._http.request(method, path, json=body, params=params)
         except httpx.TimeoutException:
-            raise CliError(f"the hub at {self.url} did not answer {method} {path} in time",
-                           ExitCode.UNREACHABLE) from None  # fmt: skip
+            raise CliError(
+                f"the hub at {self.url} did not answer {method} {path} in time", ExitCode.UNREACHABLE
+            ) from None
         except httpx.TransportError as exc:
             reason = one_line(str(exc) or type(exc).__name__, 200)
             raise CliError(f"cannot reach the hub at {self.url}: {reason}", ExitCode.UNREACHABLE) from None

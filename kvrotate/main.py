@@ -99,8 +99,16 @@ def status(hub: str, scope: str | None, as_json: bool, rotation_id: str) -> int:
     return ExitCode.OK
 
 
-def _decide(hub: str, scope: str | None, as_json: bool, rotation_id: str, *, approved: bool,
-            approver: str | None, reason: str | None) -> int:  # fmt: skip
+def _decide(
+    hub: str,
+    scope: str | None,
+    as_json: bool,
+    rotation_id: str,
+    *,
+    approved: bool,
+    approver: str | None,
+    reason: str | None,
+) -> int:
     with Hub(hub, scope=scope) as api:
         answer = api.decide(rotation_id, approved=approved, approver=approver, reason=reason)
     if as_json:
@@ -125,8 +133,9 @@ APPROVER_HELP = (
 @click.option("--reason", help="Why (recorded with the decision).")
 @click.option("--approver", metavar="NAME", help=APPROVER_HELP)
 @api_options
-def approve(hub: str, scope: str | None, as_json: bool, rotation_id: str, reason: str | None,
-            approver: str | None) -> int:  # fmt: skip
+def approve(
+    hub: str, scope: str | None, as_json: bool, rotation_id: str, reason: str | None, approver: str | None
+) -> int:
     """Approve a rotation waiting at its approval step."""
     return _decide(hub, scope, as_json, rotation_id, approved=True, approver=approver, reason=reason)
 
@@ -136,8 +145,9 @@ def approve(hub: str, scope: str | None, as_json: bool, rotation_id: str, reason
 @click.option("--reason", required=True, help="Why (required, recorded with the decision).")
 @click.option("--approver", metavar="NAME", help=APPROVER_HELP)
 @api_options
-def reject(hub: str, scope: str | None, as_json: bool, rotation_id: str, reason: str,
-           approver: str | None) -> int:  # fmt: skip
+def reject(
+    hub: str, scope: str | None, as_json: bool, rotation_id: str, reason: str, approver: str | None
+) -> int:
     """Reject a rotation waiting at its approval step: what it staged is undone."""
     return _decide(hub, scope, as_json, rotation_id, approved=False, approver=approver, reason=reason)
 
@@ -173,8 +183,9 @@ def rerun(hub: str, scope: str | None, as_json: bool, rotation_id: str, restart:
     help="With --wait: give up waiting after this long (the rotation goes on).",
 )
 @api_options
-def rotate(hub: str, scope: str | None, as_json: bool, vault: str, secret: str, wait: bool,
-           timeout: float | None) -> int:  # fmt: skip
+def rotate(
+    hub: str, scope: str | None, as_json: bool, vault: str, secret: str, wait: bool, timeout: float | None
+) -> int:
     """Rotate SECRET of VAULT now (VAULT: a configured vault's name or its ARM id)."""
     out = views.console()
     with Hub(hub, scope=scope) as api:
