@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt infra/requirements-checkov.txt scripts/bootstrap.sh
+$(STAMP): requirements.txt requirements-dev.txt requirements-cli.txt pyproject.toml infra/requirements-checkov.txt scripts/bootstrap.sh
 	scripts/bootstrap.sh
 	touch $@
 

@@ -96,9 +96,12 @@ class LocalStack:
         app_settings: Mapping[str, str] | None = None,
         cloud_env: Mapping[str, str] | None = None,
         databases: Sequence[str] = tuple(DATABASE_SERVERS),
+        host_auth_keys: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.with_host = with_host
+        # The host checks function keys, as in Azure (``func start`` checks none).
+        self.host_auth_keys = host_auth_keys
         self.time_scale = time_scale
         self.extra_app_settings = dict(app_settings or {})
         self.extra_cloud_env = dict(cloud_env or {})
@@ -146,6 +149,7 @@ class LocalStack:
                     port=self.hub_port,
                     env={**self.cloud.client_env, **self.app_settings()},
                     time_scale=self.time_scale,
+                    auth_keys=self.host_auth_keys,
                 ).start()
         except BaseException:
             self.stop()

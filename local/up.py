@@ -41,10 +41,12 @@ Key Vault Rotation Hub, running locally (Ctrl-C stops everything)
   vaults                 {", ".join(f"https://{v}.vault.azure.net" for v in sorted(stack.info["vaults"]))}
   storage accounts       {", ".join(a["blob_endpoint"] for a in stack.info["storage_accounts"].values())}
 
-Try:
-  curl -s {stack.hub_url}/api/rotations
-  curl -s -X POST {stack.hub_url}/api/rotations/{approve}/approve -d '{{"approver": "me"}}'
-  curl -s -X POST {stack.hub_url}/api/rotations -d '{{"vault": "spoke2-kv", "secret": "batch-db-password"}}'
+Try (kvrotate is the operators' command line, .venv/bin/kvrotate):
+  export KVROTATE_HUB_URL={stack.hub_url}
+  .venv/bin/kvrotate list
+  .venv/bin/kvrotate status {approve}
+  .venv/bin/kvrotate approve {approve} --approver me
+  .venv/bin/kvrotate rotate spoke2-kv batch-db-password --wait
   curl -s {stack.hub_url}/runtime/webhooks/durabletask/instances
 """,
             flush=True,

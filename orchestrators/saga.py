@@ -101,6 +101,10 @@ class Saga:
         self.context.set_custom_status(dict(self.status))
 
     def enter(self, step: str, **extra: Any) -> None:
+        started = self.context.current_utc_datetime.isoformat()
+        # When each step entered began (at most one entry per step, so the status stays small):
+        # operators see how long each took without reading the history.
+        step_times = {**self.status.get("stepTimes", {}), step: started}
         self.set_status(
             rotationId=self.context.instance_id,
             vault=self.secret.vault_name,
@@ -108,7 +112,8 @@ class Saga:
             step=step,
             stepNumber=STEPS.index(step) + 1,
             stepsTotal=len(STEPS),
-            stepStartedAt=self.context.current_utc_datetime.isoformat(),
+            stepStartedAt=started,
+            stepTimes=step_times,
             stepsDone=list(self.steps_done),
             **extra,
         )

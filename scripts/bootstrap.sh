@@ -37,6 +37,9 @@ fi
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+# The operators' command line (kvrotate/) as the console script .venv/bin/kvrotate; editable, so
+# it always runs this work tree's code. pyproject.toml names kvrotate as the only package.
+.venv/bin/python -m pip install -q --disable-pip-version-check -e .
 
 # checkov (the Bicep security checks of tests/infra) pins older packaging and python-dateutil than
 # .venv has, so it gets a venv of its own; reinstalled only when infra/requirements-checkov.txt changes.

@@ -126,6 +126,10 @@ def test_funcignore_keeps_the_app_and_drops_the_rest() -> None:
         "rotation/__pycache__/model.cpython-311.pyc",
         "local.settings.json",
         "requirements-dev.txt",
+        # the operators' command line runs on their machines, never in the Function App
+        "kvrotate/main.py",
+        "requirements-cli.txt",
+        "keyvault_rotation_hub.egg-info/PKG-INFO",
     ):
         assert spec.match_file(dropped), dropped
 
@@ -134,7 +138,7 @@ def test_package_holds_the_app_and_only_wheels_for_azure(package: Build) -> None
     root = package.root
     for required in ("function_app.py", "host.json", "requirements.txt"):
         assert (root / required).is_file(), required
-    for dropped in ("local", "tests", "benchmarks", "infra", "scripts", ".venv", ".git"):
+    for dropped in ("local", "tests", "benchmarks", "infra", "scripts", "kvrotate", ".venv", ".git"):
         assert not (root / dropped).exists(), f"{dropped}/ is in the package"
     assert not list(root.glob("*.md")), "Markdown files are in the package"
     assert not any(".." in p or p.startswith("/") for p in package.app_files)

@@ -296,6 +296,13 @@ def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
     assert "retrying" not in custom
     assert "compensating" not in custom
     assert events(done, "TaskFailed", "TimerCreated", "EventRaised") == []
+    # The start of every step entered, in the order they ran, within the orchestration's life.
+    assert list(custom["stepTimes"]) == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+    times = [parse_time(t) for t in custom["stepTimes"].values()]
+    assert times == sorted(times)
+    # (the host's status times have whole seconds)
+    assert parse_time(done["createdTime"]) <= times[0]
+    assert times[-1] < parse_time(done["lastUpdatedTime"]) + timedelta(seconds=1)
 
 
 # -- 2. retries -----------------------------------------------------------------------------------
@@ -562,6 +569,8 @@ def approval_rotation(
     rotation = hub.rotate(secret_name, {"plan_rotation": [plan(approval_required=True)], **script})
     waiting = rotation.wait_step("approval")["customStatus"]
     started = parse_time(waiting["stepStartedAt"])
+    assert list(waiting["stepTimes"]) == ["plan", "stage", "approval"]
+    assert parse_time(waiting["stepTimes"]["approval"]) == started
     assert parse_time(waiting["awaitingDecisionUntil"]) == started + timedelta(
         hours=POLICY.approval_timeout_hours
     )
