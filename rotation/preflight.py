@@ -154,7 +154,9 @@ class VaultPreflight:
             tags,
             self._vault_access(name, current, unreadable),
             self._target(name, current, meta),
-            self._consumers(meta),
+            self._consumers(
+                meta, "the tags could not be read" if current is None else "the tags do not parse"
+            ),
         )
         report = SecretReport(
             secret=name, target=meta.target.kind if meta else _kind_of(current), checks=checks
@@ -220,9 +222,9 @@ class VaultPreflight:
         except RotationError as exc:
             return Check(TARGET, False, exc.detail)
 
-    def _consumers(self, meta: metadata.RotationMetadata | None) -> Check:
+    def _consumers(self, meta: metadata.RotationMetadata | None, why_not: str) -> Check:
         if meta is None:
-            return _not_checked(CONSUMERS, "the tags do not parse")
+            return _not_checked(CONSUMERS, why_not)
         if not meta.consumers:
             return Check(CONSUMERS, True, f"no {metadata.CONSUMERS}")
         problems: list[str] = []
@@ -260,14 +262,12 @@ def _kind_of(current: VersionInfo | None) -> str | None:
 
 
 def _describe(meta: metadata.RotationMetadata) -> str:
-    parts = [
-        f"{metadata.TARGET} {meta.target.kind}",
-        f"admin {meta.target.admin.mode}"
-        + (f" ({meta.target.admin.secret_name})" if meta.target.admin.secret_name else ""),
-        f"strategy {meta.strategy}",
-        f"format {meta.value_format}",
-        f"validity {meta.validity_days:g} days",
-    ]
+    parts = [f"{metadata.TARGET} {meta.target.kind}"]
+    if meta.overlap_hours is None:  # a login: who changes it, and how
+        admin = meta.target.admin
+        parts.append(f"admin {admin.mode}" + (f" ({admin.secret_name})" if admin.secret_name else ""))
+        parts.append(f"strategy {meta.strategy}")
+    parts += [f"format {meta.value_format}", f"validity {meta.validity_days:g} days"]
     if meta.approval_required:
         parts.append("approval required")
     return "the tags parse: " + ", ".join(parts)
