@@ -8,23 +8,33 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import HostLog, hub_request, instance_ids, quiet_expiry_scan, seed, versions_of
 
 from local.stack import LocalStack, Seeded
 from rotation import metadata
-from tests.e2e.e2e_helpers import hub_request, quiet_expiry_scan, seed, versions_of
 
 HEALTHY_VAULT = "spoke2-kv"  # only healthy secrets are seeded here
 VAULT = "spoke1-kv"
 LASTING = 1000
 
 
+# A near-expiry window of one day: the secrets seeded here (ten days by default) are not due, so
+# the sweep run below starts no rotation; they are preflighted, as their window opens within 14.
+NEAR_EXPIRY_DAYS = 1
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(Path(tmp_path_factory.mktemp("stack")), databases=()) as running:
+    with LocalStack(
+        Path(tmp_path_factory.mktemp("stack")),
+        databases=(),
+        app_settings={"ROTATION_NEAR_EXPIRY_DAYS": str(NEAR_EXPIRY_DAYS)},
+    ) as running:
         quiet_expiry_scan(running)
         yield running
 
@@ -178,3 +188,39 @@ def test_key_vault_not_answering_is_503(stack: LocalStack) -> None:
     assert "503" in answer["error"]
     assert headers.get("Retry-After") == "10"
     assert time.monotonic() - started < 60
+
+
+def test_the_daily_sweep_warns_of_a_secret_whose_window_opens_within_14_days(stack: LocalStack) -> None:
+    soon = seed(
+        stack,
+        VAULT,
+        prefix="pf",
+        expires_in=timedelta(days=NEAR_EXPIRY_DAYS + 7),
+        tags={metadata.APPROVAL: "perhaps"},
+    )
+    later = seed(
+        stack,
+        VAULT,
+        prefix="pf",
+        expires_in=timedelta(days=NEAR_EXPIRY_DAYS + 20),
+        tags={metadata.APPROVAL: "perhaps"},
+    )
+    password = stack.secret_client(VAULT).get_secret(soon.name).value or ""
+    before = instance_ids(stack)
+    log = HostLog(stack)
+
+    status, _, body = hub_request(stack, "POST", "/admin/functions/sweep", {})
+
+    assert status == 202, body
+    text = log.wait_for("secret(s) would not rotate")  # the summary, after every secret's warning
+    [warning] = [line for line in text.splitlines() if f"{VAULT}/{soon.name} would not rotate" in line]
+    assert "WARNING" in warning
+    assert "tags: rotation-approval must be 'required' or absent, got 'perhaps'" in warning
+    assert "target: not checked: the tags do not parse" in warning
+    summary = [line for line in text.splitlines() if "secret(s) would not rotate" in line]
+    assert summary
+    assert f"{VAULT}/{soon.name}" in summary[-1]
+    assert later.name not in text, "its window opens in 20 days, beyond the 14 days ahead"
+    assert password not in text
+    assert instance_ids(stack) == before, "the sweep started no rotation"
+    assert versions_of(stack, soon) == [soon.version]
