@@ -117,7 +117,7 @@ def test_one_broken_secret_by_vault_arm_id_names_its_failing_check(stack: LocalS
     assert versions_of(stack, broken) == [broken.version]
 
 
-def test_a_companion_left_out_of_the_vault_listing(stack: LocalStack) -> None:
+def test_companions_are_left_out_of_a_whole_vault_run(stack: LocalStack) -> None:
     """Companions are never preflighted as secrets of their own, even when they carry the tags."""
     broken = seed(stack, VAULT, prefix="pf")
     client = stack.secret_client(VAULT)
