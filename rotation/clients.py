@@ -10,6 +10,7 @@ from functools import cache
 
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
+from azure.mgmt.authorization import AuthorizationManagementClient
 from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.web import WebSiteManagementClient
 
@@ -51,6 +52,24 @@ def _storage_client(subscription_id: str, arm_endpoint: str, client_id: str) -> 
     )
 
 
+# The permissions API's version the hub was written against (azure-mgmt-authorization is a
+# multi-version client; pinning it keeps a library update from changing the wire format).
+AUTHORIZATION_API_VERSION = "2022-04-01"
+
+
+@cache
+def _authorization_client(
+    subscription_id: str, arm_endpoint: str, client_id: str
+) -> AuthorizationManagementClient:
+    return AuthorizationManagementClient(
+        _credential(client_id),
+        subscription_id,
+        api_version=AUTHORIZATION_API_VERSION,
+        base_url=arm_endpoint,
+        credential_scopes=[arm_endpoint + "/.default"],
+    )
+
+
 def vault_named(vault_name: str, settings: Settings) -> Vault:
     """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
     name = check_vault_name(vault_name)
@@ -65,6 +84,10 @@ def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementCli
 
 def storage_client(subscription_id: str, settings: Settings) -> StorageManagementClient:
     return _storage_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
+def authorization_client(subscription_id: str, settings: Settings) -> AuthorizationManagementClient:
+    return _authorization_client(subscription_id, settings.arm_endpoint, settings.client_id)
 
 
 def hub_credential(settings: Settings) -> ManagedIdentityCredential:
@@ -86,5 +109,5 @@ def access_token(scope: str, settings: Settings) -> SecretValue:
 
 def clear_cache() -> None:
     """Forget the clients built so far (for a process whose Azure endpoints changed: tests)."""
-    for cached in (_credential, _secret_client, _web_client, _storage_client):
+    for cached in (_credential, _secret_client, _web_client, _storage_client, _authorization_client):
         cached.cache_clear()

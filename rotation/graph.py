@@ -65,6 +65,15 @@ class Application:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """The hub's identity as its Graph token names it: tenant, object id, application permissions."""
+
+    tenant_id: str
+    object_id: str
+    roles: frozenset[str]
+
+
+@dataclass(frozen=True)
 class AddedPassword:
     key_id: str
     secret: SecretValue
@@ -153,20 +162,41 @@ class GraphClient:
             raise _error(response, what)
         return response
 
-    def tenant_id(self) -> str:
-        """The tenant of the hub's identity, from its own Graph token (``tid``).
+    def caller(self) -> Caller:
+        """Who the hub's identity is to Graph, from its own Graph token (``tid``, ``oid``, ``roles``).
 
         Raises:
-            AuthenticationFailed, TransientError: no token.
+            AuthenticationFailed, TransientError: no token, or one that names no tenant.
         """
         with _transport("reading the hub identity's tenant"):
             token = self._credential.get_token(self._scope).token
         try:
             payload = token.split(".")[1]
             claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-            return str(claims["tid"]).lower()
+            return Caller(
+                tenant_id=str(claims["tid"]).lower(),
+                object_id=str(claims.get("oid") or "").lower(),
+                roles=frozenset(str(role) for role in claims.get("roles") or ()),
+            )
         except (IndexError, ValueError, KeyError, TypeError):
             raise AuthenticationFailed("the hub identity's Graph token names no tenant") from None
+
+    def tenant_id(self) -> str:
+        """The tenant of the hub's identity (see ``caller``)."""
+        return self.caller().tenant_id
+
+    def owner_ids(self, app: Application) -> frozenset[str]:
+        """The object ids of the application's owners.
+
+        Raises:
+            AuthenticationFailed: the hub may not read them.
+        """
+        response = self._send(
+            "GET",
+            f"/applications/{app.object_id}/owners?$select=id",
+            f"reading the owners of application {app.app_id}",
+        )
+        return frozenset(str(item.get("id") or "").lower() for item in response.json().get("value") or [])
 
     def application(self, app_id: str) -> Application:
         """The application whose client (app) id is ``app_id``, with its password credentials.

@@ -80,6 +80,12 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "The sweep starts a rotation for a tagged secret that expires within this many days.",
     ),
     SettingSpec(
+        "ROTATION_PREFLIGHT_AHEAD_DAYS",
+        "14",
+        "The sweep runs the preflight on tagged secrets that enter the near-expiry window within "
+        "this many days and logs a warning for each failing one (0: no preflight).",
+    ),
+    SettingSpec(
         "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS",
         "300",
         "How long to wait for a restarted consuming app to report that it runs again.",
@@ -159,6 +165,16 @@ def _https_url(name: str, raw: str) -> str:
     return url
 
 
+def _non_negative_number(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise SettingsError(f"{name} must be zero or more, got {raw!r}")
+    return value
+
+
 def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -181,6 +197,7 @@ class Settings:
     sweep_vaults: tuple[VaultId, ...]
     sweep_schedule: str
     near_expiry_days: float
+    preflight_ahead_days: float
     consumer_ready_timeout_seconds: float
     postgresql_sslmode: str
     postgresql_entra_role: str
@@ -240,6 +257,9 @@ class Settings:
             sweep_vaults=sweep_vaults,
             sweep_schedule=get("ROTATION_SWEEP_SCHEDULE"),
             near_expiry_days=_positive_number("ROTATION_NEAR_EXPIRY_DAYS", get("ROTATION_NEAR_EXPIRY_DAYS")),
+            preflight_ahead_days=_non_negative_number(
+                "ROTATION_PREFLIGHT_AHEAD_DAYS", get("ROTATION_PREFLIGHT_AHEAD_DAYS")
+            ),
             consumer_ready_timeout_seconds=_positive_number(
                 "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS", get("ROTATION_CONSUMER_READY_TIMEOUT_SECONDS")
             ),

@@ -57,11 +57,8 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         return RotationPlan(target_kind="", approval_required=False, validity_days=0.0, skip_reason=reason)
     meta = metadata.parse_tags(name, current.tags)
     kind = target_type(meta.target.kind)
-    if meta.strategy == "alternating" and not promoted_here:
-        _check_alternates(step, vault, settings)
-    if isinstance(kind, IssuingTargetType) and not promoted_here:
-        _, value = vault.get(name, step.version)
-        _issuer(step, vault, settings).check(current=value)
+    if not promoted_here:
+        check_ahead(step, vault, settings, meta)
     return RotationPlan(
         target_kind=meta.target.kind,
         approval_required=meta.approval_required,
@@ -74,6 +71,49 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         issue_after_approval=isinstance(kind, IssuingTargetType) and kind.irreversible is not None,
         window=str(meta.window) if meta.window else None,
     )
+
+
+def check_ahead(
+    step: StepInput, vault: Vault, settings: Settings, meta: metadata.RotationMetadata
+) -> str | None:
+    """What plan checks of the target before anything changes (the preflight too): alternating
+    logins may stand in for each other; a target that issues its credentials can issue one from
+    the current value (``IssuingTarget.check``). Returns what the target check found, if any.
+
+    Raises:
+        InvalidRequest, TargetError: the rotation cannot be done (the message says why).
+        AuthenticationFailed: the admin or the hub's identity is refused.
+        TransientError: the target cannot be reached for now.
+    """
+    if meta.strategy == "alternating":
+        _check_alternates(step, vault, settings)
+    if isinstance(target_type(meta.target.kind), IssuingTargetType):
+        _, value = vault.get(step.secret.secret_name, step.version)
+        return _issuer(step, vault, settings).check(current=value)
+    return None
+
+
+def check_target(step: StepInput, vault: Vault, settings: Settings) -> str:
+    """Everything a rotation of ``step``'s version needs of its target, changing nothing (the
+    preflight): what plan checks ahead (``check_ahead``) and, for a login, that whoever makes
+    the change logs in, as the change would (the current value for ``rotation-admin: self``).
+    Values are read here and never leave. Returns what was proved, for a report.
+
+    Raises:
+        as ``check_ahead``.
+    """
+    name = step.secret.secret_name
+    meta = metadata.parse_tags(name, vault.current(name).tags)
+    found = check_ahead(step, vault, settings, meta)
+    if isinstance(target_type(meta.target.kind), IssuingTargetType):
+        return found or "the target's checks pass"
+    bound = _Bound(step, vault, settings)
+    login = bound.shape.next_credential(bound.previous)
+    changer = bound.target_for(login).check_changer(using=bound.using(login))
+    what = f"{changer} logs in to change {login!r}"
+    if meta.strategy == "alternating":
+        what += f"; logins {meta.logins[0]!r} and {meta.logins[1]!r} may alternate"
+    return what
 
 
 def _check_alternates(step: StepInput, vault: Vault, settings: Settings) -> None:

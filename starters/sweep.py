@@ -1,8 +1,12 @@
-"""sweep: the daily backstop for lost events.
+"""sweep: the daily backstop for lost events, and the early warning.
 
 Event Grid delivers at least once but NearExpiry is best effort and undocumented in its
 repetition; the sweep lists the configured vaults and starts a rotation for every tagged
 secret inside the near-expiry window that has none yet, with the same checks as the events.
+
+It also runs the preflight (``rotation.preflight``) on the tagged secrets whose expiry enters
+the near-expiry window within ``ROTATION_PREFLIGHT_AHEAD_DAYS``, and logs a warning naming each
+failing secret and its failing checks, so a broken secret is known weeks before its rotation.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from rotation import metadata
 from rotation.clients import vault_named
 from rotation.errors import RotationError
 from rotation.model import SecretRef, VaultId, is_companion_name
+from rotation.preflight import SecretReport, VaultPreflight, run_many
 from rotation.settings import Settings, current_settings
 from starters.launcher import launch
 
@@ -52,15 +57,69 @@ async def sweep_vault(
     return counts
 
 
+async def preflight_upcoming(
+    vault: VaultId, settings: Settings, *, now: datetime | None = None
+) -> list[SecretReport]:
+    """Run the preflight on the vault's tagged secrets whose expiry enters the near-expiry window
+    within ``ROTATION_PREFLIGHT_AHEAD_DAYS`` (those already inside it are being rotated), log a
+    warning per failing secret with its failing checks (names and reasons, never values), and
+    return the failing secrets' reports.
+
+    Raises:
+        TransientError, AuthenticationFailed: the vault could not be listed now.
+    """
+    if settings.preflight_ahead_days <= 0:
+        return []
+    now = now or datetime.now(UTC)
+    window_opens_after = now + timedelta(days=settings.near_expiry_days)
+    window_opens_by = window_opens_after + timedelta(days=settings.preflight_ahead_days)
+    preflight = VaultPreflight(vault, settings)
+    listed = await asyncio.to_thread(preflight.vault.list_secrets)
+    upcoming = sorted(
+        info.name
+        for info in listed
+        if info.enabled
+        and info.expires_on is not None
+        and window_opens_after < info.expires_on <= window_opens_by
+        and not is_companion_name(info.name)
+        and metadata.is_opted_in(info.tags)
+    )
+    failing = [report for report in await run_many(preflight, upcoming) if not report.ok]
+    for report in failing:
+        logger.warning(
+            "preflight: %s/%s would not rotate: %s",
+            vault.vault_name,
+            report.secret,
+            "; ".join(f"{check.name}: {check.detail}" for check in report.failing),
+        )
+    logger.info(
+        "preflight: vault %s: %d secret(s) enter the window within %g days, %d failing",
+        vault.vault_name,
+        len(upcoming),
+        settings.preflight_ahead_days,
+        len(failing),
+    )
+    return failing
+
+
 @bp.timer_trigger(schedule="%ROTATION_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False)
 @bp.durable_client_input(client_name="client")
 async def sweep(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     settings = current_settings()
+    failing: list[tuple[VaultId, SecretReport]] = []
     for vault in settings.sweep_vaults:
         try:
             counts = await sweep_vault(client, vault, settings)
+            logger.info("sweep: vault %s: %s", vault.vault_name, counts or "nothing due")
+            failing += [(vault, report) for report in await preflight_upcoming(vault, settings)]
         except RotationError as exc:
             # One unreachable vault must not keep the others from being swept.
             logger.warning("sweep: vault %s skipped: %s", vault.vault_name, exc)
-            continue
-        logger.info("sweep: vault %s: %s", vault.vault_name, counts or "nothing due")
+    # The single place where the failing preflights of a sweep are handed on: a notification
+    # attaches here, with the reports (names, target kinds, failing checks; never a value).
+    if failing:
+        logger.warning(
+            "sweep: %d secret(s) would not rotate: %s",
+            len(failing),
+            ", ".join(f"{vault.vault_name}/{report.secret}" for vault, report in failing),
+        )

@@ -54,6 +54,8 @@ param retryMaxAttempts int = 5
 param retryFirstIntervalSeconds int = 5
 param sweepSchedule string = '0 0 3 * * *'
 param nearExpiryDays int = 30
+@description('The sweep runs the preflight on tagged secrets that enter the near-expiry window within this many days (0: none).')
+param preflightAheadDays int = 14
 param consumerReadyTimeoutSeconds int = 300
 param postgresqlSslmode string = 'require'
 @description('PostgreSQL role of the hub identity on servers whose secrets say rotation-admin: managed-identity (the name given to pgaadauth_create_principal_with_oid; infra/README.md).')
@@ -99,6 +101,7 @@ module hub 'modules/hub/hub.bicep' = {
     sweepVaults: join(union(additionalSweepVaults, spokeVaultIds), ',')
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays
+    preflightAheadDays: preflightAheadDays
     consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
     postgresqlSslmode: postgresqlSslmode
     postgresqlEntraRole: postgresqlEntraRole

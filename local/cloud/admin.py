@@ -4,7 +4,8 @@ None of these exist in Azure; they steer what Azure would do on its own schedule
 emit an event now, scan for expiry now, change the scan interval and near-expiry window, add or
 replace an event subscription, look at deliveries, dead letters and sites, look at applications
 and seed their credentials, change Entra ID's propagation delay, look at storage accounts and read
-their keys (to seed a vault).
+their keys (to seed a vault), list, add and remove role assignments (as an operator would in
+Azure; they last as long as the running cloud).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from local.cloud import rbac
 from local.cloud.applications import DEFAULT_LIFETIME_SECONDS, NoSuchPassword, graph_time
 from local.cloud.arm_storage import storage_time
 from local.cloud.eventgrid_delivery import ValidationFailed
@@ -31,6 +33,7 @@ from local.cloud.topology import (
     TopologyError,
     event_subscription_from_doc,
     parse_time,
+    resolve_scope,
 )
 
 EVENT_TYPES = {t.rsplit(".", 1)[-1].lower(): t for t in (NEW_VERSION, NEAR_EXPIRY, EXPIRED)}
@@ -380,6 +383,83 @@ async def storage_keys(request: web.Request) -> web.Response:
     return json_response(200, {k.name: k.value for k in state.storage.keys(account.name)})
 
 
+def _assignment_doc(state: CloudState, grant: rbac.Grant) -> dict[str, str]:
+    return {
+        "principal_id": grant.principal,
+        "principal": state.identity_name(grant.principal),
+        "role": rbac.ROLES[grant.role_id].name,
+        "role_id": grant.role_id,
+        "scope": grant.scope,
+    }
+
+
+def _grant(state: CloudState, doc: dict[str, Any]) -> rbac.Grant:
+    """The assignment a body names: ``identity`` (or ``application``), ``role`` (name or id) and
+    ``scope`` (an ARM id or ``vault:NAME`` / ``site:NAME`` / ``storage:NAME``).
+
+    Raises:
+        TopologyError: a name is unknown or missing.
+    """
+    topology = state.topology
+    if ("identity" in doc) == ("application" in doc):
+        raise TopologyError("name exactly one of 'identity' or 'application'")
+    if "identity" in doc:
+        identity = topology.identities.get(str(doc["identity"]))
+        if identity is None:
+            raise TopologyError(f"unknown identity {doc['identity']!r}")
+        principal = identity.principal_id
+    else:
+        app = topology.applications.get(str(doc["application"]))
+        if app is None:
+            raise TopologyError(f"unknown application {doc['application']!r}")
+        principal = app.service_principal_id
+    role = rbac.role_id(str(doc.get("role", "")))
+    if role is None:
+        raise TopologyError(
+            f"unknown role {doc.get('role')!r}; one of {', '.join(r.name for r in rbac.ROLES.values())}"
+        )
+    scope = resolve_scope(
+        str(doc.get("scope", "")), topology.vaults, topology.sites, topology.storage_accounts, "scope"
+    )
+    return rbac.Grant(principal=principal, role_id=role, scope=scope)
+
+
+async def role_assignments(request: web.Request) -> web.Response:
+    state = _state(request)
+    return json_response(200, {"role_assignments": [_assignment_doc(state, g) for g in state.grants]})
+
+
+async def add_role_assignment(request: web.Request) -> web.Response:
+    """Assign a role (as ``az role assignment create`` does); assigning it twice changes nothing."""
+    state = _state(request)
+    try:
+        grant = _grant(state, await _body(request))
+    except TopologyError as exc:
+        return _bad(str(exc))
+    known = any(_same(g, grant) for g in state.grants)
+    if not known:
+        state.grants.append(grant)
+    return json_response(200 if known else 201, _assignment_doc(state, grant))
+
+
+async def remove_role_assignment(request: web.Request) -> web.Response:
+    """Remove a role assignment (as ``az role assignment delete`` does); 404 when there is none."""
+    state = _state(request)
+    try:
+        grant = _grant(state, await _body(request))
+    except TopologyError as exc:
+        return _bad(str(exc))
+    kept = [g for g in state.grants if not _same(g, grant)]
+    if len(kept) == len(state.grants):
+        return _bad("no such role assignment", 404)
+    state.grants[:] = kept
+    return json_response(200, _assignment_doc(state, grant))
+
+
+def _same(a: rbac.Grant, b: rbac.Grant) -> bool:
+    return a.principal == b.principal and a.role_id == b.role_id and a.scope.lower() == b.scope.lower()
+
+
 def make_app() -> web.Application:
     app = web.Application()
     r = app.router
@@ -411,4 +491,8 @@ def make_app() -> web.Application:
     r.add_get("/admin/storage/accounts", storage_accounts)
     r.add_get("/admin/storage/accounts/{name}", storage_account)
     r.add_get("/admin/storage/accounts/{name}/keys", storage_keys)
+    r.add_get("/admin/role-assignments", role_assignments)
+    r.add_post("/admin/role-assignments", add_role_assignment)
+    # A body names the assignment; aiohttp reads a DELETE's body like any other.
+    r.add_delete("/admin/role-assignments", remove_role_assignment)
     return app

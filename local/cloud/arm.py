@@ -1,7 +1,8 @@
-"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites`` and ``Microsoft.Storage/storageAccounts``.
+"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites``, ``Microsoft.Storage/storageAccounts``
+and the caller's permissions at any scope.
 
 Sites: GET, POST restart, stop and start, as ``WebSiteManagementClient.web_apps`` calls them.
-Storage accounts: see ``arm_storage.py``. ARM's order of checks is kept: token, api-version, RBAC
+Storage accounts: see ``arm_storage.py``; permissions: ``arm_permissions.py``. ARM's order of checks is kept: token, api-version, RBAC
 on the requested scope, then whether the subscription, resource group and resource exist (so a
 caller without rights learns nothing).
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import arm_storage
+from local.cloud import arm_permissions, arm_storage
 from local.cloud.arm_common import (
     authenticate,
     authorization_failed,
@@ -91,6 +92,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "The api-version query parameter (?api-version=) is required for all requests.",
         )
     path = request.path.lower()
+    if (permissions := arm_permissions.match(path)) is not None:
+        return await arm_permissions.handle(request, state, caller, permissions)
     if (account := arm_storage.ACCOUNT_PATH.match(path)) is not None:
         return await arm_storage.handle(request, state, caller, account)
     match = _SITE_PATH.match(path)

@@ -30,6 +30,8 @@ KEYVAULT_OPERATIONS = (
 )
 SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
 STORAGE_OPERATIONS = ("get_storage_account", "list_keys", "regenerate_key")  # ARM, target: the account
+# ARM's permissions API; the target is the resource's name (vault, site, account).
+PERMISSION_OPERATIONS = ("list_permissions",)
 IDENTITY_OPERATIONS = ("get_token",)  # also the Entra token endpoint (target "entra")
 GRAPH_OPERATIONS = (
     "get_application",
@@ -89,6 +91,7 @@ class FaultInjector:
             *KEYVAULT_OPERATIONS,
             *SITE_OPERATIONS,
             *STORAGE_OPERATIONS,
+            *PERMISSION_OPERATIONS,
             *IDENTITY_OPERATIONS,
             *GRAPH_OPERATIONS,
             "*",

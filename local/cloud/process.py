@@ -241,6 +241,25 @@ class AdminClient:
         """``{"key1": …, "key2": …}``: the account's current keys, to seed a vault (never log them)."""
         return dict(self.call("GET", f"/admin/storage/accounts/{name}/keys"))
 
+    def role_assignments(self) -> list[dict[str, str]]:
+        """Every role assignment now: principal (id and name), role (name and id), scope."""
+        return list(self.call("GET", "/admin/role-assignments")["role_assignments"])
+
+    def assign_role(self, *, identity: str, role: str, scope: str) -> dict[str, str]:
+        """Assign ``role`` (name or id) to ``identity`` on ``scope`` (an ARM id, ``vault:NAME``,
+        ``site:NAME`` or ``storage:NAME``); assigning it twice changes nothing."""
+        return dict(
+            self.call("POST", "/admin/role-assignments", {"identity": identity, "role": role, "scope": scope})
+        )
+
+    def remove_role(self, *, identity: str, role: str, scope: str) -> dict[str, str]:
+        """Remove that assignment (LocalCloudError when there is none)."""
+        return dict(
+            self.call(
+                "DELETE", "/admin/role-assignments", {"identity": identity, "role": role, "scope": scope}
+            )
+        )
+
 
 class LocalCloud:
     """``python -m local.cloud`` as a subprocess; ready once its env file exists and it answers."""

@@ -90,6 +90,13 @@ class Grant:
     scope: str
 
 
+def permissions(grants: Iterable[Grant], principal: str, resource: str) -> list[RoleDefinition]:
+    """The roles ``principal`` holds on ``resource`` (assigned on it or on a scope above it), one
+    per assignment, as ARM's permissions API lists them (``.../providers/Microsoft.Authorization/
+    permissions``: each entry a role's actions and data actions)."""
+    return [ROLES[g.role_id] for g in grants if g.principal == principal and _covers(g.scope, resource)]
+
+
 def is_allowed(grants: Iterable[Grant], principal: str, resource: str, action: str, *, data: bool) -> bool:
     """Whether ``principal`` may perform ``action`` on ``resource`` (an ARM id or a path below one)."""
     for grant in grants:

@@ -312,7 +312,7 @@ def _command(value: Any, env: Mapping[str, str], where: str) -> tuple[str, ...]:
     return tuple(substitute(a, env) for a in value)
 
 
-def _resolve_scope(
+def resolve_scope(
     scope: str,
     vaults: Mapping[str, Vault],
     sites: Mapping[str, Site],
@@ -437,7 +437,7 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
         role_id = rbac.role_id(str(_require(raw, "role", where)))
         if role_id is None:
             raise TopologyError(f"{where}: unknown role {raw['role']!r}")
-        scope = _resolve_scope(str(_require(raw, "scope", where)), vaults, sites, storage_accounts, where)
+        scope = resolve_scope(str(_require(raw, "scope", where)), vaults, sites, storage_accounts, where)
         assignments.append(RoleAssignment(identity=name, role_id=role_id, scope=scope, kind=kind))
 
     graph_roles: list[GraphAppRole] = []

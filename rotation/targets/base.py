@@ -136,9 +136,11 @@ class IssuingTarget(Protocol):
     target refuses for good, ``InvalidRequest`` when the tags do not describe it.
     """
 
-    def check(self, *, current: SecretValue) -> None:
+    def check(self, *, current: SecretValue) -> str:
         """Refuse, before anything changes, a rotation the target cannot do from ``current`` (the
-        value the secret holds now): raises ``InvalidRequest`` or ``TargetError`` saying why."""
+        value the secret holds now): raises ``InvalidRequest`` or ``TargetError`` saying why
+        (``AuthenticationFailed`` when the hub's identity lacks a permission). Changes nothing;
+        returns what it found, for a preflight's report."""
         ...
 
     def issue(self, *, label: str, expires_on: datetime, current: SecretValue | None) -> IssuedCredential:

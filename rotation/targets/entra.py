@@ -34,7 +34,13 @@ from azure.core.credentials import TokenCredential
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.identity import ClientSecretCredential
 
-from rotation.errors import InvalidRequest, TargetError, TransientError, VerificationFailed
+from rotation.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    TargetError,
+    TransientError,
+    VerificationFailed,
+)
 from rotation.graph import Application, GraphClient
 from rotation.settings import Settings
 from rotation.targets import IssuingTargetType
@@ -45,6 +51,9 @@ logger = logging.getLogger(__name__)
 
 KIND = "entra-app-secret"
 DEFAULT_OVERLAP_HOURS = 24.0
+# Graph application permissions that let the hub add client secrets (to owned, to all applications).
+OWNED_BY = "Application.ReadWrite.OwnedBy"
+READWRITE_ALL = "Application.ReadWrite.All"
 # Applications that personal Microsoft accounts may use hold at most two client secrets.
 PERSONAL_ACCOUNT_AUDIENCES = frozenset({"AzureADandPersonalMicrosoftAccount", "PersonalMicrosoftAccount"})
 PERSONAL_ACCOUNT_SECRET_LIMIT = 2
@@ -114,9 +123,46 @@ class EntraAppSecret:
     def issued(self, *, label: str) -> list[str]:
         return [p.key_id for p in self._application().passwords if p.display_name == label]
 
-    def check(self, *, current: SecretValue) -> None:
-        """Nothing to check ahead: ``issue`` reads the application before it adds a secret, and
-        stage runs before any approval."""
+    def check(self, *, current: SecretValue) -> str:
+        """What ``issue`` needs, without issuing: the application is in the hub's tenant and
+        readable, the hub may add secrets to it (an owner, with ``Application.ReadWrite.OwnedBy``;
+        or ``Application.ReadWrite.All``), and it may hold one more secret.
+
+        Raises:
+            InvalidRequest: another tenant. NotFound: no such application.
+            AuthenticationFailed: the permission or the ownership is missing (named).
+            TargetError: the application holds as many secrets as it may.
+        """
+        app = self._application()
+        caller = self.graph.caller()
+        if READWRITE_ALL in caller.roles:
+            how = f"the hub holds {READWRITE_ALL}"
+        elif OWNED_BY not in caller.roles:
+            raise AuthenticationFailed(
+                f"application {self.app_id}: the hub's identity holds neither {OWNED_BY} nor "
+                f"{READWRITE_ALL} (Graph application permissions), so it cannot add a client secret"
+            )
+        elif caller.object_id not in self.graph.owner_ids(app):
+            raise AuthenticationFailed(
+                f"application {self.app_id}: the hub's identity is not among its owners; "
+                f"{OWNED_BY} lets it add client secrets only to applications it owns"
+            )
+        else:
+            how = "the hub is an owner"
+        self._check_room(app)
+        return f"application {self.app_id} ({app.display_name}): {how}; it holds {len(app.passwords)} client secret(s)"
+
+    def _check_room(self, app: Application) -> None:
+        if (
+            app.sign_in_audience in PERSONAL_ACCOUNT_AUDIENCES
+            and len(app.passwords) >= PERSONAL_ACCOUNT_SECRET_LIMIT
+        ):
+            held = ", ".join(p.key_id for p in app.passwords)
+            raise TargetError(
+                f"application {self.app_id} may hold {PERSONAL_ACCOUNT_SECRET_LIMIT} client secrets "
+                f"(its sign-in audience is {app.sign_in_audience}) and holds them already ({held}); "
+                "remove one before it can be rotated"
+            )
 
     # -- changing --------------------------------------------------------------------------------
 
@@ -128,16 +174,7 @@ class EntraAppSecret:
                 tenant's app management policy on the lifetime, named in the message).
         """
         app = self._application()
-        if (
-            app.sign_in_audience in PERSONAL_ACCOUNT_AUDIENCES
-            and len(app.passwords) >= PERSONAL_ACCOUNT_SECRET_LIMIT
-        ):
-            held = ", ".join(p.key_id for p in app.passwords)
-            raise TargetError(
-                f"application {self.app_id} may hold {PERSONAL_ACCOUNT_SECRET_LIMIT} client secrets "
-                f"(its sign-in audience is {app.sign_in_audience}) and holds them already ({held}); "
-                "remove one before it can be rotated"
-            )
+        self._check_room(app)
         added = self.graph.add_password(app, display_name=label, end=expires_on)
         return IssuedCredential(value=added.secret, credential_id=added.key_id, expires_on=added.end)
 

@@ -207,6 +207,24 @@ class PasswordLogin:
             ) from None
         return True
 
+    def check_changer(self, *, using: Credentials) -> str:
+        """Log in as whoever ``rotation-admin`` says makes the change (the login itself with its
+        current value, the admin secret's login, or the hub's identity), in the session a change
+        opens, and run a trivial statement; change nothing. Returns who logged in, for a report.
+
+        Raises:
+            AuthenticationFailed: that credential is refused (the message names whose).
+            TransientError: the server cannot be reached for now.
+            TargetError, InvalidRequest: as the Protocol says, or the admin secret names no login.
+        """
+        changer = self._changer(using)
+        try:
+            with self.engine.session(changer, purpose="change", hide=()) as session:
+                session.check()
+        except AuthenticationFailed as exc:
+            raise AuthenticationFailed(f"{changer.description} is refused: {exc.detail}") from None
+        return changer.description
+
     # -- helpers -------------------------------------------------------------------------------
 
     def compare_alternates(self, logins: tuple[str, str], *, using: Credentials) -> list[str]:

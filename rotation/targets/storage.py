@@ -47,7 +47,7 @@ from azure.mgmt.storage.models import StorageAccount, StorageAccountRegenerateKe
 from azure.mgmt.storage.models import StorageAccountKey as StorageAccountKeyModel
 from azure.storage.blob import BlobServiceClient
 
-from rotation import clients
+from rotation import access, clients
 from rotation.azure_errors import translated
 from rotation.errors import (
     AuthenticationFailed,
@@ -68,6 +68,7 @@ logger = logging.getLogger(__name__)
 KIND = "storage-account-key"
 FORMATS = ("connection-string", "key")
 KEY_NAMES = ("key1", "key2")
+REGENERATE_KEY = "Microsoft.Storage/storageAccounts/regeneratekey/action"
 ARM = "Azure Resource Manager"
 ROLE_HINT = (
     "the hub's identity needs the Storage Account Key Operator Service Role on the account "
@@ -216,6 +217,8 @@ class StorageAccountKey:
                 "on ROTATION_ALLOWED_SUBSCRIPTIONS"
             )
         self.value_format = value_format
+        self.account_id = spec.credential.strip()
+        self._settings = settings
         self._management = management
         self._timeout = settings.storage_verify_timeout_seconds
         self._sleep = sleep
@@ -297,8 +300,9 @@ class StorageAccountKey:
 
     # -- the IssuingTarget protocol ----------------------------------------------------------------
 
-    def check(self, *, current: SecretValue) -> None:
-        """The account exists, its keys may be used, and the current value holds one of them.
+    def check(self, *, current: SecretValue) -> str:
+        """The account exists, its keys may be used, the hub may regenerate them, and the current
+        value holds one of them. Changes nothing.
 
         Raises:
             InvalidRequest: the tags or the value do not describe a key of the account.
@@ -307,7 +311,19 @@ class StorageAccountKey:
         """
         self._blob_endpoint(self._properties())
         held = self._held_by(current, self._keys())
+        # Regenerating cannot be tried without doing it: ARM says whether the hub may.
+        with self._arm("reading the hub's permissions"):
+            may = access.permissions_on(self.account_id, self._settings).allows(REGENERATE_KEY)
+        if not may:
+            raise AuthenticationFailed(
+                f"the hub may list the keys of storage account {self.account} but not regenerate them "
+                f"({REGENERATE_KEY}): {ROLE_HINT}"
+            )
         logger.info("storage account %s: the current version holds %s", self.account, held)
+        return (
+            f"storage account {self.account} allows Shared Key, the hub may read it and list its keys, "
+            f"and the current value holds {held}"
+        )
 
     def credentials(self) -> list[CredentialInfo]:
         return [CredentialInfo(credential_id=name, label=name) for name in self._keys()]

@@ -864,3 +864,40 @@ def test_errors_without_the_driver_format_are_still_permanent_and_clean() -> Non
     with pytest.raises(TargetError) as raised:
         target.verify(value=SecretValue(SECRET))
     assert_clean(raised.value, SecretValue(SECRET))
+
+
+# -- preflight: the changer's login, nothing changed -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("mode", ["self", "secret", "managed-identity"])
+def test_the_preflight_logs_in_as_the_changer_where_a_change_would_and_changes_nothing(
+    kind: str, mode: str
+) -> None:
+    s, old = setup(kind, mode)
+
+    who = s.target.check_changer(using=s.using)
+
+    [conn] = s.server.connections
+    expected = {"self": "app", "secret": "rotator", "managed-identity": IDENTITY}[mode]
+    assert conn.principal == expected
+    # The session a change opens: server logins change their passwords in master.
+    assert conn.fields["DATABASE"] == ("master" if kind == KIND_LOGIN else "appdb")
+    assert [x.sql for x in s.server.statements] == ["SELECT 1"]
+    assert s.server.passwords["app"] == old.reveal()
+    assert old.reveal() not in who
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_preflight_names_a_refused_admin_and_changes_nothing(kind: str) -> None:
+    s, old = setup(kind, "secret")
+    wrong = new_value()
+
+    with pytest.raises(AuthenticationFailed) as refused:
+        s.target.check_changer(using=Credentials(current=None, admin=wrong, admin_login="rotator"))
+
+    assert "the admin secret 'sql-admin' is refused" in str(refused.value)
+    assert "18456" in str(refused.value)
+    assert_clean(refused.value, wrong, old)
+    assert s.server.passwords["app"] == old.reveal()
+    assert s.server.statements == []

@@ -36,6 +36,7 @@ param retryFirstIntervalSeconds int
 param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
+param preflightAheadDays int
 param consumerReadyTimeoutSeconds int
 param postgresqlSslmode string
 param postgresqlEntraRole string
@@ -155,6 +156,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_NEAR_EXPIRY_DAYS'
           value: string(nearExpiryDays)
+        }
+        {
+          name: 'ROTATION_PREFLIGHT_AHEAD_DAYS'
+          value: string(preflightAheadDays)
         }
         {
           name: 'ROTATION_CONSUMER_READY_TIMEOUT_SECONDS'

@@ -20,6 +20,7 @@ param retryFirstIntervalSeconds int
 param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
+param preflightAheadDays int
 param consumerReadyTimeoutSeconds int
 param postgresqlSslmode string
 param postgresqlEntraRole string
@@ -91,6 +92,7 @@ module functionApp 'function-app.bicep' = {
     sweepVaults: sweepVaults
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays
+    preflightAheadDays: preflightAheadDays
     consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
     postgresqlSslmode: postgresqlSslmode
     postgresqlEntraRole: postgresqlEntraRole
