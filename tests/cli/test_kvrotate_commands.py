@@ -454,34 +454,17 @@ def test_an_unreachable_hub_is_one_line_and_its_own_exit_code(stack: LocalStack)
 # -- preflight ------------------------------------------------------------------------------------
 
 
-def preflight_route_exists(stack: LocalStack) -> bool:
-    """Whether the hub serves POST /api/preflight: a missing route is a 404 without a body.
-
-    TODO(merge): the endpoint comes from another branch; once merged this is always true."""
-    status, _, body = hub_request(stack, "POST", "/api/preflight", {})
-    return not (status == 404 and body is None)
-
-
 def test_preflight_errors_are_one_line(stack: LocalStack) -> None:
     cli(stack, "preflight").assert_error(USAGE, "Missing argument 'VAULT'")
     nobody = f"http://127.0.0.1:{free_port()}"
     kvrotate(nobody, "preflight", "spoke1-kv").assert_error(UNREACHABLE, "cannot reach the hub")
-    if not preflight_route_exists(stack):
-        # This branch: the host has no such route and answers 404 without a body.
-        cli(stack, "preflight", "spoke1-kv").assert_error(
-            NOT_FOUND, "the hub has no POST /api/preflight", "(HTTP 404)"
-        )
-        cli(stack, "preflight", "spoke1-kv", "some-secret", "--json").assert_error(NOT_FOUND, "(HTTP 404)")
-    else:
-        # Once merged: a vault that is not configured is bad input, as for POST /api/rotations.
-        cli(stack, "preflight", "unknown-kv").assert_error(USAGE, "(HTTP 400)")
+    # A vault that is not configured is bad input, as for POST /api/rotations; a secret it does
+    # not hold is not found.
+    cli(stack, "preflight", "unknown-kv").assert_error(USAGE, "(HTTP 400)")
+    cli(stack, "preflight", "spoke1-kv", "no-such-secret", "--json").assert_error(NOT_FOUND, "(HTTP 404)")
 
 
 def test_preflight_shows_a_table_per_secret_and_fails_when_a_check_fails(stack: LocalStack) -> None:
-    if not preflight_route_exists(stack):
-        # Not a skip: an expected failure while the endpoint is missing, a real test once the
-        # preflight branch is merged (TODO(merge): check that it then passes).
-        pytest.xfail("TODO(merge): POST /api/preflight is not in this branch yet (another branch builds it)")
     good = seed(stack, prefix="cli-pre")
     locked = seed(stack, prefix="cli-pre")
     stack.database(locked.kind).set_login_allowed(locked.login, allowed=False)
