@@ -18,29 +18,21 @@ import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from orchestrators.rotate_secret import DECISION_EVENT
 from rotation.errors import InvalidRequest, NotFound, RotationError, TransientError
 from rotation.events import check_allowed
-from rotation.model import Decision, SecretRef, VaultId, check_secret_name, check_vault_name
+from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
 from rotation.settings import Settings, current_settings
+from starters.decisions import decide, decider_for, find_rotation
+from starters.http_errors import HttpError
 from starters.launcher import ACTIVE, launch
+from starters.principal import trusted_principal
 
 logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
 MAX_BODY = 16 * 1024
-# App Service authentication (Easy Auth) puts the signed-in principal here; callers cannot set
-# it themselves when Easy Auth is on.
-PRINCIPAL_HEADER = "x-ms-client-principal-name"
 MAX_TEXT = 500
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _json(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -129,12 +121,7 @@ def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
 
 
 async def _existing(client: df.DurableOrchestrationClient, rotation_id: str) -> DurableOrchestrationStatus:
-    if not rotation_id.startswith("rotate_") or len(rotation_id) > 256:
-        raise HttpError(404, f"no rotation {rotation_id!r}")
-    status = await client.get_status(rotation_id)
-    if not status or status.runtime_status is None:
-        raise HttpError(404, f"no rotation {rotation_id!r}")
-    return status
+    return await find_rotation(client, rotation_id)
 
 
 @bp.route(route="rotations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -150,9 +137,16 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
     except InvalidRequest as exc:
         raise HttpError(403, exc.detail) from None
     secret = SecretRef(subscription_id=vault.subscription_id, vault_name=vault.vault_name, secret_name=name)
-    requested_by = req.headers.get(PRINCIPAL_HEADER) or "http api"
+    # Recorded so that this principal cannot approve the rotation it asked for.
+    principal = trusted_principal(req.headers, settings)
     result = await launch(
-        client, secret, version=None, trigger="manual", requested_by=requested_by, settings=settings
+        client,
+        secret,
+        version=None,
+        trigger="manual",
+        requested_by=principal.name if principal else "http api",
+        requested_by_id=principal.id if principal else None,
+        settings=settings,
     )
     if result.started and result.rotation_id:
         response = client.create_check_status_response(req, result.rotation_id)
@@ -204,23 +198,22 @@ async def list_rotations(req: func.HttpRequest, client: df.DurableOrchestrationC
 async def _decide(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, *, approved: bool
 ) -> func.HttpResponse:
+    settings = current_settings()
     body = _body(req)
-    status = await _existing(client, req.route_params["id"])
-    approver = (req.headers.get(PRINCIPAL_HEADER) or "").strip() or _text_field(
-        body, "approver", required=True
+    principal = trusted_principal(req.headers, settings)
+    # The body's "approver" only counts when unverified decisions are allowed and nobody signed in.
+    named = "" if principal else _text_field(body, "approver", required=False)
+    decider = decider_for(principal, named, settings)
+    decided = await decide(
+        client,
+        req.route_params["id"],
+        approved=approved,
+        decider=decider,
+        reason=_text_field(body, "reason", required=False),
     )
-    reason = _text_field(body, "reason", required=not approved)
-    waiting = status.runtime_status == OrchestrationRuntimeStatus.Running and (
-        isinstance(status.custom_status, dict) and status.custom_status.get("step") == "approval"
-    )
-    if not waiting:
-        step = status.custom_status.get("step") if isinstance(status.custom_status, dict) else None
-        state = status.runtime_status.value if status.runtime_status else "unknown"
-        raise HttpError(409, f"rotation is not waiting for a decision (it is {state}, step {step})")
-    decision = Decision(approved=approved, approver=approver[:MAX_TEXT], reason=reason)
-    await client.raise_event(status.instance_id, DECISION_EVENT, decision.to_dict())
-    logger.info("rotation %s %s by %s", status.instance_id, "approved" if approved else "rejected", approver)
-    return _json(202, {"id": status.instance_id, "decision": decision.to_dict()})
+    answer = {"id": decided.rotation_id, "decision": decided.decision.to_dict(), "recorded": decided.recorded}
+    # 200: the decision took effect; 202: sent, and the rotation has not recorded it yet.
+    return _json(200 if decided.recorded else 202, answer)
 
 
 @bp.route(route="rotations/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
