@@ -43,7 +43,8 @@ Key Vault Rotation Hub, running locally (Ctrl-C stops everything)
 
 Try:
   curl -s {stack.hub_url}/api/rotations
-  curl -s -X POST {stack.hub_url}/api/rotations/{approve}/approve -d '{{"approver": "me"}}'
+  {stack.hub_url}/.auth/login/local?post_login_redirect_uri=/api/approvals   (in a browser: sign in, then approve)
+  curl -s -X POST -b '{stack.signed_in()["Cookie"]}' {stack.hub_url}/api/rotations/{approve}/approve
   curl -s -X POST {stack.hub_url}/api/rotations -d '{{"vault": "spoke2-kv", "secret": "batch-db-password"}}'
   curl -s {stack.hub_url}/runtime/webhooks/durabletask/instances
 """,

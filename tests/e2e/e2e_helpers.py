@@ -20,6 +20,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from local.cloud.process import AdminClient
+from local.principals import APPROVER
 from local.scenario import ENDED, hub_call, rotation
 from local.stack import POSTGRESQL, STORAGE, LocalStack, Seeded
 from rotation import metadata
@@ -323,11 +324,24 @@ def start_rotation(stack: LocalStack, seeded: Seeded) -> str:
     return str(body["id"])
 
 
-def approve(stack: LocalStack, rotation_id: str) -> None:
+def approve(stack: LocalStack, rotation_id: str, principal: str = APPROVER) -> None:
+    """Approve as ``principal`` (local/principals.py), signed in through App Service
+    authentication; returns once the rotation recorded the decision."""
     code, body = hub_call(
-        stack, "POST", f"/api/rotations/{rotation_id}/approve", {"approver": "e2e-operator"}
+        stack, "POST", f"/api/rotations/{rotation_id}/approve", {}, headers=stack.signed_in(principal)
     )
-    assert code == 202, body
+    assert code == 200, body
+
+
+def reject(stack: LocalStack, rotation_id: str, reason: str, principal: str = APPROVER) -> None:
+    code, body = hub_call(
+        stack,
+        "POST",
+        f"/api/rotations/{rotation_id}/reject",
+        {"reason": reason},
+        headers=stack.signed_in(principal),
+    )
+    assert code == 200, body
 
 
 def rerun(
