@@ -232,6 +232,17 @@ def cloud_event(stack: LocalStack, seeded: Seeded, *, event_type: str = NEAR_EXP
     }
 
 
+def input_of_rotation(stack: LocalStack, rotation_id: str) -> dict[str, Any]:
+    """The orchestration's input (the RotationRequest) as the Durable HTTP API shows it (the
+    Python durable client sends it JSON-encoded, so it may come back as that JSON text)."""
+    status, _, body = hub_request(stack, "GET", f"{DURABLE_API}/instances/{rotation_id}?showInput=true")
+    assert status in (200, 202), body
+    value = body["input"]
+    parsed = json.loads(value) if isinstance(value, str) else value
+    assert isinstance(parsed, dict)
+    return parsed
+
+
 def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
     """Every orchestration instance the task hub knows whose id starts with ``prefix``."""
     path = f"{DURABLE_API}/instances?showInput=false&instanceIdPrefix={urllib.parse.quote(prefix)}"
