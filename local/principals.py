@@ -17,6 +17,8 @@ APPROVER = "approver"
 SECOND_APPROVER = "second-approver"
 REQUESTER = "requester"
 OUTSIDER = "outsider"
+# A display name full of HTML: whatever shows it must escape it.
+ODD_NAME = "odd-name"
 
 PRINCIPALS: dict[str, dict[str, Any]] = {
     APPROVER: {
@@ -38,6 +40,11 @@ PRINCIPALS: dict[str, dict[str, Any]] = {
         "id": "e1f2a3b4-c5d6-4e7f-9a0b-1c2d3e4f5a64",
         "name": "outsider@fabrikam.example",
         "groups": [OTHER_GROUP],
+    },
+    ODD_NAME: {
+        "id": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b65",
+        "name": "<b>O'Brien</b> & \"ops\" <script>x()</script>",
+        "groups": [],
     },
 }
 

@@ -23,6 +23,7 @@ import secrets
 import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.cookies import CookieError, SimpleCookie
 
 import azure.durable_functions as df
@@ -75,6 +76,7 @@ h1 { font-size: 1.4rem; margin-bottom: .2rem; }
 table { border-collapse: collapse; width: 100%; margin-top: 1rem; }
 th, td { text-align: left; padding: .5rem .6rem; border-bottom: 1px solid #ddd; vertical-align: top; }
 th { background: #f3f3f3; font-weight: 600; }
+td:nth-child(-n+3), td:nth-child(5) { white-space: nowrap; }
 code { font-size: .85em; }
 form { display: inline-block; margin: 0 .3rem .3rem 0; }
 input[type=text] { width: 14rem; }
@@ -183,10 +185,21 @@ async def _waiting(client: df.DurableOrchestrationClient) -> list[Waiting]:
                 target_kind=str(custom.get("targetKind", "")),
                 started_by=f"{requested_by} ({trigger})" if requested_by else trigger,
                 requested_by_id=str(request.get("requested_by_id") or "").lower(),
-                deadline=str(custom.get("awaitingDecisionUntil", "")),
+                deadline=_utc(str(custom.get("awaitingDecisionUntil", ""))),
             )
         )
     return sorted(found, key=lambda w: (w.deadline, w.rotation_id))
+
+
+def _utc(timestamp: str) -> str:
+    """``2026-12-06 08:55 UTC`` for an ISO 8601 time; the text itself if it is not one."""
+    try:
+        moment = datetime.fromisoformat(timestamp)
+    except ValueError:
+        return timestamp
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _forms(rotation: Waiting, csrf: str, principal: Principal) -> str:
@@ -242,7 +255,7 @@ async def approvals_page(req: func.HttpRequest, client: df.DurableOrchestrationC
     may_decide = not settings.approvers or principal.is_one_of(settings.approvers)
     listing = (
         "<table><thead><tr><th>Vault</th><th>Secret</th><th>Target</th><th>Started by</th>"
-        f"<th>Decide before (UTC)</th><th>Decision</th></tr></thead><tbody>{_rows(rotations, csrf, principal)}"
+        f"<th>Decide before</th><th>Decision</th></tr></thead><tbody>{_rows(rotations, csrf, principal)}"
         "</tbody></table>"
         if rotations
         else '<p class="empty">No rotation is waiting for a decision.</p>'
