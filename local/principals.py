@@ -43,7 +43,7 @@ PRINCIPALS: dict[str, dict[str, Any]] = {
     },
     ODD_NAME: {
         "id": "5d4c3b2a-1f0e-4d9c-8b7a-6f5e4d3c2b65",
-        "name": "<b>O'Brien</b> & \"ops\" <script>x()</script>",
+        "name": '<b>O\'Brien</b> & "ops" <script>x()</script>',
         "groups": [],
     },
 }
