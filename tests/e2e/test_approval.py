@@ -6,6 +6,7 @@ serves the old version, the database takes the old password, no pending value is
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ from e2e_helpers import (
 )
 
 from local import principals
-from local.principals import APPROVER, REQUESTER, SECOND_APPROVER
+from local.principals import APPROVER, OUTSIDER, REQUESTER, SECOND_APPROVER
 from local.scenario import hub_call, wait_for
 from local.stack import LocalStack, Seeded
 from rotation import metadata
@@ -282,4 +283,66 @@ def test_no_decision_within_72_hours_times_out_and_changes_nothing(stack: LocalS
     status, body = decide(stack, rotation_id, "approve", {}, APPROVER)
     assert status == 409, body
     assert body["error"].startswith("already decided: the approval timed out at ")
+    assert_said_no(stack, seeded, password)
+
+
+def test_concurrent_decisions_exactly_one_takes_effect(stack: LocalStack) -> None:
+    # All of them pass the "still waiting" check before the rotation records any: only the one
+    # the rotation took answers 200, the others learn after raising that theirs lost (409).
+    seeded, rotation_id, _ = waiting_rotation(stack, "spoke2-kv")
+    attempts = [
+        ("approve", {}, APPROVER),
+        ("reject", {"reason": "no"}, SECOND_APPROVER),
+        ("approve", {}, REQUESTER),
+        ("reject", {"reason": "not now"}, OUTSIDER),
+    ]
+    for _, _, principal in attempts:
+        stack.signed_in(principal)  # sessions first, so the decisions themselves start together
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        answers = list(pool.map(lambda a: decide(stack, rotation_id, *a), attempts))
+
+    assert sorted(status for status, _ in answers) == [200, 409, 409, 409], answers
+    [(verb, _, principal)] = [a for a, (status, _) in zip(attempts, answers, strict=True) if status == 200]
+    taken = next(body["decision"] for status, body in answers if status == 200)
+    for status, body in answers:
+        if status == 409:
+            assert body["error"].startswith("already decided: "), body
+    done = wait_for(stack, rotation_id)
+    assert done["output"]["decision"] == taken
+    assert taken["approver"] == principals.name(principal)
+    assert done["output"]["result"] == ("rotated" if verb == "approve" else "rejected")
+    assert_consistent(stack, seeded)
+
+
+def test_a_rotation_that_needs_no_approval_takes_no_decision(stack: LocalStack) -> None:
+    seeded = seed(stack, "spoke1-kv")
+    assert post_events(stack, [event_grid_event(stack, seeded)])[0] == 202
+    rotation_id = stack.rotation_id(seeded)
+    done = wait_for(stack, rotation_id)
+    assert done["output"]["result"] == "rotated"
+
+    status, body = decide(stack, rotation_id, "approve", {}, APPROVER)
+
+    assert status == 409, body
+    assert body["error"] == "rotation is not waiting for a decision (it is Completed, step done)"
+    assert wait_for(stack, rotation_id) == done
+
+
+def test_a_decision_racing_the_deadline_is_refused_once_the_timer_won(stack: LocalStack) -> None:
+    # The host clock jumps past the deadline and the approval is sent at once: whether it arrives
+    # before or after the rotation took the timer, the answer is 409, never a success.
+    seeded, rotation_id, _ = waiting_rotation(stack)
+    password = current_password(stack, seeded)
+    stack.signed_in(APPROVER)
+    status, _, clock = hub_request(
+        stack, "POST", "/admin/host/clock", {"advanceSeconds": APPROVAL_TIMEOUT + 60}
+    )
+    assert status == 200, clock
+
+    status, body = decide(stack, rotation_id, "approve", {}, APPROVER)
+
+    assert status == 409, body
+    assert body["error"].startswith("already decided: the approval timed out at "), body
+    done = wait_for(stack, rotation_id, timeout=60)
+    assert done["output"]["result"] == "timed_out"
     assert_said_no(stack, seeded, password)
