@@ -290,7 +290,8 @@ async def approvals_decide(req: func.HttpRequest, client: df.DurableOrchestratio
 
     cookie = _cookie(req, CSRF_COOKIE)
     token = field(CSRF_FIELD)
-    if not (cookie and token and _valid_token(cookie) and secrets.compare_digest(cookie, token)):
+    # Both checked for shape first: compare_digest takes ASCII text only.
+    if not (_valid_token(cookie) and _valid_token(token) and secrets.compare_digest(cookie or "", token)):
         return _page(
             403,
             "Refused",

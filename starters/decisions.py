@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -74,8 +75,13 @@ class Decided:
     recorded: bool
 
 
+# rotate_<vault>_<secret, lower case>_<version> (SecretRef.rotation_id): nothing else reaches the
+# task hub's URLs.
+_ROTATION_ID = re.compile(r"rotate_[a-z0-9-]{3,24}_[a-z0-9-]{1,127}_[0-9a-f]{32}")
+
+
 def is_rotation_id(rotation_id: str) -> bool:
-    return rotation_id.startswith("rotate_") and len(rotation_id) <= 256
+    return _ROTATION_ID.fullmatch(rotation_id) is not None
 
 
 async def find_rotation(

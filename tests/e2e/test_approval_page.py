@@ -236,6 +236,7 @@ def test_a_post_without_the_anti_forgery_token_is_refused(
     attempts = [
         ({"id": rotation_id, "decision": "approve"}, {}),
         ({"csrf": "y" * len(token), "id": rotation_id, "decision": "approve"}, {}),
+        ({"csrf": "é" * len(token), "id": rotation_id, "decision": "approve"}, {}),
         (
             {"csrf": token, "id": rotation_id, "decision": "approve"},
             {"Cookie": stack.signed_in(APPROVER)["Cookie"]},
