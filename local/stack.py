@@ -33,6 +33,7 @@ from azure.mgmt.web import WebSiteManagementClient
 from azure.storage.blob import BlobServiceClient
 
 from local.cloud.process import LocalCloud
+from local.cloud.tokens import TOKEN_KEY_FILE
 from local.databases.base import LocalDatabase
 from local.databases.mariadb import MariaDBServer
 from local.databases.postgresql import PostgresCluster
@@ -164,6 +165,8 @@ class LocalStack:
                     env={**self.cloud.client_env, **self.app_settings()},
                     time_scale=self.time_scale,
                     easy_auth=write_principals(self.data_dir / "principals.json") if self.easy_auth else None,
+                    # The local cloud's tokens for the hub's audience sign service principals in too.
+                    easy_auth_token_key=self.cloud.data_dir / TOKEN_KEY_FILE if self.easy_auth else None,
                 ).start()
         except BaseException:
             self.stop()

@@ -20,8 +20,14 @@ same for the local host, with a directory of principals instead of Entra ID:
   anonymous (App Service's ``AllowAnonymous`` action; the app decides what needs a principal).
 
 The session cookie is the principal's key signed with HMAC-SHA256 under a key kept in the data
-dir, so sessions survive a restart of the host, as App Service's do. Not emulated: Entra bearer
-tokens (``Authorization: Bearer``) signing a caller in; local callers use the session cookie.
+dir, so sessions survive a restart of the host, as App Service's do.
+
+With ``--easy-auth-token-key`` (the local cloud's token signing key), an ``Authorization: Bearer``
+token the local cloud issued for the hub's audience (``api://keyvault-rotation-hub``) signs its
+service principal in too, as App Service authentication accepts Entra access tokens: the
+principal's id is the token's ``oid``, its name the ``appid``, no groups (app-only tokens carry
+none). A token that does not verify, has expired or is for another audience answers 401, as App
+Service does.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from local.cloud.tokens import HUB_AUDIENCES, TokenExpired, TokenInvalid, TokenIssuer, bearer_token
 
 SESSION_COOKIE = "AppServiceAuthSession"
 SIGNAL = "WEBSITE_AUTH_ENABLED"
@@ -132,9 +140,15 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class EasyAuth:
     """The authentication module in front of the app: sign-in routes and a header middleware."""
 
-    def __init__(self, principals: dict[str, LocalPrincipal], data_dir: Path) -> None:
+    def __init__(
+        self, principals: dict[str, LocalPrincipal], data_dir: Path, *, token_key: Path | None = None
+    ) -> None:
         self.principals = principals
         self._key = _load_or_create_key(data_dir)
+        # The local cloud's issuer, only to verify what it signed (the key file must exist).
+        if token_key is not None and not token_key.is_file():
+            raise PrincipalsError(f"--easy-auth-token-key {token_key}: no such file")
+        self._tokens = TokenIssuer(token_key.parent, tenant_id="") if token_key else None
 
     # -- sessions ----------------------------------------------------------------------------
 
@@ -162,9 +176,24 @@ class EasyAuth:
         for name in {n for n in headers if n.lower().startswith(_STRIPPED_PREFIXES)}:
             headers.popall(name)
         principal = self.principal_of(request)
+        token = bearer_token(request.headers.get("Authorization"))
+        if token is not None and self._tokens is not None:
+            principal = self._token_principal(token)
+            if principal is None:
+                return web.json_response({"error": "the bearer token is not valid for this app"}, status=401)
         if principal is not None:
             headers.update(principal.headers())
         return await handler(request.clone(headers=headers))
+
+    def _token_principal(self, token: str) -> LocalPrincipal | None:
+        assert self._tokens is not None
+        try:
+            claims = self._tokens.verify(token)
+        except (TokenInvalid, TokenExpired):
+            return None
+        if claims.audience not in HUB_AUDIENCES or not _GUID.fullmatch(claims.object_id):
+            return None
+        return LocalPrincipal(key="bearer", object_id=claims.object_id.lower(), name=claims.app_id)
 
     def routes(self) -> list[web.RouteDef]:
         return [

@@ -55,6 +55,7 @@ class HostProcess:
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         easy_auth: str | Path | None = None,
+        easy_auth_token_key: str | Path | None = None,
     ) -> None:
         self.script_root = Path(script_root)
         self.data_dir = Path(data_dir)
@@ -66,6 +67,7 @@ class HostProcess:
         self.max_activities = max_activities
         self.extra_args = list(extra_args)
         self.easy_auth = Path(easy_auth) if easy_auth is not None else None
+        self.easy_auth_token_key = Path(easy_auth_token_key) if easy_auth_token_key is not None else None
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -100,6 +102,8 @@ class HostProcess:
             command += ["--max-activities", str(self.max_activities)]
         if self.easy_auth is not None:
             command += ["--easy-auth", str(self.easy_auth)]
+        if self.easy_auth_token_key is not None:
+            command += ["--easy-auth-token-key", str(self.easy_auth_token_key)]
         return command + self.extra_args
 
     def start(self) -> HostProcess:

@@ -44,6 +44,8 @@ class HostOptions:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # A principals file: App Service authentication in front of the app (local/host/easy_auth.py).
     easy_auth: Path | None = None
+    # The local cloud's token signing key: its tokens for the hub's audience sign callers in too.
+    easy_auth_token_key: Path | None = None
 
 
 class LocalHost:
@@ -139,7 +141,11 @@ class LocalHost:
             if os.environ.pop(SIGNAL, None) is not None:
                 logger.warning("%s removed: without --easy-auth nothing authenticates callers", SIGNAL)
             return None
-        easy_auth = EasyAuth(load_principals(self.options.easy_auth), self.options.data_dir)
+        easy_auth = EasyAuth(
+            load_principals(self.options.easy_auth),
+            self.options.data_dir,
+            token_key=self.options.easy_auth_token_key,
+        )
         os.environ[SIGNAL] = "True"
         return easy_auth
 

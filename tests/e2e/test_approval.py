@@ -27,12 +27,14 @@ from e2e_helpers import (
 )
 
 from local import principals
+from local.cloud.tokens import HUB_AUDIENCES
 from local.principals import APPROVER, OUTSIDER, REQUESTER, SECOND_APPROVER
 from local.scenario import hub_call, wait_for
 from local.stack import LocalStack, Seeded
 from rotation import metadata
 
 APPROVAL_TIMEOUT = 72 * 3600
+[HUB_AUDIENCE] = HUB_AUDIENCES
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -346,3 +348,43 @@ def test_a_decision_racing_the_deadline_is_refused_once_the_timer_won(stack: Loc
     done = wait_for(stack, rotation_id, timeout=60)
     assert done["output"]["result"] == "timed_out"
     assert_said_no(stack, seeded, password)
+
+
+def test_a_service_principal_decides_with_an_entra_token(stack: LocalStack) -> None:
+    # As App Service authentication accepts Entra access tokens for the hub's app registration:
+    # a script running as a managed identity approves with a token from the (local) identity endpoint.
+    seeded, rotation_id, waiting = waiting_rotation(stack)
+    credential = stack.credential()  # seeder-identity, through the local cloud's identity endpoint
+    token = credential.get_token(f"{HUB_AUDIENCE}/.default").token
+    vault_token = credential.get_token("https://vault.azure.net/.default").token
+
+    # Not for this app, or not a token at all: 401 from the authentication in front, nothing decided.
+    for wrong in (vault_token, token[:-4] + "AAAA"):
+        status, _, body = hub_request(
+            stack,
+            "POST",
+            f"/api/rotations/{rotation_id}/approve",
+            {},
+            headers={"Authorization": f"Bearer {wrong}"},
+        )
+        assert status == 401, body
+    status, _, body = hub_request(
+        stack,
+        "POST",
+        f"/api/rotations/{rotation_id}/approve",
+        {},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+    assert status == 200, body
+    done = wait_for(stack, rotation_id)
+    assert done["output"]["result"] == "rotated"
+    identity = stack.info["identities"]["seeder-identity"]
+    assert_recorded(
+        done["output"]["decision"],
+        waiting,
+        approver=identity["client_id"],
+        approver_id=identity["principal_id"],
+        verified=True,
+    )
+    assert_consistent(stack, seeded)
