@@ -10,7 +10,6 @@ browser is downloaded. ``UPDATE_APPROVAL_SCREENSHOT=1`` also writes ``docs/appro
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -296,7 +295,3 @@ def reject_by_api(stack: LocalStack, rotation_id: str) -> None:
         headers=stack.signed_in(),
     )
     assert code == 200, body
-
-
-def test_chromium_is_debian_s_not_a_download() -> None:
-    assert CHROMIUM.resolve().is_relative_to("/usr") or shutil.which(str(CHROMIUM))
