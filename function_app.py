@@ -6,7 +6,7 @@ import azure.durable_functions as df
 
 from activities import consumers, credentials, pending, plan, promote, target
 from orchestrators import rotate_secret
-from starters import event_grid, http_api, preflight_api, sweep
+from starters import approval_page, event_grid, http_api, preflight_api, sweep
 
 # The SDK's HTTP logging policy writes every request's headers at INFO; names and versions in
 # our own log lines are what operators need, so only its warnings pass.
@@ -18,6 +18,7 @@ for blueprint in (
     event_grid.bp,
     http_api.bp,
     preflight_api.bp,
+    approval_page.bp,
     sweep.bp,
     rotate_secret.bp,
     plan.bp,

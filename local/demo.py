@@ -21,6 +21,8 @@ from typing import Any
 
 import psycopg
 
+from local import principals
+from local.principals import APPROVER
 from local.scenario import (
     ENDED,
     consumer_health,
@@ -88,10 +90,14 @@ def follow(
                     stack,
                     "POST",
                     f"/api/rotations/{rid}/approve",
-                    {"approver": "demo-operator", "reason": "scheduled rotation"},
+                    {"reason": "scheduled rotation"},
+                    headers=stack.signed_in(APPROVER),
                 )
-                say(f"approved {expected[rid].name} through POST /api/rotations/{{id}}/approve -> {code}")
-                approved = code == 202
+                say(
+                    f"approved {expected[rid].name} as {principals.name(APPROVER)} (signed in through "
+                    f"App Service authentication) with POST /api/rotations/{{id}}/approve -> {code}"
+                )
+                approved = code == 200
             if item["runtimeStatus"] in ENDED:
                 item["duration"] = time.monotonic() - since
                 ended[rid] = item
@@ -347,7 +353,12 @@ def main() -> int:
         approved_output = ended[stack.rotation_id(seeded.approved)].get("output") or {}
         decision = approved_output.get("decision") if isinstance(approved_output, dict) else None
         approver = decision.get("approver") if isinstance(decision, dict) else None
-        check("approval recorded the approver", approver == "demo-operator", failures)
+        verified = decision.get("verified") if isinstance(decision, dict) else None
+        check(
+            "approval recorded the signed-in approver",
+            approver == principals.name(APPROVER) and verified is True,
+            failures,
+        )
         for site, s in (
             (CONSUMER_SITE, seeded.consumer),
             (SP_CONSUMER_SITE, seeded.application),

@@ -10,6 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,11 +169,22 @@ def consumer_health(stack: LocalStack, site: str = CONSUMER_SITE) -> dict[str, A
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def hub_call(stack: LocalStack, method: str, path: str, body: object = None) -> tuple[int, Any]:
-    """Call the hub's HTTP API; returns (status, parsed JSON body)."""
+def hub_call(
+    stack: LocalStack,
+    method: str,
+    path: str,
+    body: object = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Call the hub's HTTP API; returns (status, parsed JSON body). ``headers``: e.g. a signed-in
+    session (``stack.signed_in()``)."""
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 (hub_url is http://127.0.0.1:<port>)
-        stack.hub_url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        stack.hub_url + path,
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     try:
         with _opener.open(request, timeout=30) as response:

@@ -14,6 +14,9 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,11 +33,13 @@ from azure.mgmt.web import WebSiteManagementClient
 from azure.storage.blob import BlobServiceClient
 
 from local.cloud.process import LocalCloud
+from local.cloud.tokens import TOKEN_KEY_FILE
 from local.databases.base import LocalDatabase
 from local.databases.mariadb import MariaDBServer
 from local.databases.postgresql import PostgresCluster
 from local.host.process import HostProcess
 from local.ports import free_port
+from local.principals import APPROVER, write_principals
 from rotation import clients, metadata
 from rotation.login_values import LoginShape
 from rotation.model import SecretRef
@@ -69,6 +74,15 @@ DATABASE_SERVERS: dict[str, Callable[[], LocalDatabase]] = {
 }
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# Talks to 127.0.0.1 only (never through the cloud's proxy) and keeps redirects as answers.
+_no_redirects = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect())
+
+
 @dataclass(frozen=True)
 class Seeded:
     """A secret the stack wrote: where it is and which version (the value stays in the vault)."""
@@ -97,6 +111,7 @@ class LocalStack:
         cloud_env: Mapping[str, str] | None = None,
         databases: Sequence[str] = tuple(DATABASE_SERVERS),
         host_auth_keys: bool = False,
+        easy_auth: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.with_host = with_host
@@ -105,6 +120,9 @@ class LocalStack:
         self.time_scale = time_scale
         self.extra_app_settings = dict(app_settings or {})
         self.extra_cloud_env = dict(cloud_env or {})
+        # App Service authentication in front of the hub, as deployed: local/principals.py signs in.
+        self.easy_auth = easy_auth
+        self._sessions: dict[str, str] = {}
         self.hub_port = free_port()
         self.pg = PostgresCluster()
         self.databases: dict[str, LocalDatabase] = {POSTGRESQL: self.pg}
@@ -150,6 +168,9 @@ class LocalStack:
                     env={**self.cloud.client_env, **self.app_settings()},
                     time_scale=self.time_scale,
                     auth_keys=self.host_auth_keys,
+                    easy_auth=write_principals(self.data_dir / "principals.json") if self.easy_auth else None,
+                    # The local cloud's tokens for the hub's audience sign service principals in too.
+                    easy_auth_token_key=self.cloud.data_dir / TOKEN_KEY_FILE if self.easy_auth else None,
                 ).start()
         except BaseException:
             self.stop()
@@ -216,6 +237,24 @@ class LocalStack:
         return Settings.from_environ({**os.environ, **self.app_settings()})
 
     # -- acting as an operator -------------------------------------------------------------
+
+    def signed_in(self, principal: str = APPROVER) -> dict[str, str]:
+        """Request headers of a browser session signed in as ``principal`` (a key of
+        local/principals.py) through the host's App Service authentication login route."""
+        if not self.easy_auth:
+            raise RuntimeError("this stack runs the hub without App Service authentication (easy_auth=False)")
+        if principal not in self._sessions:
+            query = urllib.parse.urlencode({"principal": principal, "post_login_redirect_uri": "/"})
+            request = urllib.request.Request(f"{self.hub_url}/.auth/login/local?{query}")  # noqa: S310 (127.0.0.1)
+            try:
+                _no_redirects.open(request, timeout=30)
+                raise RuntimeError("the login route did not redirect")
+            except urllib.error.HTTPError as answer:
+                if answer.code != 302:
+                    raise RuntimeError(f"signing in as {principal} answered {answer.code}") from None
+                cookie = answer.headers.get("Set-Cookie", "").split(";", 1)[0]
+            self._sessions[principal] = cookie
+        return {"Cookie": self._sessions[principal]}
 
     def credential(self, identity: str = SEEDER) -> ManagedIdentityCredential:
         if identity not in self._credentials:

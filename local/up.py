@@ -45,8 +45,11 @@ Try (kvrotate is the operators' command line, .venv/bin/kvrotate):
   export KVROTATE_HUB_URL={stack.hub_url}
   .venv/bin/kvrotate list
   .venv/bin/kvrotate status {approve}
-  .venv/bin/kvrotate approve {approve} --approver me
   .venv/bin/kvrotate rotate spoke2-kv batch-db-password --wait
+Approve or reject in a browser (signed in as a local principal, as App Service authentication would):
+  {stack.hub_url}/.auth/login/local?post_login_redirect_uri=/api/approvals
+or with the signed-in session's cookie:
+  curl -s -X POST -b '{stack.signed_in()["Cookie"]}' {stack.hub_url}/api/rotations/{approve}/approve
   curl -s {stack.hub_url}/runtime/webhooks/durabletask/instances
 """,
             flush=True,

@@ -80,6 +80,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         if plan.skip_reason:
             return outcome("skipped", detail=plan.skip_reason)
         window = _window_of(plan)
+        saga.set_status(targetKind=plan.target_kind)  # the approval page shows what would change
         decision = None
         new_version = plan.promoted_version  # set when a restart finds this rotation promoted
         promoted_on = plan.promoted_on
@@ -201,12 +202,20 @@ def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any,
     decision_task = context.wait_for_external_event(DECISION_EVENT)
     timer = context.create_timer(deadline)
     winner = yield context.task_any([decision_task, timer])
+    # The time a decision took effect is the orchestrator's own (deterministic on replay), never
+    # a time the caller wrote into the event.
+    decided_at = context.current_utc_datetime.isoformat()
     if winner != decision_task:
-        return Decision(
-            approved=False, approver=TIMEOUT_APPROVER, reason="no decision before the deadline"
-        ), True
+        timed_out = Decision(
+            approved=False,
+            approver=TIMEOUT_APPROVER,
+            reason="no decision before the deadline",
+            decided_at=decided_at,
+        )
+        saga.set_status(decision=timed_out.to_dict())
+        return timed_out, True
     timer.cancel()
-    decision = _parse_decision(decision_task.result)
+    decision = replace(_parse_decision(decision_task.result), decided_at=decided_at)
     saga.steps_done.append("approval")
     saga.set_status(decision=decision.to_dict())
     return decision, False

@@ -200,7 +200,11 @@ class RotationRequest(Record):
     version: str
     trigger: str
     policy: RotationPolicy
+    # Who asked: a principal's name, or what started it ("http api", the event, the sweep).
     requested_by: str | None = None
+    # The object id of the principal App Service authentication vouched for, when a person or a
+    # service principal started it through the HTTP API: that principal may not approve it.
+    requested_by_id: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version", check_version(self.version))
@@ -305,11 +309,27 @@ class ConsumerRestarted(Record):
 
 @dataclass(frozen=True)
 class Decision(Record):
-    """An approver's answer, raised to the orchestration as the ``RotationDecision`` event."""
+    """An approver's answer, raised to the orchestration as the ``RotationDecision`` event.
+
+    Decisions raised before these fields existed (``approved``, ``approver``, ``reason`` only)
+    still parse: they count as unverified, with no id and no time.
+    """
 
     approved: bool
+    # The approver's display name (App Service authentication's principal name, or the name a
+    # key holder gave when unverified decisions are allowed; "timeout" for the deadline).
     approver: str
     reason: str = ""
+    # The principal's object id, when App Service authentication vouched for it.
+    approver_id: str | None = None
+    # True only when the approver is the principal App Service authentication signed in.
+    verified: bool = False
+    # When the decision took effect: the orchestrator's deterministic time
+    # (context.current_utc_datetime of the episode that received it), ISO 8601.
+    decided_at: str | None = None
+    # Tells this decision apart from any other raised at the same rotation, so the API knows
+    # whether its own decision is the one that took effect.
+    decision_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,19 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "How long a rotation tagged rotation-approval=required waits for a decision before it is rejected.",
     ),
     SettingSpec(
+        "ROTATION_APPROVERS",
+        "",
+        "Comma-separated Entra object ids of principals, or ids of Entra groups (matched against the "
+        "principal's groups claims), who may decide approvals; empty: any principal App Service "
+        "authentication signed in.",
+    ),
+    SettingSpec(
+        "ROTATION_ALLOW_UNVERIFIED_APPROVER",
+        "false",
+        "true: without App Service authentication, a holder of a function key may decide an approval "
+        "under a name it gives (recorded as unverified); false: such decisions are refused.",
+    ),
+    SettingSpec(
         "ROTATION_RETRY_MAX_ATTEMPTS",
         "5",
         "Attempts per step for transient failures (throttling, 5xx, connection errors, timeouts).",
@@ -144,6 +157,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
 )
 
 
+# Set by the platform, not by us: "Read-only. Injected into a Windows or Linux app to indicate
+# whether App Service authentication is enabled." (Microsoft Learn, "Environment variables and app
+# settings in Azure App Service", https://learn.microsoft.com/azure/app-service/reference-app-settings,
+# section Authentication & Authorization). Only then does App Service strip the X-MS-CLIENT-PRINCIPAL*
+# headers a client sends and set them itself ("External requests aren't allowed to set these
+# headers, so they're present only if set by App Service": "Work with user identities in Azure App
+# Service authentication"); without it, those headers are whatever the caller wrote.
+APP_SERVICE_AUTH_SIGNAL = "WEBSITE_AUTH_ENABLED"
+
+_GUID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$")
+
+
 def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
@@ -173,6 +198,25 @@ def _non_negative_number(name: str, raw: str) -> float:
     if not 0 <= value < float("inf"):
         raise SettingsError(f"{name} must be zero or more, got {raw!r}")
     return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _object_ids(name: str, raw: str) -> frozenset[str]:
+    ids = frozenset(part.lower() for part in _split(raw))
+    bad = sorted(i for i in ids if not _GUID.match(i))
+    if bad:
+        raise SettingsError(
+            f"{name} takes Entra object ids or group ids (GUIDs), comma separated; not {', '.join(bad)}"
+        )
+    return ids
 
 
 def _positive_int(name: str, raw: str) -> int:
@@ -209,6 +253,10 @@ class Settings:
     entra_propagation_timeout_seconds: float
     entra_verify_successes: int
     storage_verify_timeout_seconds: float
+    approvers: frozenset[str] = frozenset()
+    allow_unverified_approver: bool = False
+    # The platform's signal, not an app setting of ours (APP_SERVICE_AUTH_SIGNAL).
+    app_service_auth_enabled: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -280,6 +328,12 @@ class Settings:
             storage_verify_timeout_seconds=_positive_number(
                 "ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS", get("ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS")
             ),
+            approvers=_object_ids("ROTATION_APPROVERS", get("ROTATION_APPROVERS")),
+            allow_unverified_approver=_flag(
+                "ROTATION_ALLOW_UNVERIFIED_APPROVER", get("ROTATION_ALLOW_UNVERIFIED_APPROVER")
+            ),
+            # App Service writes "True"; anything else (absent, "False") means the headers are not its.
+            app_service_auth_enabled=env.get(APP_SERVICE_AUTH_SIGNAL, "").strip().lower() == "true",
         )
 
 

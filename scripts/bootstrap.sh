@@ -2,13 +2,14 @@
 # One-time set-up on a fresh Debian machine: the Debian packages the local runs need, then the
 # virtual environment in .venv, then Azurite. The packages: PostgreSQL and MariaDB servers and
 # clients (the targets of local rotations), unixODBC (pyodbc's driver manager, as in Azure's image),
-# FreeTDS's ODBC driver (tdsodbc: the SQL Server connection tests, as no SQL Server runs here) and,
-# when npm is not on PATH, Node.js and npm (Azurite, the local cloud's blob service, is a Node.js
-# program).
+# FreeTDS's ODBC driver (tdsodbc: the SQL Server connection tests, as no SQL Server runs here),
+# Chromium (the approval page's tests drive it headless through Playwright, which is told its path:
+# no browser is downloaded) and, when npm is not on PATH, Node.js and npm (Azurite, the local
+# cloud's blob service, is a Node.js program).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-debian_packages=(postgresql mariadb-server mariadb-client unixodbc tdsodbc)
+debian_packages=(postgresql mariadb-server mariadb-client unixodbc tdsodbc chromium)
 missing=()
 for pkg in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

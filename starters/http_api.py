@@ -18,32 +18,24 @@ import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from orchestrators.rotate_secret import DECISION_EVENT
 from rotation.errors import InvalidRequest, NotFound, RotationError, TransientError
 from rotation.events import check_allowed
-from rotation.model import Decision, SecretRef, VaultId, check_secret_name, check_vault_name
+from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
 from rotation.settings import Settings, current_settings
+from starters.decisions import decide, decider_for, find_rotation
+from starters.http_errors import HttpError
 from starters.launcher import ACTIVE, launch
+from starters.principal import trusted_principal
 
 logger = logging.getLogger(__name__)
 
 bp = df.Blueprint()
 
 MAX_BODY = 16 * 1024
-# App Service authentication (Easy Auth) puts the signed-in principal here; callers cannot set
-# it themselves when Easy Auth is on.
-PRINCIPAL_HEADER = "x-ms-client-principal-name"
 MAX_TEXT = 500
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _json(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
+def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
     )
@@ -60,20 +52,20 @@ def json_errors(handler: Handler) -> Handler:
         try:
             return await handler(req, client)
         except HttpError as exc:
-            return _json(exc.status, {"error": exc.message})
+            return json_response(exc.status, {"error": exc.message})
         except NotFound as exc:
-            return _json(404, {"error": exc.detail})
+            return json_response(404, {"error": exc.detail})
         except InvalidRequest as exc:
-            return _json(400, {"error": exc.detail})
+            return json_response(400, {"error": exc.detail})
         except TransientError as exc:
-            return _json(503, {"error": exc.detail}, {"Retry-After": "10"})
+            return json_response(503, {"error": exc.detail}, {"Retry-After": "10"})
         except RotationError as exc:
-            return _json(502, {"error": exc.detail})
+            return json_response(502, {"error": exc.detail})
 
     return wrapped
 
 
-def _body(req: func.HttpRequest) -> dict[str, Any]:
+def request_body(req: func.HttpRequest) -> dict[str, Any]:
     raw = req.get_body() or b""
     if len(raw) > MAX_BODY:
         raise HttpError(413, f"the body is larger than {MAX_BODY} bytes")
@@ -88,7 +80,7 @@ def _body(req: func.HttpRequest) -> dict[str, Any]:
     return body
 
 
-def _text_field(body: dict[str, Any], name: str, *, required: bool) -> str:
+def text_field(body: dict[str, Any], name: str, *, required: bool) -> str:
     value = body.get(name, "")
     if not isinstance(value, str):
         raise HttpError(400, f"'{name}' must be a string")
@@ -129,12 +121,7 @@ def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
 
 
 async def _existing(client: df.DurableOrchestrationClient, rotation_id: str) -> DurableOrchestrationStatus:
-    if not rotation_id.startswith("rotate_") or len(rotation_id) > 256:
-        raise HttpError(404, f"no rotation {rotation_id!r}")
-    status = await client.get_status(rotation_id)
-    if not status or status.runtime_status is None:
-        raise HttpError(404, f"no rotation {rotation_id!r}")
-    return status
+    return await find_rotation(client, rotation_id)
 
 
 @bp.route(route="rotations", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -142,21 +129,28 @@ async def _existing(client: df.DurableOrchestrationClient, rotation_id: str) -> 
 @json_errors
 async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     settings = current_settings()
-    body = _body(req)
-    vault = resolve_vault(_text_field(body, "vault", required=True), settings)
-    name = check_secret_name(_text_field(body, "secret", required=True))
+    body = request_body(req)
+    vault = resolve_vault(text_field(body, "vault", required=True), settings)
+    name = check_secret_name(text_field(body, "secret", required=True))
     try:
         check_allowed(vault.subscription_id, settings)
     except InvalidRequest as exc:
         raise HttpError(403, exc.detail) from None
     secret = SecretRef(subscription_id=vault.subscription_id, vault_name=vault.vault_name, secret_name=name)
-    requested_by = req.headers.get(PRINCIPAL_HEADER) or "http api"
+    # Recorded so that this principal cannot approve the rotation it asked for.
+    principal = trusted_principal(req.headers, settings)
     result = await launch(
-        client, secret, version=None, trigger="manual", requested_by=requested_by, settings=settings
+        client,
+        secret,
+        version=None,
+        trigger="manual",
+        requested_by=principal.name if principal else "http api",
+        requested_by_id=principal.id if principal else None,
+        settings=settings,
     )
     if result.started and result.rotation_id:
         response = client.create_check_status_response(req, result.rotation_id)
-        return _json(
+        return json_response(
             202,
             {"id": result.rotation_id, "links": json.loads(response.get_body())},
             {"Location": response.headers["Location"]},
@@ -169,15 +163,15 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
             hint = (
                 "; it is still running" if running else "; use POST /api/rotations/{id}/rerun to run it again"
             )
-        return _json(409, {"error": result.reason + hint, "id": result.rotation_id})
-    return _json(400, {"error": result.reason})
+        return json_response(409, {"error": result.reason + hint, "id": result.rotation_id})
+    return json_response(400, {"error": result.reason})
 
 
 @bp.route(route="rotations/{id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 @json_errors
 async def get_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    return _json(200, rotation_view(await _existing(client, req.route_params["id"])))
+    return json_response(200, rotation_view(await _existing(client, req.route_params["id"])))
 
 
 @bp.route(route="rotations", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
@@ -198,29 +192,28 @@ async def list_rotations(req: func.HttpRequest, client: df.DurableOrchestrationC
         prefix += check_vault_name(req.params["vault"].strip()) + "_"
     found = await client.get_status_by(runtime_status=statuses, instance_id_prefix=prefix)
     rotations = sorted((rotation_view(s) for s in found), key=lambda r: r["createdTime"] or "", reverse=True)
-    return _json(200, {"rotations": rotations})
+    return json_response(200, {"rotations": rotations})
 
 
 async def _decide(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, *, approved: bool
 ) -> func.HttpResponse:
-    body = _body(req)
-    status = await _existing(client, req.route_params["id"])
-    approver = (req.headers.get(PRINCIPAL_HEADER) or "").strip() or _text_field(
-        body, "approver", required=True
+    settings = current_settings()
+    body = request_body(req)
+    principal = trusted_principal(req.headers, settings)
+    # The body's "approver" only counts when unverified decisions are allowed and nobody signed in.
+    named = "" if principal else text_field(body, "approver", required=False)
+    decider = decider_for(principal, named, settings)
+    decided = await decide(
+        client,
+        req.route_params["id"],
+        approved=approved,
+        decider=decider,
+        reason=text_field(body, "reason", required=False),
     )
-    reason = _text_field(body, "reason", required=not approved)
-    waiting = status.runtime_status == OrchestrationRuntimeStatus.Running and (
-        isinstance(status.custom_status, dict) and status.custom_status.get("step") == "approval"
-    )
-    if not waiting:
-        step = status.custom_status.get("step") if isinstance(status.custom_status, dict) else None
-        state = status.runtime_status.value if status.runtime_status else "unknown"
-        raise HttpError(409, f"rotation is not waiting for a decision (it is {state}, step {step})")
-    decision = Decision(approved=approved, approver=approver[:MAX_TEXT], reason=reason)
-    await client.raise_event(status.instance_id, DECISION_EVENT, decision.to_dict())
-    logger.info("rotation %s %s by %s", status.instance_id, "approved" if approved else "rejected", approver)
-    return _json(202, {"id": status.instance_id, "decision": decision.to_dict()})
+    answer = {"id": decided.rotation_id, "decision": decided.decision.to_dict(), "recorded": decided.recorded}
+    # 200: the decision took effect; 202: sent, and the rotation has not recorded it yet.
+    return json_response(200 if decided.recorded else 202, answer)
 
 
 @bp.route(route="rotations/{id}/approve", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -241,8 +234,8 @@ async def reject_rotation(req: func.HttpRequest, client: df.DurableOrchestration
 @bp.durable_client_input(client_name="client")
 @json_errors
 async def rerun_rotation(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    body = _body(req)
-    mode = _text_field(body, "mode", required=False) or "rewind"
+    body = request_body(req)
+    mode = text_field(body, "mode", required=False) or "rewind"
     if mode not in ("rewind", "restart"):
         raise HttpError(400, "'mode' must be 'rewind' or 'restart'")
     status = await _existing(client, req.route_params["id"])
@@ -261,10 +254,10 @@ async def rerun_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
             # Every step is idempotent, so starting from the beginning is the faithful rerun.
             mode = "restart"
             note = "undos ran after the failure, so the rotation starts again from the beginning"
-    reason = _text_field(body, "reason", required=False) or "rerun through the HTTP API"
+    reason = text_field(body, "reason", required=False) or "rerun through the HTTP API"
     if mode == "rewind":
         await client.rewind(status.instance_id, reason)
     else:
         await client.restart(status.instance_id, restart_with_new_instance_id=False)
     logger.info("rotation %s rerun (%s)", status.instance_id, mode)
-    return _json(202, {"id": status.instance_id, "mode": mode, "note": note})
+    return json_response(202, {"id": status.instance_id, "mode": mode, "note": note})

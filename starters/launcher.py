@@ -68,10 +68,12 @@ async def launch(
     trigger: str,
     requested_by: str | None,
     settings: Settings,
+    requested_by_id: str | None = None,
 ) -> Launch:
     """Start ``rotate_secret`` for the current version of ``secret`` unless a check says no.
 
-    ``version`` is the version the event was about (None: whatever is current now).
+    ``version`` is the version the event was about (None: whatever is current now);
+    ``requested_by_id`` the object id of the principal App Service authentication vouched for.
 
     Raises:
         TransientError: Key Vault could not be read now (the caller should fail so the event
@@ -113,6 +115,7 @@ async def launch(
         trigger=trigger,
         policy=policy_from(settings),
         requested_by=requested_by,
+        requested_by_id=requested_by_id,
     )
     try:
         await client.start_new(ORCHESTRATOR, rotation_id, request.to_dict())

@@ -20,10 +20,8 @@ from rotation.events import check_allowed
 from rotation.model import check_secret_name
 from rotation.preflight import VaultPreflight, run_many
 from rotation.settings import current_settings
-from starters.http_api import HttpError, json_errors, resolve_vault
-from starters.http_api import _body as request_body
-from starters.http_api import _json as json_response
-from starters.http_api import _text_field as text_field
+from starters.http_api import json_errors, json_response, request_body, resolve_vault, text_field
+from starters.http_errors import HttpError
 
 bp = df.Blueprint()
 

@@ -50,6 +50,13 @@ param eventFunctionName string = 'on_secret_event'
 param keyVaultDnsSuffix string = startsWith(environment().suffixes.keyvaultDns, '.') ? substring(environment().suffixes.keyvaultDns, 1) : environment().suffixes.keyvaultDns
 param armEndpoint string = environment().resourceManager
 param approvalTimeoutHours int = 72
+@description('Entra object ids of the principals, or of the groups, who may decide approvals (comma separated); empty: anyone App Service authentication signs in.')
+param approvers string = ''
+@description('true lets holders of a function key decide approvals under a name they give, recorded as unverified, when no principal is signed in. Keep false in Azure.')
+@allowed(['true', 'false'])
+param allowUnverifiedApprover string = 'false'
+@description('Client id of the Entra app registration that App Service authentication signs approvers in with (approval page, approve/reject); empty: App Service authentication stays off and every decision is refused (README: Approvals).')
+param approvalSignInClientId string = ''
 param retryMaxAttempts int = 5
 param retryFirstIntervalSeconds int = 5
 param sweepSchedule string = '0 0 3 * * *'
@@ -96,6 +103,9 @@ module hub 'modules/hub/hub.bicep' = {
     keyVaultDnsSuffix: keyVaultDnsSuffix
     armEndpoint: armEndpoint
     approvalTimeoutHours: approvalTimeoutHours
+    approvers: approvers
+    allowUnverifiedApprover: allowUnverifiedApprover
+    approvalSignInClientId: approvalSignInClientId
     retryMaxAttempts: retryMaxAttempts
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
     sweepVaults: join(union(additionalSweepVaults, spokeVaultIds), ',')

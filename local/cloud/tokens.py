@@ -35,8 +35,16 @@ GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-
 # token attribute) and Azure Database for PostgreSQL / MySQL (the token as the password). The
 # local cloud only issues them; the database servers of local runs check nothing but equality.
 DATABASE_AUDIENCES = frozenset({"https://database.windows.net", "https://ossrdbms-aad.database.windows.net"})
+# The hub's own app registration, as App Service authentication in front of the hub accepts its
+# tokens (the local host's --easy-auth with --easy-auth-token-key): a CLI or a script signs in to
+# the hub's API with a token for it.
+HUB_AUDIENCES = frozenset({"api://keyvault-rotation-hub"})
 # Resources the identity endpoint issues tokens for; Entra ID answers AADSTS500011 for others.
-KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES | GRAPH_AUDIENCES
+KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES | GRAPH_AUDIENCES | HUB_AUDIENCES
+
+
+# The signing key, in the local cloud's data dir.
+TOKEN_KEY_FILE = "token-signing.key"  # noqa: S105 (a file name)
 
 
 def canonical_audience(resource: str) -> str:
@@ -79,7 +87,7 @@ class TokenExpired(Exception):
 class TokenIssuer:
     def __init__(self, data_dir: Path, tenant_id: str) -> None:
         self.tenant_id = tenant_id
-        self._key = self._load_key(data_dir / "token-signing.key")
+        self._key = self._load_key(data_dir / TOKEN_KEY_FILE)
 
     @staticmethod
     def _load_key(path: Path) -> bytes:

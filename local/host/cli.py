@@ -76,6 +76,22 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
         default=DEFAULT_MAX_BODY_BYTES,
         help="largest request body accepted (413 above it)",
     )
+    parser.add_argument(
+        "--easy-auth",
+        type=Path,
+        default=None,
+        metavar="PRINCIPALS_JSON",
+        help="App Service authentication in front of the app, signing in the principals of this file "
+        "(see local/host/easy_auth.py)",
+    )
+    parser.add_argument(
+        "--easy-auth-token-key",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="with --easy-auth: the local cloud's token-signing.key; its tokens for "
+        "api://keyvault-rotation-hub sign callers in (Authorization: Bearer)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -92,6 +108,8 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
         time_scale=args.time_scale,
         max_activities=args.max_activities,
         max_body_bytes=args.max_body_bytes,
+        easy_auth=args.easy_auth.resolve() if args.easy_auth else None,
+        easy_auth_token_key=args.easy_auth_token_key.resolve() if args.easy_auth_token_key else None,
     )
 
 

@@ -54,6 +54,8 @@ class HostProcess:
         max_activities: int | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
+        easy_auth: str | Path | None = None,
+        easy_auth_token_key: str | Path | None = None,
     ) -> None:
         self.script_root = Path(script_root)
         self.data_dir = Path(data_dir)
@@ -64,6 +66,8 @@ class HostProcess:
         self.time_scale = time_scale
         self.max_activities = max_activities
         self.extra_args = list(extra_args)
+        self.easy_auth = Path(easy_auth) if easy_auth is not None else None
+        self.easy_auth_token_key = Path(easy_auth_token_key) if easy_auth_token_key is not None else None
         self.startup_timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -96,6 +100,10 @@ class HostProcess:
             command += ["--time-scale", str(self.time_scale)]
         if self.max_activities is not None:
             command += ["--max-activities", str(self.max_activities)]
+        if self.easy_auth is not None:
+            command += ["--easy-auth", str(self.easy_auth)]
+        if self.easy_auth_token_key is not None:
+            command += ["--easy-auth-token-key", str(self.easy_auth_token_key)]
         return command + self.extra_args
 
     def start(self) -> HostProcess:

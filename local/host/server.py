@@ -16,6 +16,7 @@ from local.host.auth import Authorizer, load_or_create_keys
 from local.host.client_binding import RPC_PATH, WEBHOOK_PATH, ClientUrls
 from local.host.clock import HostClock
 from local.host.durable_http_api import DurableHttpApi
+from local.host.easy_auth import SIGNAL, EasyAuth, load_principals
 from local.host.engine import DurableEngine
 from local.host.event_grid import EventGridWebhook
 from local.host.function_index import load_app
@@ -41,6 +42,10 @@ class HostOptions:
     time_scale: float = 1.0
     max_activities: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    # A principals file: App Service authentication in front of the app (local/host/easy_auth.py).
+    easy_auth: Path | None = None
+    # The local cloud's token signing key: its tokens for the hub's audience sign callers in too.
+    easy_auth_token_key: Path | None = None
 
 
 class LocalHost:
@@ -63,10 +68,11 @@ class LocalHost:
         if added:
             logger.info("loaded %d settings from local.settings.json", len(added))
         host_json = read_host_json(script_root)
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+        easy_auth = self._easy_auth()
         index = load_app(script_root)
         logger.info("indexed %s", index.summary())
 
-        options.data_dir.mkdir(parents=True, exist_ok=True)
         keys = load_or_create_keys(options.data_dir) if options.auth_keys else None
         authorizer = Authorizer(keys)
         urls = ClientUrls(
@@ -96,7 +102,12 @@ class LocalHost:
             hub_name=host_json.hub_name,
         )
 
-        app = web.Application(client_max_size=options.max_body_bytes)
+        app = web.Application(
+            client_max_size=options.max_body_bytes,
+            middlewares=[easy_auth.middleware] if easy_auth else [],
+        )
+        if easy_auth:
+            app.add_routes(easy_auth.routes())
         app.add_routes(admin.routes())
         app.router.add_route("*", "/runtime/webhooks/eventgrid", event_grid.handle)
         app.router.add_route("*", WEBHOOK_PATH + "/{tail:.*}", durable_api.handle_webhook)
@@ -112,13 +123,31 @@ class LocalHost:
         await site.start()
         await timers.start()
         logger.info(
-            "host listening on %s (task hub %s, %d activity slots, time scale %g, auth %s)",
+            "host listening on %s (task hub %s, %d activity slots, time scale %g, auth %s, easy auth %s)",
             self.base_url,
             host_json.hub_name,
             max_activities,
             options.time_scale,
             "keys" if keys else "none",
+            f"{len(easy_auth.principals)} principals" if easy_auth else "off",
         )
+
+    def _easy_auth(self) -> EasyAuth | None:
+        """App Service authentication in front of the app, and its signal to the app, or neither.
+
+        The signal is the platform's to give: one left in local.settings.json or the environment
+        without the module in front would make the app trust headers any caller can write."""
+        if self.options.easy_auth is None:
+            if os.environ.pop(SIGNAL, None) is not None:
+                logger.warning("%s removed: without --easy-auth nothing authenticates callers", SIGNAL)
+            return None
+        easy_auth = EasyAuth(
+            load_principals(self.options.easy_auth),
+            self.options.data_dir,
+            token_key=self.options.easy_auth_token_key,
+        )
+        os.environ[SIGNAL] = "True"
+        return easy_auth
 
     async def stop(self) -> None:
         if self._timers is not None:

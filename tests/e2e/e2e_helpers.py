@@ -20,6 +20,7 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 
 from local.cloud.process import AdminClient
+from local.principals import APPROVER
 from local.scenario import ENDED, hub_call, rotation
 from local.stack import POSTGRESQL, STORAGE, LocalStack, Seeded
 from rotation import metadata
@@ -231,6 +232,17 @@ def cloud_event(stack: LocalStack, seeded: Seeded, *, event_type: str = NEAR_EXP
     }
 
 
+def input_of_rotation(stack: LocalStack, rotation_id: str) -> dict[str, Any]:
+    """The orchestration's input (the RotationRequest) as the Durable HTTP API shows it (the
+    Python durable client sends it JSON-encoded, so it may come back as that JSON text)."""
+    status, _, body = hub_request(stack, "GET", f"{DURABLE_API}/instances/{rotation_id}?showInput=true")
+    assert status in (200, 202), body
+    value = body["input"]
+    parsed = json.loads(value) if isinstance(value, str) else value
+    assert isinstance(parsed, dict)
+    return parsed
+
+
 def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
     """Every orchestration instance the task hub knows whose id starts with ``prefix``."""
     path = f"{DURABLE_API}/instances?showInput=false&instanceIdPrefix={urllib.parse.quote(prefix)}"
@@ -323,11 +335,24 @@ def start_rotation(stack: LocalStack, seeded: Seeded) -> str:
     return str(body["id"])
 
 
-def approve(stack: LocalStack, rotation_id: str) -> None:
+def approve(stack: LocalStack, rotation_id: str, principal: str = APPROVER) -> None:
+    """Approve as ``principal`` (local/principals.py), signed in through App Service
+    authentication; returns once the rotation recorded the decision."""
     code, body = hub_call(
-        stack, "POST", f"/api/rotations/{rotation_id}/approve", {"approver": "e2e-operator"}
+        stack, "POST", f"/api/rotations/{rotation_id}/approve", {}, headers=stack.signed_in(principal)
     )
-    assert code == 202, body
+    assert code == 200, body
+
+
+def reject(stack: LocalStack, rotation_id: str, reason: str, principal: str = APPROVER) -> None:
+    code, body = hub_call(
+        stack,
+        "POST",
+        f"/api/rotations/{rotation_id}/reject",
+        {"reason": reason},
+        headers=stack.signed_in(principal),
+    )
+    assert code == 200, body
 
 
 def rerun(

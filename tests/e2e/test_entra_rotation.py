@@ -39,6 +39,8 @@ from entra_helpers import (
     seed,
 )
 
+from local import principals
+from local.principals import APPROVER
 from local.scenario import consumer_health, start_consumer, wait_for
 from local.stack import APPLICATION_SECRET, SP_CONSUMER_SITE, LocalStack
 from rotation import metadata
@@ -124,7 +126,8 @@ def test_an_approved_rotation_without_overlap_retires_at_once(stack: LocalStack)
 
     assert done["runtimeStatus"] == "Completed", done["status"]
     assert done["output"]["steps"] == ["plan", "stage", "approval", "verify", "promote", "cleanup", "retire"]
-    assert done["output"]["decision"]["approver"] == "e2e-operator"
+    assert done["output"]["decision"]["approver"] == principals.name(APPROVER)
+    assert done["output"]["decision"]["verified"] is True
     assert keys(stack) == {credential_of_current(stack, seeded)}
     assert not stack.app_accepts(seeded.login, old)
     assert_consistent(stack, seeded)

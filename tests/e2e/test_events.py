@@ -27,6 +27,7 @@ from e2e_helpers import (
     instance_ids,
     post_events,
     quiet_expiry_scan,
+    reject,
     seed,
     unique,
     versions_of,
@@ -449,10 +450,7 @@ def test_an_event_while_a_rotation_of_the_secret_waits_starts_nothing(stack: Loc
     assert "still running" in body["error"]
     assert instance_ids(stack, prefix_of(stack, seeded)) == {waiting_id}
 
-    status, body = hub_call(
-        stack, "POST", f"/api/rotations/{waiting_id}/reject", {"approver": "e2e", "reason": "superseded"}
-    )
-    assert status == 202, body
+    reject(stack, waiting_id, "superseded")
     done = wait_for(stack, waiting_id)
     assert done["output"]["result"] == "rejected"
     assert current_password(stack, seeded) == password

@@ -26,6 +26,8 @@ from e2e_helpers import (
     write_version,
 )
 
+from local import principals
+from local.principals import APPROVER, REQUESTER
 from local.scenario import wait_for
 from local.stack import LocalStack, Seeded
 from rotation import metadata
@@ -33,7 +35,7 @@ from rotation.model import RotationRequest, SecretRef
 from starters.launcher import policy_from
 
 FOREIGN_SUBSCRIPTION = "0b1f6c2e-7d3a-4e59-9c1b-2a4d5e6f7a8b"
-PRINCIPAL = "X-MS-CLIENT-PRINCIPAL-NAME"
+FORGED_NAME = "X-MS-CLIENT-PRINCIPAL-NAME"
 UNKNOWN_ID = "rotate_spoke1-kv_nothing-here_" + "0" * 32
 
 
@@ -84,8 +86,14 @@ def test_rotate_now_by_arm_id_answers_202_with_where_to_look(stack: LocalStack) 
     seeded = seed(stack, "spoke1-kv")
     old = current_password(stack, seeded)
 
+    # Signed in through App Service authentication; a principal header of the caller's own is
+    # removed by it before the app sees the request.
     status, headers, body = rotate_now(
-        stack, stack.vault_arm_id(seeded.vault), seeded.name, **{PRINCIPAL: "ops@contoso.example"}
+        stack,
+        stack.vault_arm_id(seeded.vault),
+        seeded.name,
+        **stack.signed_in(REQUESTER),
+        **{FORGED_NAME: "ops@contoso.example"},
     )
 
     assert status == 202, body
@@ -106,7 +114,8 @@ def test_rotate_now_by_arm_id_answers_202_with_where_to_look(stack: LocalStack) 
     assert durable["runtimeStatus"] == "Completed"
     assert durable["customStatus"] == done["status"]
     assert durable["output"] == done["output"]
-    assert input_of(durable)["requested_by"] == "ops@contoso.example"
+    assert input_of(durable)["requested_by"] == principals.name(REQUESTER)
+    assert input_of(durable)["requested_by_id"] == principals.object_id(REQUESTER)
     assert input_of(durable)["trigger"] == "manual"
     assert input_of(durable)["version"] == seeded.version
     assert_consistent(stack, seeded)
@@ -194,45 +203,51 @@ def test_approval_decisions_duplicates_and_restart(stack: LocalStack) -> None:
     rotation_id = waiting_for_approval(stack, seeded)
 
     # While it waits: rotate-now again is a duplicate; rerun is refused; decisions need a who and a why.
+    approver = stack.signed_in(APPROVER)
     status, _, body = rotate_now(stack, seeded.vault, seeded.name)
     assert status == 409, body
     assert body["id"] == rotation_id
     assert decide(stack, rotation_id, "rerun", {}) == (409, {"error": "rotation is still Running"})
-    status, body = decide(stack, rotation_id, "approve", {})
-    assert (status, body) == (400, {"error": "'approver' is required"})
-    status, body = decide(stack, rotation_id, "approve", {"approver": "   "})
-    assert (status, body) == (400, {"error": "'approver' is required"})
-    status, body = decide(stack, rotation_id, "reject", {"approver": "bob"})
+    for nobody in ({}, {"approver": "bob"}):
+        status, body = decide(stack, rotation_id, "approve", nobody)
+        assert status == 403, body
+        assert "a decision needs a principal signed in by App Service authentication" in body["error"]
+    status, body = decide(stack, rotation_id, "reject", {"approver": "bob"}, **approver)
     assert (status, body) == (400, {"error": "'reason' is required"})
-    status, body = decide(stack, rotation_id, "reject", {"approver": "bob"}, **{PRINCIPAL: "carol"})
+    status, body = decide(stack, rotation_id, "reject", {"reason": "  "}, **approver)
     assert (status, body) == (400, {"error": "'reason' is required"})
-    status, body = decide(stack, rotation_id, "approve", b"{not json")
+    status, body = decide(stack, rotation_id, "approve", b"{not json", **approver)
     assert status == 400
-    for verb in ("approve", "reject", "rerun"):
-        assert decide(stack, UNKNOWN_ID, verb, {"approver": "bob", "reason": "x"})[0] == 404
-        assert decide(stack, "not-a-rotation", verb, {"approver": "bob", "reason": "x"})[0] == 404
+    for verb in ("approve", "reject"):
+        assert decide(stack, UNKNOWN_ID, verb, {"reason": "x"}, **approver)[0] == 404
+        assert decide(stack, "not-a-rotation", verb, {"reason": "x"}, **approver)[0] == 404
+    for missing in (UNKNOWN_ID, "not-a-rotation"):
+        assert decide(stack, missing, "rerun", {})[0] == 404
     assert wait_for(stack, rotation_id, step="approval", until=())["runtimeStatus"] == "Running"
 
-    # Rejected by the signed-in principal (the header wins over a field).
+    # Rejected by the signed-in principal (a name in the body counts for nothing).
     status, body = decide(
-        stack,
-        rotation_id,
-        "reject",
-        {"approver": "mallory", "reason": "change freeze"},
-        **{PRINCIPAL: "carol"},
+        stack, rotation_id, "reject", {"approver": "mallory", "reason": "change freeze"}, **approver
     )
-    assert status == 202, body
-    assert body["decision"] == {"approved": False, "approver": "carol", "reason": "change freeze"}
+    assert status == 200, body
+    assert body["recorded"] is True
+    decision = body["decision"]
+    assert (decision["approved"], decision["approver"], decision["reason"]) == (
+        False,
+        principals.name(APPROVER),
+        "change freeze",
+    )
+    assert (decision["approver_id"], decision["verified"]) == (principals.object_id(APPROVER), True)
     done = wait_for(stack, rotation_id)
     assert done["output"]["result"] == "rejected"
-    assert done["output"]["decision"]["approver"] == "carol"
-    assert done["status"]["decision"] == {"approved": False, "approver": "carol", "reason": "change freeze"}
+    assert done["output"]["decision"] == decision
+    assert done["status"]["decision"] == decision
     assert_untouched(stack, seeded, password)
 
     # Ended: no decision is taken any more, rotate-now is a duplicate with a hint, rewind is refused.
-    status, body = decide(stack, rotation_id, "approve", {"approver": "bob"})
+    status, body = decide(stack, rotation_id, "approve", {}, **approver)
     assert status == 409, body
-    assert "not waiting for a decision (it is Completed" in body["error"]
+    assert body["error"].startswith(f"already decided: rejected by {principals.name(APPROVER)} at ")
     status, _, body = rotate_now(stack, seeded.vault, seeded.name)
     assert status == 409, body
     assert body["id"] == rotation_id
@@ -249,13 +264,14 @@ def test_approval_decisions_duplicates_and_restart(stack: LocalStack) -> None:
     assert (status, body) == (202, {"id": rotation_id, "mode": "restart", "note": ""})
     again = wait_for(stack, rotation_id, step="approval", until=())
     assert again["runtimeStatus"] == "Running"
-    status, body = decide(stack, rotation_id, "approve", {"approver": "alice"})
-    assert status == 202, body
+    status, body = decide(stack, rotation_id, "approve", {}, **approver)
+    assert status == 200, body
     done = wait_for(stack, rotation_id)
     assert done["runtimeStatus"] == "Completed"
     assert done["output"]["result"] == "rotated"
-    assert done["output"]["decision"] == {"approved": True, "approver": "alice", "reason": ""}
-    assert done["status"]["decision"]["approver"] == "alice"
+    assert done["output"]["decision"] == body["decision"]
+    assert done["output"]["decision"]["approved"] is True
+    assert done["status"]["decision"]["approver"] == principals.name(APPROVER)
     assert not stack.logs_in(seeded, password)
     assert len(versions_of(stack, seeded)) == 2
     assert instance_ids(stack, prefix_of(stack, seeded)) == {rotation_id}
@@ -280,7 +296,7 @@ def test_rotate_now_while_another_rotation_of_the_secret_runs_is_busy(stack: Loc
     assert f"{seeded.name} busy: rotation {waiting} of this secret is still running" in log.text()
     assert instance_ids(stack, prefix_of(stack, seeded)) == {waiting}
 
-    assert decide(stack, waiting, "reject", {"reason": "superseded"}, **{PRINCIPAL: "carol"})[0] == 202
+    assert decide(stack, waiting, "reject", {"reason": "superseded"}, **stack.signed_in())[0] == 200
     assert wait_for(stack, waiting)["output"]["result"] == "rejected"
     assert current_password(stack, seeded) == password
     assert_consistent(stack, seeded)
@@ -348,7 +364,7 @@ def test_status_and_list_with_filters(stack: LocalStack) -> None:
     assert status == 400
     assert "not a valid Key Vault name" in body["error"]
 
-    assert decide(stack, running, "reject", {"approver": "bob", "reason": "test over"})[0] == 202
+    assert decide(stack, running, "reject", {"reason": "test over"}, **stack.signed_in())[0] == 200
     assert wait_for(stack, running)["output"]["result"] == "rejected"
     for seeded in (done_seeded, waiting_seeded):
         assert_consistent(stack, seeded)

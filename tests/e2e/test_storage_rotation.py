@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import pytest
 from e2e_helpers import (
+    approve,
     assert_consistent,
     assert_no_value_leaked,
     enabled_pending,
@@ -23,6 +24,7 @@ from e2e_helpers import (
     hold_back,
     instance_ids,
     post_events,
+    reject,
     rerun,
     start_rotation,
     versions_of,
@@ -39,7 +41,7 @@ from storage_helpers import (
     storage_stack,
 )
 
-from local.scenario import consumer_health, hub_call, start_consumer, wait_for
+from local.scenario import consumer_health, start_consumer, wait_for
 from local.stack import BLOB_CONSUMER_SECRET, BLOB_CONSUMER_SITE, STORAGE_ACCOUNT, LocalStack
 from rotation import metadata
 from rotation.targets.storage import IRREVERSIBLE, KEEPS_PREVIOUS
@@ -128,10 +130,7 @@ def test_the_approval_comes_before_any_key_is_regenerated(stack: LocalStack) -> 
     waiting = wait_for(stack, rotation_id, step="approval")
     assert waiting["status"]["stepsDone"] == ["plan"]
     assert keys(stack) == before, "nothing is regenerated before the decision"
-    code, body = hub_call(
-        stack, "POST", f"/api/rotations/{rotation_id}/reject", {"approver": "e2e", "reason": "no"}
-    )
-    assert code == 202, body
+    reject(stack, rotation_id, "no")
     ended = wait_for(stack, rotation_id)
     assert (ended["output"]["result"], ended["output"]["detail"]) == ("rejected", "nothing was changed")
     assert keys(stack) == before
@@ -140,8 +139,7 @@ def test_the_approval_comes_before_any_key_is_regenerated(stack: LocalStack) -> 
     approved = seed(stack, tags={metadata.APPROVAL: "required"})
     rotation_id = start_rotation(stack, approved)
     wait_for(stack, rotation_id, step="approval")
-    code, body = hub_call(stack, "POST", f"/api/rotations/{rotation_id}/approve", {"approver": "e2e"})
-    assert code == 202, body
+    approve(stack, rotation_id)
     ended = wait_for(stack, rotation_id)
     assert ended["output"]["steps"][:3] == ["plan", "approval", "stage"]
     assert_rotated_once(stack, approved, before, ended)

@@ -22,6 +22,7 @@ from e2e_helpers import (
     instance_ids,
     post_events,
     quiet_expiry_scan,
+    reject,
     seed,
     unique,
     versions_of,
@@ -88,13 +89,7 @@ def test_the_sweep_starts_what_is_due_once(stack: LocalStack) -> None:
     refused = seed(stack, "spoke1-kv", tags={metadata.APPROVAL: "required"})  # its rotation was rejected
     assert post_events(stack, [event_grid_event(stack, refused)])[0] == 202
     wait_for(stack, stack.rotation_id(refused), step="approval", until=())
-    status, _, body = hub_request(
-        stack,
-        "POST",
-        f"/api/rotations/{stack.rotation_id(refused)}/reject",
-        {"approver": "bob", "reason": "not now"},
-    )
-    assert status == 202, body
+    reject(stack, stack.rotation_id(refused), "not now")
     assert wait_for(stack, stack.rotation_id(refused))["output"]["result"] == "rejected"
     passwords = {s.name: current_password(stack, s) for s in [*due, far, refused]}
     before = instance_ids(stack)

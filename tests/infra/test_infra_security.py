@@ -301,3 +301,27 @@ def test_nothing_is_granted_at_subscription_or_resource_group_scope() -> None:
     # Contributor: see test_every_role_assignment_uses_a_known_built_in_role...).
     for path_name, name, decl in _role_assignments():
         assert "scope" in body(decl), f"{path_name}:{name} inherits the deployment's whole scope"
+
+
+def test_app_service_authentication_signs_approvers_in_without_locking_out_keys() -> None:
+    """authsettingsV2, deployed when an app registration is given: Entra ID signs approvers in
+    (the principal headers the app trusts); unauthenticated requests still reach the app, where
+    function keys and the app's own refusals apply (Event Grid and the Durable webhooks have no
+    Entra session)."""
+    auth = only_resource(template("modules/hub/function-app.bicep"), "Microsoft.Web/sites/config")
+    condition = auth["config"]["condition"]["operator"]
+    assert condition["type"] == "not"
+    assert "approvalSignInClientId" in repr(condition)
+    properties = auth["config"]["config"]["properties"]
+    assert auth["config"]["config"]["name"] == "authsettingsV2"
+    assert properties["platform"]["enabled"] is True
+    assert properties["globalValidation"] == {
+        "requireAuthentication": False,
+        "unauthenticatedClientAction": "AllowAnonymous",
+    }
+    assert properties["httpSettings"]["requireHttps"] is True
+    entra = properties["identityProviders"]["azureActiveDirectory"]
+    assert entra["enabled"] is True
+    assert entra["registration"]["clientId"] == "approvalSignInClientId"
+    passed = body(template("main.bicep")["modules"]["hub"])["params"]["approvalSignInClientId"]
+    assert passed == "approvalSignInClientId"

@@ -582,21 +582,48 @@ def approval_rotation(
     return rotation, waiting
 
 
+def recorded(decision: dict[str, Any], waiting: dict[str, Any]) -> dict[str, Any]:
+    """The decision as recorded, without its time, once that time is checked: the orchestrator's
+    own (within the approval step), whatever the event said."""
+    decided_at = parse_time(decision["decided_at"])
+    assert parse_time(waiting["stepStartedAt"]) <= decided_at <= parse_time(waiting["awaitingDecisionUntil"])
+    return {k: v for k, v in decision.items() if k != "decided_at"}
+
+
+UNVERIFIED = {"approver_id": None, "verified": False, "decision_id": None}
+
+
 def test_an_approval_continues_the_rotation_and_records_the_approver(hub: Hub) -> None:
     rotation, waiting = approval_rotation(hub, "approved")
     decided = time.monotonic()
-    rotation.decide({"approved": True, "approver": "alice@example.com"})
+    rotation.decide(
+        {
+            "approved": True,
+            "approver": "alice@example.com",
+            "approver_id": "3a7c9e21-5b4d-4f6a-8e2c-1d0b9a8f7e61",
+            "verified": True,
+            "decision_id": "d1",
+            "decided_at": "1999-01-01T00:00:00+00:00",  # not the caller's to say
+        }
+    )
     done = rotation.wait()
 
     # Promptly: the deadline is three minutes of wall time away, and nothing waits for it.
     assert time.monotonic() - decided < 10
     assert done["runtimeStatus"] == "Completed"
     assert rotation.activities() == HAPPY_ORDER
-    decision = {"approved": True, "approver": "alice@example.com", "reason": ""}
+    decision = {
+        "approved": True,
+        "approver": "alice@example.com",
+        "reason": "",
+        "approver_id": "3a7c9e21-5b4d-4f6a-8e2c-1d0b9a8f7e61",
+        "verified": True,
+        "decision_id": "d1",
+    }
     assert done["output"]["result"] == "rotated"
-    assert done["output"]["decision"] == decision
+    assert recorded(done["output"]["decision"], waiting) == decision
     assert done["output"]["steps"] == ["plan", "stage", "approval", "apply", "verify", "promote", "cleanup"]
-    assert done["customStatus"]["decision"] == decision
+    assert done["customStatus"]["decision"] == done["output"]["decision"]
     [timer] = events(done, "TimerCreated")
     assert timer["FireAt"].startswith(waiting["awaitingDecisionUntil"][:19])
     assert len(events(done, "EventRaised")) == 1
@@ -606,13 +633,16 @@ def test_an_approval_continues_the_rotation_and_records_the_approver(hub: Hub) -
 def test_a_decision_sent_as_json_text_is_understood(hub: Hub) -> None:
     # The Python durable client (the hub's approve route) JSON-encodes the data before posting,
     # so the event's payload is the decision's JSON text, not an object.
-    rotation, _ = approval_rotation(hub, "approved-as-text")
+    # A decision of the old shape (before ids, verification and time were recorded) still counts,
+    # as unverified.
+    rotation, waiting = approval_rotation(hub, "approved-as-text")
     rotation.decide(json.dumps({"approved": True, "approver": "erin"}))
     done = rotation.wait()
 
     assert done["runtimeStatus"] == "Completed"
     assert done["output"]["result"] == "rotated"
-    assert done["output"]["decision"] == {"approved": True, "approver": "erin", "reason": ""}
+    decision = {"approved": True, "approver": "erin", "reason": "", **UNVERIFIED}
+    assert recorded(done["output"]["decision"], waiting) == decision
     assert rotation.activities() == HAPPY_ORDER
 
 
@@ -634,7 +664,7 @@ def test_the_approval_timer_is_cancelled_once_the_decision_arrives(hub: Hub) -> 
 
 
 def test_a_rejection_discards_the_pending_value(hub: Hub) -> None:
-    rotation, _ = approval_rotation(hub, "rejected")
+    rotation, waiting = approval_rotation(hub, "rejected")
     rotation.decide({"approved": False, "approver": "carol", "reason": "not during the freeze"})
     done = rotation.wait()
 
@@ -643,7 +673,12 @@ def test_a_rejection_discards_the_pending_value(hub: Hub) -> None:
     assert rotation.inputs("discard_pending") == [rotation.first_step]
     output = done["output"]
     assert output["result"] == "rejected"
-    assert output["decision"] == {"approved": False, "approver": "carol", "reason": "not during the freeze"}
+    assert recorded(output["decision"], waiting) == {
+        "approved": False,
+        "approver": "carol",
+        "reason": "not during the freeze",
+        **UNVERIFIED,
+    }
     assert output["new_version"] is None
     assert output["detail"] == "discard_pending: done (discard_pending done (scripted))"
     assert done["customStatus"]["step"] == "done"
@@ -652,7 +687,7 @@ def test_a_rejection_discards_the_pending_value(hub: Hub) -> None:
 
 
 def test_no_decision_before_the_deadline_times_out(hub: Hub) -> None:
-    rotation, _ = approval_rotation(hub, "timed-out")
+    rotation, waiting = approval_rotation(hub, "timed-out")
     hub.advance_clock(POLICY.approval_timeout_hours * 3600 + 60)
     done = rotation.wait()
 
@@ -662,6 +697,9 @@ def test_no_decision_before_the_deadline_times_out(hub: Hub) -> None:
     assert output["result"] == "timed_out"
     assert output["decision"]["approved"] is False
     assert output["decision"]["approver"] == "timeout"
+    # Decided when the timer fired (the orchestrator's time), and the status says so too.
+    assert parse_time(output["decision"]["decided_at"]) >= parse_time(waiting["awaitingDecisionUntil"])
+    assert done["customStatus"]["decision"] == output["decision"]
     assert done["customStatus"]["result"] == "timed_out"
     assert len(events(done, "TimerFired")) == 1
     assert events(done, "EventRaised") == []
@@ -676,17 +714,18 @@ def test_no_decision_before_the_deadline_times_out(hub: Hub) -> None:
     ],
 )
 def test_a_malformed_decision_rejects(hub: Hub, secret_name: str, payload: Any) -> None:
-    rotation, _ = approval_rotation(hub, secret_name)
+    rotation, waiting = approval_rotation(hub, secret_name)
     rotation.decide(payload)
     done = rotation.wait()
 
     assert done["runtimeStatus"] == "Completed"
     assert rotation.activities() == ["plan_rotation", "stage_pending", "discard_pending"]
     assert done["output"]["result"] == "rejected"
-    assert done["output"]["decision"] == {
+    assert recorded(done["output"]["decision"], waiting) == {
         "approved": False,
         "approver": "unknown",
         "reason": "malformed decision event",
+        **UNVERIFIED,
     }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -81,6 +82,19 @@ def echo_request(req: func.HttpRequest) -> func.HttpResponse:
             "body": req.get_body().decode("utf-8"),
         },
         status=201,
+    )
+
+
+@bp.route(route="whoami", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def whoami(req: func.HttpRequest) -> func.HttpResponse:
+    """The App Service authentication headers the function saw, and whether it was told it is on."""
+    return _json(
+        {
+            "headers": {
+                name.lower(): value for name, value in req.headers.items() if name.lower().startswith("x-ms-")
+            },
+            "authEnabled": os.environ.get("WEBSITE_AUTH_ENABLED"),
+        }
     )
 
 

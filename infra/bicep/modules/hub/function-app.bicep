@@ -31,6 +31,8 @@ param allowedSubscriptions string
 param keyVaultDnsSuffix string
 param armEndpoint string
 param approvalTimeoutHours int
+param approvers string
+param allowUnverifiedApprover string
 param retryMaxAttempts int
 param retryFirstIntervalSeconds int
 param sweepVaults string
@@ -48,6 +50,9 @@ param entraAuthority string
 param entraPropagationTimeoutSeconds int
 param entraVerifySuccesses int
 param storageVerifyTimeoutSeconds int
+
+@description('Client id of the Entra app registration App Service authentication signs approvers in with; empty: authentication stays off (and the app refuses every decision).')
+param approvalSignInClientId string = ''
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -138,6 +143,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           value: string(approvalTimeoutHours)
         }
         {
+          name: 'ROTATION_APPROVERS'
+          value: approvers
+        }
+        {
+          name: 'ROTATION_ALLOW_UNVERIFIED_APPROVER'
+          value: allowUnverifiedApprover
+        }
+        {
           name: 'ROTATION_RETRY_MAX_ATTEMPTS'
           value: string(retryMaxAttempts)
         }
@@ -225,6 +238,57 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: '3.11'
+      }
+    }
+  }
+}
+
+// App Service authentication (Easy Auth) in front of the app: it signs approvers in with Entra ID
+// and writes the X-MS-CLIENT-PRINCIPAL* headers the app trusts (only while the platform says
+// WEBSITE_AUTH_ENABLED). Unauthenticated requests still reach the app (AllowAnonymous): function
+// keys keep guarding the API, Event Grid and the Durable webhooks use their system keys, and the
+// app itself refuses the approval page (anonymous route: a browser has no function key) and every
+// decision without a signed-in principal. No client secret: App Service signs users in with the
+// ID token alone (enable ID tokens on the app registration).
+resource authentication 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(approvalSignInClientId)) {
+  // checkov:skip=CKV_AZURE_13: this is the authentication itself (authsettingsV2, platform.enabled); checkov looks for the classic v1 'enabled' property
+  // checkov:skip=CKV_AZURE_222: a site-level check applied to a config child; the site above states its network access (and its own skip)
+  // checkov:skip=CKV_AZURE_63: a site-level check applied to a config child; logs go to Application Insights
+  // checkov:skip=CKV_AZURE_66: a site-level check applied to a config child; logs go to Application Insights
+  // checkov:skip=CKV_AZURE_65: a site-level check applied to a config child; detailed errors would show callers internals
+  // checkov:skip=CKV_AZURE_80: a site-level check applied to a config child; the app is Python, no .NET Framework
+  // checkov:skip=CKV_AZURE_88: a site-level check applied to a config child; Flex Consumption deploys from a blob container
+  parent: site
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: false
+      unauthenticatedClientAction: 'AllowAnonymous'
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: approvalSignInClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: {
+          allowedAudiences: [
+            approvalSignInClientId
+            'api://${approvalSignInClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
       }
     }
   }

@@ -15,6 +15,11 @@ param allowedSubscriptions string
 param keyVaultDnsSuffix string
 param armEndpoint string
 param approvalTimeoutHours int
+param approvers string
+param allowUnverifiedApprover string
+
+@description('Client id of the Entra app registration App Service authentication signs approvers in with; empty: off.')
+param approvalSignInClientId string = ''
 param retryMaxAttempts int
 param retryFirstIntervalSeconds int
 param sweepVaults string
@@ -87,6 +92,9 @@ module functionApp 'function-app.bicep' = {
     keyVaultDnsSuffix: keyVaultDnsSuffix
     armEndpoint: armEndpoint
     approvalTimeoutHours: approvalTimeoutHours
+    approvers: approvers
+    allowUnverifiedApprover: allowUnverifiedApprover
+    approvalSignInClientId: approvalSignInClientId
     retryMaxAttempts: retryMaxAttempts
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
     sweepVaults: sweepVaults
