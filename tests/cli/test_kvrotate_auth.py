@@ -22,7 +22,8 @@ from local.stack import POSTGRESQL, LocalStack
 
 OK, DENIED = 0, 5
 # A scope the local cloud's Entra knows (ARM); a real hub's is its own app id URI.
-KNOWN_SCOPE = "https://management.azure.com/.default"
+# The hub's own audience: the local host, playing App Service authentication, accepts its tokens.
+KNOWN_SCOPE = "api://keyvault-rotation-hub/.default"
 UNKNOWN_SCOPE = "api://00000000-0000-0000-0000-00000000cafe/.default"
 
 

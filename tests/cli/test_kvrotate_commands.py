@@ -210,10 +210,15 @@ def test_status_shows_the_approval_deadline_and_approve_lets_the_rotation_comple
     assert "awaiting a decision until" in shown.flat
     assert waiting["status"]["awaitingDecisionUntil"][:19].replace("T", " ") in shown.flat
     assert "current step" in shown.flat
-    assert "approval (3/9)" in shown.flat
-    assert approved.json() == {
-        "id": rotation_id,
-        "decision": {"approved": True, "approver": "alice", "reason": "change window"},
+    assert "approval (4/10)" in shown.flat
+    answer = approved.json()
+    assert answer["id"] == rotation_id
+    # Key-only decisions are allowed in this stack (UNVERIFIED_APPROVER): recorded as unverified.
+    assert {k: answer["decision"][k] for k in ("approved", "approver", "reason", "verified")} == {
+        "approved": True,
+        "approver": "alice",
+        "reason": "change window",
+        "verified": False,
     }
     done = wait_for(stack, rotation_id)
     assert_rotated(stack, seeded, old, done)
@@ -223,7 +228,7 @@ def test_status_shows_the_approval_deadline_and_approve_lets_the_rotation_comple
     assert "approved by alice: change window" in shown.flat
     # Too late now: the state forbids it (409).
     cli(stack, "approve", rotation_id, "--approver", "alice").assert_error(
-        CONFLICT, "not waiting for a decision", "(HTTP 409)"
+        CONFLICT, "already decided: approved by alice", "(HTTP 409)"
     )
     assert_no_value_leaked(stack, seeded)
 
@@ -240,7 +245,13 @@ def test_reject_ends_the_rotation_rejected_and_changes_nothing(stack: LocalStack
     assert run.out.strip() == f"rejected {rotation_id} as bob"
     done = wait_for(stack, rotation_id)
     assert done["output"]["result"] == "rejected"
-    assert done["output"]["decision"] == {"approved": False, "approver": "bob", "reason": reason}
+    decision = done["output"]["decision"]
+    assert (decision["approved"], decision["approver"], decision["reason"], decision["verified"]) == (
+        False,
+        "bob",
+        reason,
+        False,
+    )
     assert_untouched(stack, seeded, password)
     view = cli(stack, "status", rotation_id, "--json").json()
     assert view["output"]["result"] == "rejected"
@@ -339,7 +350,7 @@ def test_status_shows_when_the_previous_issued_credential_is_retired(stack: Loca
     assert shown.code == OK, shown
     retire_at = waiting["status"]["retireAt"]
     assert f"retires the previous credential at {retire_at[:19].replace('T', ' ')}Z" in shown.flat
-    assert "current step retire (9/9)" in shown.flat
+    assert "current step retire (10/10)" in shown.flat
     # The overlap passes (the host's clock jumps an hour): the rotation retires and ends.
     status, _, body = hub_request(stack, "POST", "/admin/host/clock", {"advanceSeconds": 3600 + 60})
     assert status == 200, body
@@ -386,7 +397,7 @@ def test_list_filters_by_status_and_vault(stack: LocalStack) -> None:
     assert f"{len(spoke2)} rotation(s)" in table.flat
     for view in spoke2:
         assert view["id"] in table.flat
-    assert "approval (3/9)" in table.flat
+    assert "approval (4/10)" in table.flat
     assert (
         cli(stack, "list", "--status", "Failed", "--vault", "nosuch-kv").out.strip() == "no rotations match"
     )
