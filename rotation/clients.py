@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 
+from azure.eventgrid import EventGridPublisherClient
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.storage import StorageManagementClient
@@ -51,6 +52,18 @@ def _storage_client(subscription_id: str, arm_endpoint: str, client_id: str) -> 
     )
 
 
+# A notification is worth a short wait, not the SDK's default of ten retries: the activity that
+# publishes it must end soon whatever the topic does.
+EVENTGRID_RETRIES = 3
+
+
+@cache
+def _eventgrid_publisher(endpoint: str, client_id: str) -> EventGridPublisherClient:
+    return EventGridPublisherClient(
+        endpoint, _credential(client_id), retry_total=EVENTGRID_RETRIES, retry_backoff_factor=0.5
+    )
+
+
 def vault_named(vault_name: str, settings: Settings) -> Vault:
     """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
     name = check_vault_name(vault_name)
@@ -65,6 +78,11 @@ def web_client(subscription_id: str, settings: Settings) -> WebSiteManagementCli
 
 def storage_client(subscription_id: str, settings: Settings) -> StorageManagementClient:
     return _storage_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
+def eventgrid_publisher(settings: Settings) -> EventGridPublisherClient:
+    """The publisher of the notification topic (``ROTATION_NOTIFY_TOPIC_ENDPOINT``), as the hub identity."""
+    return _eventgrid_publisher(settings.notify_topic_endpoint, settings.client_id)
 
 
 def hub_credential(settings: Settings) -> ManagedIdentityCredential:
@@ -86,5 +104,5 @@ def access_token(scope: str, settings: Settings) -> SecretValue:
 
 def clear_cache() -> None:
     """Forget the clients built so far (for a process whose Azure endpoints changed: tests)."""
-    for cached in (_credential, _secret_client, _web_client, _storage_client):
+    for cached in (_credential, _secret_client, _web_client, _storage_client, _eventgrid_publisher):
         cached.cache_clear()

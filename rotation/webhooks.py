@@ -1,0 +1,72 @@
+"""POST a JSON message to a chat webhook (a Teams workflow, a Slack incoming webhook).
+
+The URL is a secret (whoever holds it may post to the channel), so it arrives as a SecretValue
+and appears in no log line and no error text: failures are reported by status code or by the
+error's class, never by the library's message, which names the URL. azure-core's pipeline does
+the retries (429 and 5xx, with Retry-After honoured, and connection errors, with exponential
+back-off), bounded to a few attempts and a total time, so a dead webhook costs seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core import PipelineClient
+from azure.core.exceptions import AzureError
+from azure.core.pipeline.policies import HeadersPolicy, RetryPolicy
+from azure.core.pipeline.transport import RequestsTransport
+from azure.core.rest import HttpRequest
+
+from rotation.targets.base import SecretValue
+
+ATTEMPTS = 4
+BACKOFF_FACTOR_SECONDS = 0.5
+BACKOFF_MAX_SECONDS = 8
+CONNECT_TIMEOUT_SECONDS = 5
+READ_TIMEOUT_SECONDS = 10
+TOTAL_TIMEOUT_SECONDS = 60
+# https everywhere; plain http only to this machine (a receiver in a test, a local relay).
+_ALLOWED = re.compile(r"^(https://[^\s/?#]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?)(/\S*)?$")
+
+
+@dataclass(frozen=True)
+class WebhookResult:
+    delivered: bool
+    # "HTTP <status>" or the class of the error that ended the attempts; never the URL.
+    outcome: str
+
+
+def post_json(url: SecretValue, body: dict[str, Any], *, attempts: int = ATTEMPTS) -> WebhookResult:
+    """POST ``body`` to ``url``; 2xx is delivered. Never raises for what the webhook does."""
+    target = url.reveal().strip()
+    if not _ALLOWED.match(target):
+        return WebhookResult(False, "not an https URL")
+    retry = RetryPolicy(
+        retry_total=attempts - 1,
+        retry_connect=attempts - 1,
+        retry_read=attempts - 1,
+        retry_status=attempts - 1,
+        retry_backoff_factor=BACKOFF_FACTOR_SECONDS,
+        retry_backoff_max=BACKOFF_MAX_SECONDS,
+        timeout=TOTAL_TIMEOUT_SECONDS,
+    )
+    # No logging policy on purpose: azure-core's would write the URL.
+    client: PipelineClient[HttpRequest, Any] = PipelineClient(
+        base_url=target,
+        policies=[HeadersPolicy({"Accept": "application/json, text/plain"}), retry],
+        transport=RequestsTransport(
+            connection_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS
+        ),
+    )
+    try:
+        with client:
+            # A chat message is not idempotent, but a duplicate is better than silence: POST is
+            # retried like the methods azure-core retries by default.
+            response = client.send_request(HttpRequest("POST", target, json=body), retry_on_methods=["POST"])
+            status = response.status_code
+            response.close()
+    except AzureError as exc:
+        return WebhookResult(False, type(exc).__name__)
+    return WebhookResult(200 <= status < 300, f"HTTP {status}")
