@@ -31,12 +31,14 @@ ARM_AUDIENCES = frozenset(
     }
 )
 GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
+# Event Grid's data plane: azure-eventgrid asks for https://eventgrid.azure.net/.default.
+EVENTGRID_AUDIENCES = frozenset({"https://eventgrid.azure.net"})
 # Databases that log an Entra principal in with a token: Azure SQL (through the driver's access
 # token attribute) and Azure Database for PostgreSQL / MySQL (the token as the password). The
 # local cloud only issues them; the database servers of local runs check nothing but equality.
 DATABASE_AUDIENCES = frozenset({"https://database.windows.net", "https://ossrdbms-aad.database.windows.net"})
 # Resources the identity endpoint issues tokens for; Entra ID answers AADSTS500011 for others.
-KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES | GRAPH_AUDIENCES
+KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES | GRAPH_AUDIENCES | EVENTGRID_AUDIENCES
 
 
 def canonical_audience(resource: str) -> str:
