@@ -71,10 +71,11 @@ def failed(
     saga: Saga, error: StepError, compensation: Sequence[dict[str, str]], *, promoted: bool
 ) -> Generator[Any, Any, None]:
     """The rotation failed for good. ``compensated`` when undos ran and every one of them
-    succeeded (the previous state is back); ``failed`` otherwise (nothing to undo, or an undo
-    failed: the undo results say which)."""
+    succeeded, so the previous state is back; ``failed`` otherwise: nothing to undo, an undo
+    failed (the undo results say which), or the failure came after promotion (the new value is
+    in force and only the pending value was discarded)."""
     undone = tuple(UndoResult(u["undo"], u["result"], u.get("detail", "")) for u in compensation)
-    restored = bool(undone) and all(u.result == "done" for u in undone)
+    restored = bool(undone) and all(u.result == "done" for u in undone) and not promoted
     yield from _send(
         saga,
         COMPENSATED if restored else FAILED,
