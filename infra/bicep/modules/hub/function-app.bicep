@@ -47,6 +47,10 @@ param entraAuthority string
 param entraPropagationTimeoutSeconds int
 param entraVerifySuccesses int
 param storageVerifyTimeoutSeconds int
+param publicBaseUrl string
+param notifyTopicEndpoint string
+param notifyWebhookSecret string
+param notifyWebhookFormat string
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
@@ -199,6 +203,22 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS'
           value: string(storageVerifyTimeoutSeconds)
+        }
+        {
+          name: 'ROTATION_PUBLIC_BASE_URL'
+          value: publicBaseUrl
+        }
+        {
+          name: 'ROTATION_NOTIFY_TOPIC_ENDPOINT'
+          value: notifyTopicEndpoint
+        }
+        {
+          name: 'ROTATION_NOTIFY_WEBHOOK_SECRET'
+          value: notifyWebhookSecret
+        }
+        {
+          name: 'ROTATION_NOTIFY_WEBHOOK_FORMAT'
+          value: notifyWebhookFormat
         }
       ]
     }
