@@ -7,6 +7,7 @@ token cache, and both the sync SDK clients and the credential are safe to use fr
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from azure.eventgrid import EventGridPublisherClient
 from azure.identity import ManagedIdentityCredential
@@ -52,16 +53,21 @@ def _storage_client(subscription_id: str, arm_endpoint: str, client_id: str) -> 
     )
 
 
-# A notification is worth a short wait, not the SDK's default of ten retries: the activity that
-# publishes it must end soon whatever the topic does.
-EVENTGRID_RETRIES = 3
+# A notification is worth a short wait, not the SDK's default of ten retries and five-minute
+# timeouts: the activity that publishes it must end soon whatever the topic does. azure-eventgrid
+# 4.22's client for basic topics drops the keyword arguments given to its constructor, so these
+# go with each send, where azure-core's retry policy and transport read them.
+EVENTGRID_SEND_OPTIONS: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 0.5,
+    "connection_timeout": 10,
+    "read_timeout": 30,
+}
 
 
 @cache
 def _eventgrid_publisher(endpoint: str, client_id: str) -> EventGridPublisherClient:
-    return EventGridPublisherClient(
-        endpoint, _credential(client_id), retry_total=EVENTGRID_RETRIES, retry_backoff_factor=0.5
-    )
+    return EventGridPublisherClient(endpoint, _credential(client_id))
 
 
 def vault_named(vault_name: str, settings: Settings) -> Vault:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from rotation.clients import eventgrid_publisher, vault_named
+from rotation.clients import EVENTGRID_SEND_OPTIONS, eventgrid_publisher, vault_named
 from rotation.errors import RotationError
 from rotation.model import Record
 from rotation.notifications import Notification, cloud_event, webhook_payload
@@ -50,7 +50,7 @@ def _publish(notification: Notification, settings: Settings) -> str:
         return OFF
     event = cloud_event(notification, base_url=settings.public_base_url)
     try:
-        eventgrid_publisher(settings).send([event])
+        eventgrid_publisher(settings).send([event], **EVENTGRID_SEND_OPTIONS)
     except AzureError as exc:
         # The class and the status are what an operator acts on (a 401 is a missing role).
         status = exc.status_code if isinstance(exc, HttpResponseError) else None

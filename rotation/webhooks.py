@@ -9,9 +9,14 @@ back-off), bounded to a few attempts and a total time, so a dead webhook costs s
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from azure.core import PipelineClient
 from azure.core.exceptions import AzureError
@@ -29,6 +34,47 @@ READ_TIMEOUT_SECONDS = 10
 TOTAL_TIMEOUT_SECONDS = 60
 # https everywhere; plain http only to this machine (a receiver in a test, a local relay).
 _ALLOWED = re.compile(r"^(https://[^\s/?#]+|http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?)(/\S*)?$")
+
+
+class _HideWebhookPaths(logging.Filter):
+    """urllib3 writes each request line at DEBUG (``"POST /path HTTP/1.1" 200``) and retries at
+    WARNING with the URL; a webhook's path is its secret. While a webhook is posted to, its
+    path is replaced in those records, whatever level the application's logging lets through."""
+
+    MASK = "<notification webhook path>"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._paths: dict[str, int] = {}
+
+    @contextmanager
+    def hiding(self, path: str) -> Iterator[None]:
+        with self._lock:
+            self._paths[path] = self._paths.get(path, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._paths[path] -= 1
+                if not self._paths[path]:
+                    del self._paths[path]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        paths = list(self._paths)
+        if paths:
+            text = record.getMessage()
+            hidden = text
+            for path in paths:
+                hidden = hidden.replace(path, self.MASK)
+            if hidden != text:
+                record.msg, record.args = hidden, None
+        return True
+
+
+_hide = _HideWebhookPaths()
+for _name in ("urllib3.connectionpool", "urllib3.util.retry"):
+    logging.getLogger(_name).addFilter(_hide)
 
 
 @dataclass(frozen=True)
@@ -60,8 +106,12 @@ def post_json(url: SecretValue, body: dict[str, Any], *, attempts: int = ATTEMPT
             connection_timeout=CONNECT_TIMEOUT_SECONDS, read_timeout=READ_TIMEOUT_SECONDS
         ),
     )
+    # Only the path is secret in practice (Slack's /services/T…/B…/<token>, a workflow's sig=
+    # query); hide it with its query, and the whole URL in case a library logs that.
+    parts = urlsplit(target)
+    secret_part = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
-        with client:
+        with client, _hide.hiding(target), _hide.hiding(secret_part):
             # A chat message is not idempotent, but a duplicate is better than silence: POST is
             # retried like the methods azure-core retries by default.
             response = client.send_request(HttpRequest("POST", target, json=body), retry_on_methods=["POST"])

@@ -9,7 +9,8 @@ authentication being disabled), the caller's ``Microsoft.EventGrid/events/send/a
 topic (the EventGrid Data Sender role; without it Azure answers **401** ``Unauthorized`` "The
 principal associated with access token presented with the incoming request does not have
 permission to send data to <topic id>", as reported in Azure/azure-sdk-for-net#22831), the
-content type, the size (1 MB), then every event's CloudEvents attributes. Accepted events are
+injected faults (429, 503, latency, a dropped connection: ``publish_events``), the content
+type, the size (1 MB), then every event's CloudEvents attributes. Accepted events are
 kept in memory per topic (``state.TopicInbox``, the newest 1000) for the admin API; nothing is delivered onwards.
 """
 
@@ -23,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from local.cloud import rbac
+from local.cloud.arm_common import fault_answer
 from local.cloud.eventgrid_events import event_time
 from local.cloud.requestlog import IDENTITY_KEY
 from local.cloud.responses import json_response
@@ -138,6 +140,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
             "The principal associated with access token presented with the incoming request does not have "
             f"permission to send data to {topic.arm_id}."
         )
+    # Injected faults (target: the topic, operation publish_events) meet authorised calls only.
+    answer = await fault_answer(request, state.faults.take(topic.name, "publish_events"))
+    if answer is not None:
+        return answer
     content_type = request.content_type.lower()
     if content_type not in (_BATCH_TYPE, _SINGLE_TYPE):
         return _error(

@@ -31,6 +31,7 @@ KEYVAULT_OPERATIONS = (
 SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
 STORAGE_OPERATIONS = ("get_storage_account", "list_keys", "regenerate_key")  # ARM, target: the account
 IDENTITY_OPERATIONS = ("get_token",)  # also the Entra token endpoint (target "entra")
+EVENTGRID_OPERATIONS = ("publish_events",)  # a custom topic's POST /api/events, target: the topic
 GRAPH_OPERATIONS = (
     "get_application",
     "add_password",
@@ -59,7 +60,9 @@ class FaultSpecError(ValueError):
 @dataclass
 class Fault:
     id: int
-    target: str  # vault, site, storage account or application name, "identity", "graph", "entra", or "*"
+    target: (
+        str  # vault, site, storage account, topic or application name, "identity", "graph", "entra", or "*"
+    )
     operation: str  # an operation name above, or "*"
     kind: str
     remaining: int
@@ -91,6 +94,7 @@ class FaultInjector:
             *STORAGE_OPERATIONS,
             *IDENTITY_OPERATIONS,
             *GRAPH_OPERATIONS,
+            *EVENTGRID_OPERATIONS,
             "*",
         )
         if operation not in known:

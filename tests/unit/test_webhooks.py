@@ -4,6 +4,7 @@ and that the URL (a secret) is in no outcome it reports."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -31,6 +32,9 @@ class Scripted(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/hook/s3cr3t-t0ken"
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that gave up on a silent answer leaves a broken pipe behind: expected here
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -136,3 +140,16 @@ def test_a_silent_webhook_times_out(server: Scripted, monkeypatch: pytest.Monkey
 def test_only_https_or_loopback_http_urls_are_used(url: str) -> None:
     result = post_json(SecretValue(url), BODY)
     assert (result.delivered, result.outcome) == (False, "not an https URL")
+
+
+def test_no_log_line_at_any_level_names_the_url(server: Scripted, caplog: pytest.LogCaptureFixture) -> None:
+    server.script.extend([(503, {}), (200, {})])
+    with caplog.at_level(logging.DEBUG):
+        assert post_json(SecretValue(server.url), BODY).delivered
+    assert "s3cr3t-t0ken" not in caplog.text
+    # urllib3's request lines are there, with the path hidden.
+    assert caplog.text.count("<notification webhook path>") == 2
+    # Once the POST is over, other requests' paths are logged as usual.
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("urllib3.connectionpool").debug('"%s %s" %s', "GET", "/hook/s3cr3t-t0ken", 200)
+    assert "s3cr3t-t0ken" in caplog.text
