@@ -61,7 +61,8 @@ class _HideWebhookPaths(logging.Filter):
                     del self._paths[path]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        paths = list(self._paths)
+        with self._lock:  # another thread may be starting or ending a POST
+            paths = list(self._paths)
         if paths:
             text = record.getMessage()
             hidden = text
