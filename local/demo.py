@@ -34,6 +34,7 @@ from local.stack import (
     BLOB_CONSUMER_SITE,
     CONSUMER_SITE,
     ENTRA,
+    NOTIFY_TOPIC,
     REPO_ROOT,
     SP_CONSUMER_SITE,
     STORAGE,
@@ -348,6 +349,14 @@ def main() -> int:
         decision = approved_output.get("decision") if isinstance(approved_output, dict) else None
         approver = decision.get("approver") if isinstance(decision, dict) else None
         check("approval recorded the approver", approver == "demo-operator", failures)
+        approved_id = stack.rotation_id(seeded.approved)
+        told = [e["type"] for e in stack.topic_events() if e["data"].get("rotationId") == approved_id]
+        say(f"notifications on the Event Grid topic {NOTIFY_TOPIC} about {seeded.approved.name}: {told}")
+        check(
+            "the approval's wait and decision were published to the notification topic",
+            told == ["KeyVaultRotationHub.ApprovalWaiting", "KeyVaultRotationHub.RotationDecided"],
+            failures,
+        )
         for site, s in (
             (CONSUMER_SITE, seeded.consumer),
             (SP_CONSUMER_SITE, seeded.application),
