@@ -4,7 +4,7 @@ import logging
 
 import azure.durable_functions as df
 
-from activities import consumers, credentials, pending, plan, promote, target
+from activities import consumers, credentials, notify, pending, plan, promote, target
 from orchestrators import rotate_secret
 from starters import approval_page, event_grid, http_api, preflight_api, sweep
 
@@ -27,5 +27,6 @@ for blueprint in (
     promote.bp,
     consumers.bp,
     credentials.bp,
+    notify.bp,
 ):
     app.register_functions(blueprint)

@@ -36,6 +36,7 @@ from local.stack import (
     BLOB_CONSUMER_SITE,
     CONSUMER_SITE,
     ENTRA,
+    NOTIFY_TOPIC,
     REPO_ROOT,
     SP_CONSUMER_SITE,
     STORAGE,
@@ -357,6 +358,14 @@ def main() -> int:
         check(
             "approval recorded the signed-in approver",
             approver == principals.name(APPROVER) and verified is True,
+            failures,
+        )
+        approved_id = stack.rotation_id(seeded.approved)
+        told = [e["type"] for e in stack.topic_events() if e["data"].get("rotationId") == approved_id]
+        say(f"notifications on the Event Grid topic {NOTIFY_TOPIC} about {seeded.approved.name}: {told}")
+        check(
+            "the approval's wait and decision were published to the notification topic",
+            told == ["KeyVaultRotationHub.ApprovalWaiting", "KeyVaultRotationHub.RotationDecided"],
             failures,
         )
         for site, s in (

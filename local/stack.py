@@ -66,6 +66,10 @@ STORAGE = storage.KIND
 STORAGE_ACCOUNT = "ordersstore01"
 BLOB_CONSUMER_SITE = "blob-consumer-app"
 BLOB_CONSUMER_SECRET = "ordersstore01-connection"  # noqa: S105 (a secret's name)
+# The hub's own vault (not a spoke: not swept, holds the hub's own secrets such as a webhook URL)
+# and the Event Grid custom topic the hub's notifications go to (the hub is EventGrid Data Sender).
+HUB_VAULT = "hub-kv"
+NOTIFY_TOPIC = "rotation-hub-events"
 # The database servers of a stack, by the rotation-target kind of the logins they hold. MariaDB
 # refuses logins with an expired password, as MySQL 8 (Azure's) does by default.
 DATABASE_SERVERS: dict[str, Callable[[], LocalDatabase]] = {
@@ -209,9 +213,10 @@ class LocalStack:
         return self.vault_arm_id(vault).split("/")[2]
 
     def app_settings(self) -> dict[str, str]:
-        """The hub's app settings for this stack: both spoke subscriptions allowed, both vaults
-        swept, and retries quick enough for tests (overridable through ``app_settings``)."""
-        vaults = sorted(self.info["vaults"])
+        """The hub's app settings for this stack: both spoke subscriptions allowed, both spoke
+        vaults swept, notifications to the local topic, and retries quick enough for tests
+        (overridable through ``app_settings``)."""
+        vaults = sorted(v for v in self.info["vaults"] if v != HUB_VAULT)
         # Every setting is present, as in Azure (the host resolves %NAME% in trigger arguments
         # from app settings, so a missing one stops it).
         settings = {spec.name: spec.default for spec in SETTINGS}
@@ -222,11 +227,21 @@ class LocalStack:
             "ROTATION_RETRY_MAX_ATTEMPTS": "4",
             "ROTATION_RETRY_FIRST_INTERVAL_SECONDS": "1",
             "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS": "60",
+            "ROTATION_PUBLIC_BASE_URL": self.hub_url,
+            "ROTATION_NOTIFY_TOPIC_ENDPOINT": self.topic_endpoint(NOTIFY_TOPIC),
         }
         for database in self.databases.values():
             settings |= database.app_settings()
         settings.update(self.extra_app_settings)
         return settings
+
+    def topic_endpoint(self, topic: str) -> str:
+        return str(self.info["eventgrid_topics"][topic]["endpoint"])
+
+    def topic_events(self, topic: str = NOTIFY_TOPIC) -> list[dict[str, Any]]:
+        """The CloudEvents the local cloud's custom topic received, oldest first."""
+        assert self.cloud is not None, "the stack is not started"
+        return [received["event"] for received in self.cloud.admin.topic_events(topic)]
 
     def rotation_id(self, seeded: Seeded) -> str:
         """The instance id the hub gives the rotation of ``seeded``'s version."""

@@ -13,7 +13,15 @@ import signal
 import threading
 
 from local.scenario import seed_demo_secrets, start_consumer
-from local.stack import BLOB_CONSUMER_SITE, CONSUMER_SITE, MYSQL, REPO_ROOT, SP_CONSUMER_SITE, LocalStack
+from local.stack import (
+    BLOB_CONSUMER_SITE,
+    CONSUMER_SITE,
+    MYSQL,
+    NOTIFY_TOPIC,
+    REPO_ROOT,
+    SP_CONSUMER_SITE,
+    LocalStack,
+)
 
 
 def main() -> int:
@@ -40,6 +48,7 @@ Key Vault Rotation Hub, running locally (Ctrl-C stops everything)
   MariaDB (mysql-login)  127.0.0.1:{stack.database(MYSQL).port}
   vaults                 {", ".join(f"https://{v}.vault.azure.net" for v in sorted(stack.info["vaults"]))}
   storage accounts       {", ".join(a["blob_endpoint"] for a in stack.info["storage_accounts"].values())}
+  notifications          {stack.topic_endpoint(NOTIFY_TOPIC)}
 
 Try (kvrotate is the operators' command line, .venv/bin/kvrotate):
   export KVROTATE_HUB_URL={stack.hub_url}
@@ -51,6 +60,7 @@ Approve or reject in a browser (signed in as a local principal, as App Service a
 or with the signed-in session's cookie:
   curl -s -X POST -b '{stack.signed_in()["Cookie"]}' {stack.hub_url}/api/rotations/{approve}/approve
   curl -s {stack.hub_url}/runtime/webhooks/durabletask/instances
+  curl -s {stack.cloud.admin_url}/admin/eventgrid/topics/{NOTIFY_TOPIC}/events   (the notifications)
 """,
             flush=True,
         )

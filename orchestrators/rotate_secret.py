@@ -30,6 +30,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from orchestrators import notify
 from orchestrators.saga import Saga, StepError, StepFailed
 from rotation import windows
 from rotation.errors import InvalidRequest
@@ -88,6 +89,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             approve_first = plan.approval_required and plan.issue_after_approval
             if approve_first:
                 decision, timed_out = yield from _await_decision(saga, request)
+                yield from notify.decided(saga, decision, timed_out)
                 if not decision.approved:
                     result = "timed_out" if timed_out else "rejected"
                     return outcome(result, decision=decision, detail="nothing was changed")
@@ -109,6 +111,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
 
             if approve_after_stage:
                 decision, timed_out = yield from _await_decision(saga, request)
+                yield from notify.decided(saga, decision, timed_out)
                 if not decision.approved:
                     compensated = yield from saga.compensate()
                     result = "timed_out" if timed_out else "rejected"
@@ -147,6 +150,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             **({"promoted": True} if "promote" in saga.steps_done else {}),
         )
         saga.log("failed in step %s (%s)", failed.error.step, failed.error.error_class)
+        yield from notify.failed(saga, failed.error, compensated, promoted="promote" in saga.steps_done)
         raise RotationFailed(f"{failed}; {_undo_summary(compensated)}") from None
 
 
@@ -199,6 +203,7 @@ def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any,
     context = saga.context
     deadline = context.current_utc_datetime + timedelta(hours=request.policy.approval_timeout_hours)
     saga.enter("approval", awaitingDecisionUntil=deadline.isoformat())
+    yield from notify.approval_waiting(saga, deadline)
     decision_task = context.wait_for_external_event(DECISION_EVENT)
     timer = context.create_timer(deadline)
     winner = yield context.task_any([decision_task, timer])
@@ -286,6 +291,7 @@ def _retire_previous(
     saga.set_status(
         retired=retired.detail, **({"notRemoved": list(retired.not_removed)} if retired.not_removed else {})
     )
+    yield from notify.unmanaged_credential(saga, retired.not_removed)
 
 
 def _undo_summary(report: list[dict[str, str]]) -> str:

@@ -7,7 +7,9 @@ token cache, and both the sync SDK clients and the credential are safe to use fr
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
+from azure.eventgrid import EventGridPublisherClient
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.authorization import AuthorizationManagementClient
@@ -70,6 +72,23 @@ def _authorization_client(
     )
 
 
+# A notification is worth a short wait, not the SDK's default of ten retries and five-minute
+# timeouts: the activity that publishes it must end soon whatever the topic does. azure-eventgrid
+# 4.22's client for basic topics drops the keyword arguments given to its constructor, so these
+# go with each send, where azure-core's retry policy and transport read them.
+EVENTGRID_SEND_OPTIONS: dict[str, Any] = {
+    "retry_total": 3,
+    "retry_backoff_factor": 0.5,
+    "connection_timeout": 10,
+    "read_timeout": 30,
+}
+
+
+@cache
+def _eventgrid_publisher(endpoint: str, client_id: str) -> EventGridPublisherClient:
+    return EventGridPublisherClient(endpoint, _credential(client_id))
+
+
 def vault_named(vault_name: str, settings: Settings) -> Vault:
     """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
     name = check_vault_name(vault_name)
@@ -88,6 +107,11 @@ def storage_client(subscription_id: str, settings: Settings) -> StorageManagemen
 
 def authorization_client(subscription_id: str, settings: Settings) -> AuthorizationManagementClient:
     return _authorization_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
+def eventgrid_publisher(settings: Settings) -> EventGridPublisherClient:
+    """The publisher of the notification topic (``ROTATION_NOTIFY_TOPIC_ENDPOINT``), as the hub identity."""
+    return _eventgrid_publisher(settings.notify_topic_endpoint, settings.client_id)
 
 
 def hub_credential(settings: Settings) -> ManagedIdentityCredential:
@@ -109,5 +133,12 @@ def access_token(scope: str, settings: Settings) -> SecretValue:
 
 def clear_cache() -> None:
     """Forget the clients built so far (for a process whose Azure endpoints changed: tests)."""
-    for cached in (_credential, _secret_client, _web_client, _storage_client, _authorization_client):
+    for cached in (
+        _credential,
+        _secret_client,
+        _web_client,
+        _storage_client,
+        _authorization_client,
+        _eventgrid_publisher,
+    ):
         cached.cache_clear()

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from rotation.errors import InvalidRequest
-from rotation.model import VaultId, check_subscription_id
+from rotation.model import VaultId, check_secret_name, check_subscription_id, check_vault_name
 
 
 class SettingsError(ValueError):
@@ -154,7 +154,32 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "ODBC Driver 18 for SQL Server",
         "ODBC driver of sqlserver-login targets; Azure's Functions Python image installs this one.",
     ),
+    SettingSpec(
+        "ROTATION_PUBLIC_BASE_URL",
+        "",
+        "Base URL of the hub (https://<app>.azurewebsites.net) for the links in notifications "
+        "(approval page, rotation status); empty: notifications carry no links.",
+    ),
+    SettingSpec(
+        "ROTATION_NOTIFY_TOPIC_ENDPOINT",
+        "",
+        "Endpoint of the Event Grid custom topic (CloudEvents schema) the hub publishes its notifications "
+        "to with its identity (EventGrid Data Sender); empty: no events.",
+    ),
+    SettingSpec(
+        "ROTATION_NOTIFY_WEBHOOK_SECRET",
+        "",
+        "<vault name>/<secret name> of the secret holding a Teams workflow or Slack webhook URL the hub "
+        "also posts notifications to; empty: no webhook.",
+    ),
+    SettingSpec(
+        "ROTATION_NOTIFY_WEBHOOK_FORMAT",
+        "teams",
+        "Payload of the webhook: teams (an Adaptive Card for a Teams workflow) or slack (text and blocks).",
+    ),
 )
+
+WEBHOOK_FORMATS = ("teams", "slack")
 
 
 # Set by the platform, not by us: "Read-only. Injected into a Windows or Linux app to indicate
@@ -219,6 +244,24 @@ def _object_ids(name: str, raw: str) -> frozenset[str]:
     return ids
 
 
+def _web_url(name: str, raw: str) -> str:
+    """An http(s) base URL; plain http only for a loopback host (a local hub), never elsewhere."""
+    url = raw.rstrip("/")
+    if re.fullmatch(r"http://(127\.0\.0\.1|localhost)(:\d+)?(/[^\s?#]*)?", url):
+        return url
+    return _https_url(name, raw)
+
+
+def _secret_reference(name: str, raw: str) -> tuple[str, str] | None:
+    if not raw:
+        return None
+    vault, _, secret = raw.partition("/")
+    try:
+        return check_vault_name(vault.strip()), check_secret_name(secret.strip())
+    except InvalidRequest:
+        raise SettingsError(f"{name} must be <vault name>/<secret name>, got {raw!r}") from None
+
+
 def _positive_int(name: str, raw: str) -> int:
     try:
         value = int(raw)
@@ -253,6 +296,11 @@ class Settings:
     entra_propagation_timeout_seconds: float
     entra_verify_successes: int
     storage_verify_timeout_seconds: float
+    public_base_url: str
+    notify_topic_endpoint: str
+    # (vault, secret) holding the webhook URL: the URL itself is a secret (whoever has it may post).
+    notify_webhook_secret: tuple[str, str] | None
+    notify_webhook_format: str
     approvers: frozenset[str] = frozenset()
     allow_unverified_approver: bool = False
     # The platform's signal, not an app setting of ours (APP_SERVICE_AUTH_SIGNAL).
@@ -288,6 +336,13 @@ class Settings:
         if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", dns_suffix):
             raise SettingsError(f"ROTATION_KEYVAULT_DNS_SUFFIX is not a DNS suffix: {dns_suffix!r}")
         arm_endpoint = _https_url("ROTATION_ARM_ENDPOINT", get("ROTATION_ARM_ENDPOINT"))
+        webhook_format = get("ROTATION_NOTIFY_WEBHOOK_FORMAT").lower()
+        if webhook_format not in WEBHOOK_FORMATS:
+            raise SettingsError(
+                f"ROTATION_NOTIFY_WEBHOOK_FORMAT must be one of {', '.join(WEBHOOK_FORMATS)}, got {webhook_format!r}"
+            )
+        topic = get("ROTATION_NOTIFY_TOPIC_ENDPOINT")
+        base_url = get("ROTATION_PUBLIC_BASE_URL")
         return cls(
             client_id=get("AZURE_CLIENT_ID"),
             allowed_subscriptions=subscriptions,
@@ -328,6 +383,12 @@ class Settings:
             storage_verify_timeout_seconds=_positive_number(
                 "ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS", get("ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS")
             ),
+            public_base_url=_web_url("ROTATION_PUBLIC_BASE_URL", base_url) if base_url else "",
+            notify_topic_endpoint=_https_url("ROTATION_NOTIFY_TOPIC_ENDPOINT", topic) if topic else "",
+            notify_webhook_secret=_secret_reference(
+                "ROTATION_NOTIFY_WEBHOOK_SECRET", get("ROTATION_NOTIFY_WEBHOOK_SECRET")
+            ),
+            notify_webhook_format=webhook_format,
             approvers=_object_ids("ROTATION_APPROVERS", get("ROTATION_APPROVERS")),
             allow_unverified_approver=_flag(
                 "ROTATION_ALLOW_UNVERIFIED_APPROVER", get("ROTATION_ALLOW_UNVERIFIED_APPROVER")

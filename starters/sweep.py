@@ -22,6 +22,8 @@ from rotation import metadata
 from rotation.clients import vault_named
 from rotation.errors import RotationError
 from rotation.model import SecretRef, VaultId, is_companion_name
+from rotation.notifications import preflight_failed
+from rotation.notify_delivery import deliver
 from rotation.preflight import SecretReport, VaultPreflight, run_many
 from rotation.settings import Settings, current_settings
 from starters.launcher import launch
@@ -115,11 +117,25 @@ async def sweep(timer: func.TimerRequest, client: df.DurableOrchestrationClient)
         except RotationError as exc:
             # One unreachable vault must not keep the others from being swept.
             logger.warning("sweep: vault %s skipped: %s", vault.vault_name, exc)
-    # The single place where the failing preflights of a sweep are handed on: a notification
-    # attaches here, with the reports (names, target kinds, failing checks; never a value).
     if failing:
         logger.warning(
             "sweep: %d secret(s) would not rotate: %s",
             len(failing),
             ", ".join(f"{vault.vault_name}/{report.secret}" for vault, report in failing),
         )
+        await announce_failing(failing, settings)
+
+
+async def announce_failing(failing: list[tuple[VaultId, SecretReport]], settings: Settings) -> None:
+    """One ``preflight-failed`` notification per secret that would not rotate: the reports hold
+    names, target kinds and the failing checks' reasons, never a value. Delivery never raises."""
+    now = datetime.now(UTC).isoformat()
+    for vault, report in failing:
+        notification = preflight_failed(
+            vault=vault.vault_name,
+            secret=report.secret,
+            target=report.target or "",
+            failing_checks={check.name: check.detail for check in report.failing},
+            time=now,
+        )
+        await asyncio.to_thread(deliver, notification, settings)

@@ -76,6 +76,13 @@ param entraAuthority string = environment().authentication.loginEndpoint
 param entraPropagationTimeoutSeconds int = 300
 param entraVerifySuccesses int = 3
 param storageVerifyTimeoutSeconds int = 60
+@description('https://<app host> of the hub, for the links in notifications (approval page, rotation status); empty: no links. Set it once the app exists (the ROTATION_HUB_URL output).')
+param publicBaseUrl string = ''
+@description('<vault name>/<secret name> of a secret holding a Teams workflow or Slack incoming webhook URL the hub also notifies; empty: none. Give the hub identity Key Vault Secrets User on that vault.')
+param notifyWebhookSecret string = ''
+@description('Payload of that webhook: teams (an Adaptive Card for a "When a Teams webhook request is received" workflow) or slack.')
+@allowed(['teams', 'slack'])
+param notifyWebhookFormat string = 'teams'
 
 var tags = {
   'azd-env-name': environmentName
@@ -123,6 +130,9 @@ module hub 'modules/hub/hub.bicep' = {
     entraPropagationTimeoutSeconds: entraPropagationTimeoutSeconds
     entraVerifySuccesses: entraVerifySuccesses
     storageVerifyTimeoutSeconds: storageVerifyTimeoutSeconds
+    publicBaseUrl: publicBaseUrl
+    notifyWebhookSecret: notifyWebhookSecret
+    notifyWebhookFormat: notifyWebhookFormat
   }
 }
 
@@ -164,3 +174,5 @@ output ROTATION_HUB_CLIENT_ID string = hub.outputs.hubClientId
 output ROTATION_DEADLETTER_IDENTITY_ID string = hub.outputs.deadLetterIdentityId
 output ROTATION_DEADLETTER_STORAGE_ACCOUNT_ID string = hub.outputs.storageAccountId
 output ROTATION_DEADLETTER_CONTAINER string = hub.outputs.deadLetterContainerName
+output ROTATION_NOTIFY_TOPIC_ID string = hub.outputs.notifyTopicId
+output ROTATION_NOTIFY_TOPIC_ENDPOINT string = hub.outputs.notifyTopicEndpoint

@@ -5,7 +5,7 @@ emit an event now, scan for expiry now, change the scan interval and near-expiry
 replace an event subscription, look at deliveries, dead letters and sites, look at applications
 and seed their credentials, change Entra ID's propagation delay, look at storage accounts and read
 their keys (to seed a vault), list, add and remove role assignments (as an operator would in
-Azure; they last as long as the running cloud).
+Azure; they last as long as the running cloud), look at what the Event Grid custom topics received.
 """
 
 from __future__ import annotations
@@ -419,7 +419,12 @@ def _grant(state: CloudState, doc: dict[str, Any]) -> rbac.Grant:
             f"unknown role {doc.get('role')!r}; one of {', '.join(r.name for r in rbac.ROLES.values())}"
         )
     scope = resolve_scope(
-        str(doc.get("scope", "")), topology.vaults, topology.sites, topology.storage_accounts, "scope"
+        str(doc.get("scope", "")),
+        topology.vaults,
+        topology.sites,
+        topology.storage_accounts,
+        "scope",
+        topology.topics,
     )
     return rbac.Grant(principal=principal, role_id=role, scope=scope)
 
@@ -460,6 +465,44 @@ def _same(a: rbac.Grant, b: rbac.Grant) -> bool:
     return a.principal == b.principal and a.role_id == b.role_id and a.scope.lower() == b.scope.lower()
 
 
+def _topic_name(request: web.Request) -> str:
+    name = request.match_info["name"].lower()
+    if name not in _state(request).topology.topics:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"unknown Event Grid topic {request.match_info['name']!r}"}),
+            content_type="application/json",
+        )
+    return name
+
+
+async def topics(request: web.Request) -> web.Response:
+    state = _state(request)
+    return json_response(
+        200,
+        {
+            "topics": [
+                {
+                    "name": t.name,
+                    "arm_id": t.arm_id,
+                    "endpoint": t.endpoint,
+                    "received": len(state.topic_inbox.of(t.name)),
+                }
+                for t in state.topology.topics.values()
+            ]
+        },
+    )
+
+
+async def topic_events(request: web.Request) -> web.Response:
+    """What a custom topic accepted, oldest first: ``{"received_at", "identity", "event"}`` each."""
+    return json_response(200, {"events": _state(request).topic_inbox.of(_topic_name(request))})
+
+
+async def clear_topic_events(request: web.Request) -> web.Response:
+    _state(request).topic_inbox.clear(_topic_name(request))
+    return web.Response(status=204)
+
+
 def make_app() -> web.Application:
     app = web.Application()
     r = app.router
@@ -478,6 +521,9 @@ def make_app() -> web.Application:
     r.add_get("/admin/eventgrid/deliveries", deliveries)
     r.add_get("/admin/eventgrid/deadletters", dead_letters)
     r.add_get("/admin/eventgrid/validate", validate)
+    r.add_get("/admin/eventgrid/topics", topics)
+    r.add_get("/admin/eventgrid/topics/{name}/events", topic_events)
+    r.add_delete("/admin/eventgrid/topics/{name}/events", clear_topic_events)
     r.add_get("/admin/sites", sites)
     r.add_get("/admin/applications", applications)
     r.add_get("/admin/applications/{name}", application)

@@ -3,8 +3,9 @@
 The CA is made once and kept in the data dir, so a client's CA bundle stays valid across
 restarts; the server certificate is re-issued at every start (it is cheap) and names
 ``*.vault.azure.net``, ``management.azure.com``, ``graph.microsoft.com``,
-``login.microsoftonline.com`` and ``*.blob.core.windows.net``, the hosts the proxy tunnels to us
-(the last to Azurite, which serves TLS with the same certificate and key).
+``login.microsoftonline.com``, ``*.blob.core.windows.net`` and ``*.<region>-1.eventgrid.azure.net``
+for the regions of the topology's Event Grid topics, the hosts the proxy tunnels to us (the blob
+hosts to Azurite, which serves TLS with the same certificate and key).
 """
 
 from __future__ import annotations
@@ -58,12 +59,14 @@ def _load_or_make_ca(directory: Path) -> CertificateAuthority:
     return ca
 
 
-def ensure_tls_files(data_dir: Path) -> TlsFiles:
-    """Create the CA on first use and issue a fresh server certificate signed by it."""
+def ensure_tls_files(data_dir: Path, extra_names: tuple[str, ...] = ()) -> TlsFiles:
+    """Create the CA on first use and issue a fresh server certificate signed by it, naming
+    ``SERVER_NAMES`` and ``extra_names`` (a wildcard covers one label only, so each Event Grid
+    region needs its own ``*.<region>-1.eventgrid.azure.net``)."""
     directory = data_dir / "tls"
     directory.mkdir(parents=True, exist_ok=True)
     ca = _load_or_make_ca(directory)
-    leaf, key = ca.issue_server_certificate(SERVER_NAMES, days=SERVER_DAYS)
+    leaf, key = ca.issue_server_certificate((*SERVER_NAMES, *extra_names), days=SERVER_DAYS)
     files = TlsFiles(
         ca_cert=directory / "ca-cert.pem",
         server_cert=directory / "server-cert.pem",

@@ -33,6 +33,7 @@ STORAGE_OPERATIONS = ("get_storage_account", "list_keys", "regenerate_key")  # A
 # ARM's permissions API; the target is the resource's name (vault, site, account).
 PERMISSION_OPERATIONS = ("list_permissions",)
 IDENTITY_OPERATIONS = ("get_token",)  # also the Entra token endpoint (target "entra")
+EVENTGRID_OPERATIONS = ("publish_events",)  # a custom topic's POST /api/events, target: the topic
 GRAPH_OPERATIONS = (
     "get_application",
     "add_password",
@@ -61,7 +62,9 @@ class FaultSpecError(ValueError):
 @dataclass
 class Fault:
     id: int
-    target: str  # vault, site, storage account or application name, "identity", "graph", "entra", or "*"
+    target: (
+        str  # vault, site, storage account, topic or application name, "identity", "graph", "entra", or "*"
+    )
     operation: str  # an operation name above, or "*"
     kind: str
     remaining: int
@@ -94,6 +97,7 @@ class FaultInjector:
             *PERMISSION_OPERATIONS,
             *IDENTITY_OPERATIONS,
             *GRAPH_OPERATIONS,
+            *EVENTGRID_OPERATIONS,
             "*",
         )
         if operation not in known:

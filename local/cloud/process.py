@@ -260,6 +260,17 @@ class AdminClient:
             )
         )
 
+    def topics(self) -> dict[str, dict[str, Any]]:
+        """The Event Grid custom topics by name: ids, endpoint, how many events each holds."""
+        return {t["name"]: t for t in self.call("GET", "/admin/eventgrid/topics")["topics"]}
+
+    def topic_events(self, name: str) -> list[dict[str, Any]]:
+        """What a custom topic received, oldest first: ``{"received_at", "identity", "event"}``."""
+        return list(self.call("GET", f"/admin/eventgrid/topics/{name}/events")["events"])
+
+    def clear_topic_events(self, name: str) -> None:
+        self.call("DELETE", f"/admin/eventgrid/topics/{name}/events")
+
 
 class LocalCloud:
     """``python -m local.cloud`` as a subprocess; ready once its env file exists and it answers."""

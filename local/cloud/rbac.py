@@ -15,6 +15,9 @@ SECRETS_USER = "4633458b-17de-408a-b874-0445c86b69e6"
 WEBSITE_CONTRIBUTOR = "de139f84-1756-47ae-9be6-808fbbe84772"
 STORAGE_KEY_OPERATOR = "81a9662b-bebf-436f-a333-f67b29880f12"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+EVENTGRID_DATA_SENDER = "d5a91429-5739-47e2-a06b-3470a27159e7"
+# The data action Event Grid checks when a custom topic receives events with an Entra ID token.
+EVENTGRID_SEND = "Microsoft.EventGrid/events/send/action"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,17 @@ ROLES: dict[str, RoleDefinition] = {
         data_actions=(),
     ),
     READER: RoleDefinition("Reader", actions=("*/read",), data_actions=()),
+    EVENTGRID_DATA_SENDER: RoleDefinition(
+        "EventGrid Data Sender",
+        actions=(
+            "Microsoft.Authorization/*/read",
+            "Microsoft.EventGrid/topics/read",
+            "Microsoft.EventGrid/domains/read",
+            "Microsoft.EventGrid/partnerNamespaces/read",
+            "Microsoft.Resources/subscriptions/resourceGroups/read",
+        ),
+        data_actions=(EVENTGRID_SEND,),
+    ),
 }
 
 

@@ -3,7 +3,7 @@
 Listeners, all on 127.0.0.1 (port 0 = chosen by the OS, the chosen ports are written out):
 the CONNECT proxy, the TLS listener behind it (Key Vault by vault host, ARM for
 management.azure.com, Microsoft Graph for graph.microsoft.com, Entra ID's token service for
-login.microsoftonline.com), the managed identity endpoint and the admin endpoints. Azurite (the blob
+login.microsoftonline.com, Event Grid custom topics by topic host), the managed identity endpoint and the admin endpoints. Azurite (the blob
 endpoints of the storage accounts) starts when a client first connects to one. ``<data>/env`` is
 written last, atomically, so its appearance means "ready".
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import admin, arm, entra, graph, identity, keyvault
+from local.cloud import admin, arm, entra, eventgrid_topics, graph, identity, keyvault
 from local.cloud.applications import ApplicationStore
 from local.cloud.azurite import BlobService, BlobServiceError, azurite_package, node_binary
 from local.cloud.certs import ensure_tls_files, server_context
@@ -88,6 +88,8 @@ async def _dispatch_tls(request: web.Request) -> web.StreamResponse:
         return await graph.handle(request)
     if host == entra.HOST:
         return await entra.handle(request)
+    if request.app[STATE].topology.topic_by_host(host) is not None:
+        return await eventgrid_topics.handle(request)
     return await keyvault.handle(request)
 
 
@@ -140,7 +142,9 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
     env = dict(os.environ)
     env.setdefault("PYTHON", sys.executable)
     topology: Topology = load(topology_path, env)
-    tls = ensure_tls_files(data_dir)
+    tls = ensure_tls_files(
+        data_dir, tuple(sorted({"*." + t.host.split(".", 1)[1] for t in topology.topics.values()}))
+    )
     storage = StorageKeyStore(data_dir / "storage-keys.json", topology.storage_accounts)
     # Found now, so a missing Azurite is reported at start ("run make setup"), not at first use.
     azurite = (node_binary(), azurite_package()) if topology.storage_accounts else None
@@ -226,6 +230,7 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
         host_policy(
             frozenset(v.host for v in topology.vaults.values()),
             frozenset(a.blob_host for a in topology.storage_accounts.values()),
+            frozenset(t.host for t in topology.topics.values()),
         ),
         port_of["tls"],
         blob_upstream,
@@ -288,6 +293,9 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
                     "allow_shared_key_access": a.allow_shared_key_access,
                 }
                 for a in topology.storage_accounts.values()
+            },
+            "eventgrid_topics": {
+                t.name: {"arm_id": t.arm_id, "endpoint": t.endpoint} for t in topology.topics.values()
             },
             "azurite": None if blob is None else {"log": str(blob.log_path), "location": str(blob.location)},
             "tenant_id": topology.tenant_id,

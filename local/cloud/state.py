@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +22,24 @@ from local.cloud.storage import StorageKeyStore
 from local.cloud.tokens import TokenIssuer
 from local.cloud.topology import EntraSettings, Topology, Vault
 
+KEPT_PER_TOPIC = 1000
+
+
+@dataclass
+class TopicInbox:
+    """What each Event Grid custom topic accepted (the newest ``KEPT_PER_TOPIC``, oldest first), in memory."""
+
+    events: dict[str, deque[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, topic: str, received: dict[str, Any]) -> None:
+        self.events.setdefault(topic, deque(maxlen=KEPT_PER_TOPIC)).append(received)
+
+    def of(self, topic: str) -> list[dict[str, Any]]:
+        return list(self.events.get(topic, ()))
+
+    def clear(self, topic: str) -> None:
+        self.events.pop(topic, None)
+
 
 @dataclass
 class CloudState:
@@ -39,6 +58,7 @@ class CloudState:
     info: dict[str, Any] = field(default_factory=dict)
     storage: StorageKeyStore | None = None  # the storage accounts' keys
     blob: BlobService | None = None  # Azurite; None when no account allows Shared Key
+    topic_inbox: TopicInbox = field(default_factory=TopicInbox)  # what the custom topics received
 
     @cached_property
     def grants(self) -> list[rbac.Grant]:

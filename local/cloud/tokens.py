@@ -31,6 +31,8 @@ ARM_AUDIENCES = frozenset(
     }
 )
 GRAPH_AUDIENCES = frozenset({"https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000"})
+# Event Grid's data plane: azure-eventgrid asks for https://eventgrid.azure.net/.default.
+EVENTGRID_AUDIENCES = frozenset({"https://eventgrid.azure.net"})
 # Databases that log an Entra principal in with a token: Azure SQL (through the driver's access
 # token attribute) and Azure Database for PostgreSQL / MySQL (the token as the password). The
 # local cloud only issues them; the database servers of local runs check nothing but equality.
@@ -40,7 +42,14 @@ DATABASE_AUDIENCES = frozenset({"https://database.windows.net", "https://ossrdbm
 # the hub's API with a token for it.
 HUB_AUDIENCES = frozenset({"api://keyvault-rotation-hub"})
 # Resources the identity endpoint issues tokens for; Entra ID answers AADSTS500011 for others.
-KNOWN_RESOURCES = VAULT_AUDIENCES | ARM_AUDIENCES | DATABASE_AUDIENCES | GRAPH_AUDIENCES | HUB_AUDIENCES
+KNOWN_RESOURCES = (
+    VAULT_AUDIENCES
+    | ARM_AUDIENCES
+    | DATABASE_AUDIENCES
+    | GRAPH_AUDIENCES
+    | HUB_AUDIENCES
+    | EVENTGRID_AUDIENCES
+)
 
 
 # The signing key, in the local cloud's data dir.

@@ -26,6 +26,10 @@ from local.cloud import rbac
 _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 # Azure's rule for storage account names (they are also DNS labels: <name>.blob.core.windows.net).
 _STORAGE_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+# Event Grid's rule for custom topic names: 3-50 letters, digits and dashes.
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9-]{3,50}$")
+# The input schema of a custom topic; the local cloud serves CloudEvents 1.0 only.
+CLOUD_EVENT_SCHEMA = "CloudEventSchemaV1_0"
 _SITE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -126,6 +130,32 @@ class StorageAccount:
     @property
     def blob_endpoint(self) -> str:
         return f"https://{self.blob_host}/"
+
+
+@dataclass(frozen=True)
+class EventGridTopic:
+    """An Event Grid custom topic (CloudEvents 1.0 input schema, Entra ID authentication only)."""
+
+    name: str  # lower case
+    subscription_id: str
+    resource_group: str
+    location: str
+
+    @property
+    def arm_id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.EventGrid/topics/{self.name}"
+        )
+
+    @property
+    def host(self) -> str:
+        # Azure's endpoint: https://<topic>.<region>-1.eventgrid.azure.net/api/events
+        return f"{self.name}.{self.location.lower()}-1.eventgrid.azure.net"
+
+    @property
+    def endpoint(self) -> str:
+        return f"https://{self.host}/api/events"
 
 
 @dataclass(frozen=True)
@@ -266,6 +296,10 @@ class Topology:
     graph_app_roles: tuple[GraphAppRole, ...] = ()
     entra: EntraSettings = field(default_factory=EntraSettings)
     storage_accounts: Mapping[str, StorageAccount] = field(default_factory=dict)  # name -> account
+    topics: Mapping[str, EventGridTopic] = field(default_factory=dict)  # lower-case name -> topic
+
+    def topic_by_host(self, host: str) -> EventGridTopic | None:
+        return next((t for t in self.topics.values() if t.host == host.lower()), None)
 
     def identity_by_client_id(self, client_id: str) -> Identity | None:
         return next((i for i in self.identities.values() if i.client_id == client_id.lower()), None)
@@ -318,9 +352,14 @@ def resolve_scope(
     sites: Mapping[str, Site],
     storage_accounts: Mapping[str, StorageAccount],
     where: str,
+    topics: Mapping[str, EventGridTopic] | None = None,
 ) -> str:
-    """Accept an ARM id or the shorthand ``vault:NAME`` / ``site:NAME`` / ``storage:NAME``."""
+    """Accept an ARM id or the shorthand ``vault:NAME`` / ``site:NAME`` / ``storage:NAME`` / ``topic:NAME``."""
     kind, _, name = scope.partition(":")
+    if kind == "topic" and name:
+        if name.lower() not in (topics or {}):
+            raise TopologyError(f"{where}: unknown Event Grid topic {name!r}")
+        return (topics or {})[name.lower()].arm_id
     if kind == "storage" and name:
         if name.lower() not in storage_accounts:
             raise TopologyError(f"{where}: unknown storage account {name!r}")
@@ -335,7 +374,7 @@ def resolve_scope(
         return sites[name.lower()].arm_id
     if not scope.startswith("/subscriptions/"):
         raise TopologyError(
-            f"{where}: scope {scope!r} is neither an ARM id nor vault:NAME / site:NAME / storage:NAME"
+            f"{where}: scope {scope!r} is neither an ARM id nor vault:NAME / site:NAME / storage:NAME / topic:NAME"
         )
     return scope
 
@@ -352,6 +391,7 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
     resource_groups: set[tuple[str, str]] = set()
     vaults: dict[str, Vault] = {}
     storage_accounts: dict[str, StorageAccount] = {}
+    topics: dict[str, EventGridTopic] = {}
     sites: dict[str, Site] = {}
     raw_sites: list[tuple[str, str, dict[str, Any]]] = []
     for s_index, sub in enumerate(_require(doc, "subscriptions", "topology")):
@@ -384,6 +424,12 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
                 if account.name in storage_accounts:
                     raise TopologyError(f"{a_where}: storage account {account.name!r} is declared twice")
                 storage_accounts[account.name] = account
+            for t_index, raw in enumerate(group.get("eventgrid_topics", [])):
+                t_where = f"{g_where}.eventgrid_topics[{t_index}]"
+                topic = _topic(raw, sub_id, rg, location, t_where)
+                if topic.name in topics:
+                    raise TopologyError(f"{t_where}: Event Grid topic {topic.name!r} is declared twice")
+                topics[topic.name] = topic
             for x_index, raw in enumerate(group.get("sites", [])):
                 raw_sites.append((sub_id, rg, {**raw, "_where": f"{g_where}.sites[{x_index}]"}))
     if not subscriptions:
@@ -437,7 +483,9 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
         role_id = rbac.role_id(str(_require(raw, "role", where)))
         if role_id is None:
             raise TopologyError(f"{where}: unknown role {raw['role']!r}")
-        scope = resolve_scope(str(_require(raw, "scope", where)), vaults, sites, storage_accounts, where)
+        scope = resolve_scope(
+            str(_require(raw, "scope", where)), vaults, sites, storage_accounts, where, topics
+        )
         assignments.append(RoleAssignment(identity=name, role_id=role_id, scope=scope, kind=kind))
 
     graph_roles: list[GraphAppRole] = []
@@ -487,6 +535,24 @@ def parse(doc: Mapping[str, Any], env: Mapping[str, str]) -> Topology:
         graph_app_roles=tuple(graph_roles),
         entra=EntraSettings(propagation_delay_seconds=delay),
         storage_accounts=storage_accounts,
+        topics=topics,
+    )
+
+
+def _topic(raw: Any, sub_id: str, rg: str, location: str, where: str) -> EventGridTopic:
+    if not isinstance(raw, dict):
+        raise TopologyError(f"{where}: must be an object")
+    name = str(_require(raw, "name", where))
+    if not _TOPIC_NAME.match(name):
+        raise TopologyError(f"{where}: {name!r} is not a valid topic name (3-50 letters, digits and dashes)")
+    schema = str(raw.get("input_schema", CLOUD_EVENT_SCHEMA))
+    if schema != CLOUD_EVENT_SCHEMA:
+        raise TopologyError(f"{where}.input_schema: the local cloud serves {CLOUD_EVENT_SCHEMA} topics only")
+    topic_location = str(raw.get("location", location))
+    if not re.fullmatch(r"[a-z0-9]+", topic_location.lower()):
+        raise TopologyError(f"{where}.location: {topic_location!r} is not a region name")
+    return EventGridTopic(
+        name=name.lower(), subscription_id=sub_id, resource_group=rg, location=topic_location
     )
 
 

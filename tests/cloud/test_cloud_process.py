@@ -109,6 +109,7 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
         "graph.microsoft.com",
         "login.microsoftonline.com",
         "teststore01.blob.core.windows.net",  # Azurite, with the same certificate
+        "test-events.westeurope-1.eventgrid.azure.net",
     ):
         with _tunnel(fresh_cloud, host) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -122,6 +123,9 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
                 "graph.microsoft.com",
                 "login.microsoftonline.com",
                 "*.blob.core.windows.net",
+                # one wildcard per region of the topology's Event Grid topics
+                "*.westeurope-1.eventgrid.azure.net",
+                "*.northeurope-1.eventgrid.azure.net",
             }
 
 
@@ -135,6 +139,8 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
         ("CONNECT test1-kv.vault.azure.net:80", b"403"),
         ("CONNECT unknown-vault.vault.azure.net:443", b"502"),
         ("CONNECT nosuchstore01.blob.core.windows.net:443", b"502"),
+        ("CONNECT nosuchtopic.westeurope-1.eventgrid.azure.net:443", b"502"),
+        ("CONNECT test-events.westeurope-1.eventgrid.azure.net:80", b"403"),
         ("CONNECT teststore01.queue.core.windows.net:443", b"403"),
         ("CONNECT teststore01.blob.core.windows.net:80", b"403"),
         ("GET http://example.com/", b"403"),
@@ -179,7 +185,8 @@ def test_the_default_topology_is_valid_and_documented_ids_match() -> None:
     topology = load(
         default, {"HUB_URL": "http://127.0.0.1:7071", "PYTHON": sys.executable, "PG_PORT": "5432"}
     )
-    assert sorted(topology.vaults) == ["spoke1-kv", "spoke2-kv"]
+    assert sorted(topology.vaults) == ["hub-kv", "spoke1-kv", "spoke2-kv"]
+    assert sorted(topology.topics) == ["ops-alerts", "rotation-hub-events"]
     assert topology.identities[topology.client_identity].name == "hub-rotation-identity"
     readme = (REPO_ROOT / "local" / "cloud" / "README.md").read_text()
     for identity in topology.identities.values():

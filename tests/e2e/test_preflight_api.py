@@ -224,3 +224,26 @@ def test_the_daily_sweep_warns_of_a_secret_whose_window_opens_within_14_days(sta
     assert password not in text
     assert instance_ids(stack) == before, "the sweep started no rotation"
     assert versions_of(stack, soon) == [soon.version]
+    # Those who run the hub are told too: one PreflightFailed CloudEvent on the notification
+    # topic for the broken secret, with the failing checks' reasons and never its value.
+    told = [
+        e
+        for e in wait_for_topic(stack, soon.name)
+        if e["type"] == "KeyVaultRotationHub.PreflightFailed" and e["data"]["vault"] == VAULT
+    ]
+    assert [e["data"]["secret"] for e in told] == [soon.name]
+    assert "rotation-approval must be 'required' or absent" in told[0]["data"]["detail"]
+    assert told[0]["subject"].endswith(f"/secrets/{soon.name}")
+    assert not [e for e in stack.topic_events() if e["data"].get("secret") == later.name]
+    assert password not in json.dumps(stack.topic_events())
+
+
+def wait_for_topic(stack: LocalStack, secret: str, timeout: float = 30.0) -> list[dict[str, Any]]:
+    """The topic's events about ``secret``, once there is one (the sweep notifies after its log)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        about = [e for e in stack.topic_events() if e["data"].get("secret") == secret]
+        if about:
+            return about
+        time.sleep(0.2)
+    raise AssertionError(f"no notification about {secret} on the topic within {timeout:g} s")

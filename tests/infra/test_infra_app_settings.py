@@ -26,6 +26,7 @@ DERIVED = {
     "ROTATION_ARM_ENDPOINT": "the deployment cloud's ARM endpoint",
     "ROTATION_GRAPH_ENDPOINT": "the deployment cloud's Microsoft Graph endpoint",
     "ROTATION_ENTRA_AUTHORITY": "the deployment cloud's Entra ID login endpoint",
+    "ROTATION_NOTIFY_TOPIC_ENDPOINT": "the endpoint of the hub's own notification topic",
 }
 
 

@@ -170,6 +170,7 @@ def test_every_role_assignment_uses_a_known_built_in_role_for_a_service_principa
         ("storage.bicep", "hubQueue", "Storage Queue Data Contributor", "account"),
         ("storage.bicep", "hubTable", "Storage Table Data Contributor", "account"),
         ("monitoring.bicep", "publisher", "Monitoring Metrics Publisher", "applicationInsights"),
+        ("notify-topic.bicep", "sender", "EventGrid Data Sender", "topic"),
     ],
 )
 def test_role_and_its_scope(file_name: str, symbol: str, role: str, scope: str) -> None:

@@ -154,6 +154,12 @@ class Rotation:
     def activities(self) -> list[str]:
         return [call["activity"] for call in self.calls()]
 
+    def notifications(self) -> list[dict[str, Any]]:
+        """The inputs of the ``notify`` calls (the scripted app logs them apart from the steps)."""
+        log = self.folder / "notifications.jsonl"
+        lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+        return [json.loads(line)["input"] for line in lines]
+
     def inputs(self, activity: str) -> list[dict[str, Any]]:
         return [call["input"] for call in self.calls() if call["activity"] == activity]
 
@@ -962,5 +968,191 @@ def test_the_approval_wait_survives_a_host_restart(tmp_path: Path) -> None:
     assert done["customStatus"]["awaitingDecisionUntil"] == waiting["awaitingDecisionUntil"]
     # Nothing before the restart ran again after it.
     assert rotation.activities() == HAPPY_ORDER
-    assert [e["FunctionName"] for e in events(done, "TaskCompleted")] == HAPPY_ORDER
+    completed = [e["FunctionName"] for e in events(done, "TaskCompleted")]
+    assert [name for name in completed if name != "notify"] == HAPPY_ORDER
+    # One notification for the wait and one for the decision: the replay sent neither again.
+    assert [n["kind"] for n in rotation.notifications()] == ["approval-waiting", "decided"]
     assert len(events(done, "TimerCreated")) == 1
+
+
+# -- 9. notifications -----------------------------------------------------------------------------
+
+
+def notify_calls(done: dict[str, Any]) -> int:
+    """notify calls in the history (its summary folds TaskScheduled into their outcome)."""
+    return sum(1 for e in events(done, "TaskCompleted", "TaskFailed") if e["FunctionName"] == "notify")
+
+
+def test_the_happy_path_without_approval_sends_no_notification(hub: Hub) -> None:
+    rotation = hub.rotate("notify-none", {"plan_rotation": [plan(consumers=CONSUMERS[:1])]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.notifications() == []
+    assert notify_calls(done) == 0
+
+
+def test_an_approval_notifies_the_wait_then_the_decision(hub: Hub) -> None:
+    rotation, waiting = approval_rotation(hub, "notify-approved")
+    wait_until(
+        lambda: len(rotation.notifications()) == 1,
+        10,
+        lambda: f"no waiting notice: {rotation.notifications()}",
+    )
+    [notice] = rotation.notifications()
+    assert notice["kind"] == "approval-waiting"
+    assert (notice["vault"], notice["secret"], notice["rotation_id"]) == (
+        VAULT,
+        "notify-approved",
+        rotation.id,
+    )
+    assert notice["step"] == "approval"
+    assert notice["deadline"] == waiting["awaitingDecisionUntil"]
+    rotation.decide({"approved": True, "approver": "alice", "reason": "change CHG-7"})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    waiting_notice, decided = rotation.notifications()
+    assert waiting_notice == notice
+    assert decided["kind"] == "decided"
+    assert decided["decision"] == done["output"]["decision"]
+    assert decided["detail"] == "approved by alice"
+    assert notify_calls(done) == 2
+
+
+def test_a_rejection_is_notified_as_decided_not_as_a_failure(hub: Hub) -> None:
+    rotation, _ = approval_rotation(hub, "notify-rejected")
+    rotation.decide({"approved": False, "approver": "carol", "reason": "not during the freeze"})
+    done = rotation.wait()
+
+    assert done["output"]["result"] == "rejected"
+    assert [n["kind"] for n in rotation.notifications()] == ["approval-waiting", "decided"]
+    decided = rotation.notifications()[1]
+    assert decided["detail"] == "rejected by carol: not during the freeze"
+    assert decided["decision"] == {"approved": False, "approver": "carol", "reason": "not during the freeze"}
+
+
+def test_a_timeout_is_notified_as_a_rejection_by_the_deadline(hub: Hub) -> None:
+    rotation, _ = approval_rotation(hub, "notify-timeout")
+    hub.advance_clock(POLICY.approval_timeout_hours * 3600 + 60)
+    done = rotation.wait()
+
+    assert done["output"]["result"] == "timed_out"
+    decided = rotation.notifications()[-1]
+    assert decided["kind"] == "decided"
+    assert decided["detail"] == "no decision before the deadline: rejected"
+    assert decided["decision"]["approver"] == "timeout"
+
+
+def test_a_failure_whose_undos_all_ran_is_notified_as_compensated(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "notify-compensated", {"verify_target": [fail("VerificationFailed", "role r1 refuses it")]}
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    [notice] = rotation.notifications()
+    assert notice["kind"] == "compensated"
+    assert notice["step"] == "verify"
+    assert notice["detail"] == "VerificationFailed: role r1 refuses it"
+    assert notice["compensation"] == done["customStatus"]["compensation"]
+    assert notice["promoted"] is False
+
+
+def test_a_failure_with_nothing_to_undo_is_notified_as_failed(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "notify-failed", {"plan_rotation": [fail("InvalidRequest", "tag rotation-target is missing")]}
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    [notice] = rotation.notifications()
+    assert notice["kind"] == "failed"
+    assert (notice["step"], notice["detail"]) == ("plan", "InvalidRequest: tag rotation-target is missing")
+    assert notice["compensation"] == []
+
+
+def test_a_failure_whose_undo_failed_is_notified_as_failed_with_the_undo_results(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "notify-undo-fails",
+        {
+            "verify_target": [fail("VerificationFailed", "role r1 refuses it")],
+            "revert_target": [fail("UndoImpossible", "the previous value no longer logs in")],
+        },
+    )
+    done = rotation.wait()
+
+    [notice] = rotation.notifications()
+    assert notice["kind"] == "failed"
+    assert notice["compensation"][0] == {
+        "undo": "revert_target",
+        "result": "failed",
+        "detail": "the previous value no longer logs in",
+    }
+    assert notice["compensation"] == done["customStatus"]["compensation"]
+
+
+def test_a_failure_after_promotion_says_the_new_value_is_in_force(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "notify-promoted",
+        {
+            "plan_rotation": [plan(consumers=CONSUMERS[:1])],
+            "restart_consumer": [fail("TargetError", "orders-api did not come back")],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["customStatus"]["promoted"] is True
+    [notice] = rotation.notifications()
+    assert (notice["kind"], notice["step"], notice["promoted"]) == ("failed", "restart", True)
+
+
+def test_a_credential_left_behind_by_retire_is_notified(hub: Hub) -> None:
+    left = ["0f0f0f0f-0000-4000-8000-000000000002 (created by hand)"]
+    rotation = hub.rotate(
+        "notify-unmanaged",
+        {
+            "plan_rotation": [plan(**(ISSUING | {"overlap_hours": 0.0}))],
+            "retire_previous": [
+                {"return": {"changed": False, "detail": "not issued by this hub", "not_removed": left}}
+            ],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    [notice] = rotation.notifications()
+    assert (notice["kind"], notice["step"], notice["not_removed"]) == ("unmanaged-credential", "retire", left)
+
+
+@pytest.mark.parametrize("error", ["RuntimeError", "TransientError"])
+def test_a_failing_notify_changes_nothing_and_is_not_retried(hub: Hub, error: str) -> None:
+    rotation, _ = approval_rotation(
+        hub, f"notify-broken-{error.lower()}", notify=[fail(error, "topic unreachable")]
+    )
+    rotation.decide({"approved": True, "approver": "alice"})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert done["output"]["result"] == "rotated"
+    assert rotation.activities() == HAPPY_ORDER
+    assert [n["kind"] for n in rotation.notifications()] == ["approval-waiting", "decided"]
+    # Only the approval deadline's timer: a failed notify is not retried, even a transient one.
+    assert len(events(done, "TimerCreated")) == 1
+    assert [e["FunctionName"] for e in events(done, "TaskFailed")] == ["notify", "notify"]
+
+
+def test_a_failing_notify_leaves_a_failed_rotation_s_outcome_as_it_was(hub: Hub) -> None:
+    rotation = hub.rotate(
+        "notify-broken-failure",
+        {
+            "verify_target": [fail("VerificationFailed", "role r1 refuses it")],
+            "notify": [fail("RuntimeError")],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [*HAPPY_ORDER[:4], "revert_target", "discard_pending"]
+    assert done["customStatus"]["failed"]["step"] == "verify"
+    assert "step verify failed: VerificationFailed: role r1 refuses it; revert_target: done" in done["output"]

@@ -30,6 +30,12 @@ def test_defaults_are_usable() -> None:
         ("ROTATION_APPROVAL_TIMEOUT_HOURS", "forever"),
         ("ROTATION_RETRY_MAX_ATTEMPTS", "0"),
         ("ROTATION_RETRY_FIRST_INTERVAL_SECONDS", "-1"),
+        ("ROTATION_PUBLIC_BASE_URL", "http://func-hub.azurewebsites.net"),
+        ("ROTATION_NOTIFY_TOPIC_ENDPOINT", "http://hub-events.westeurope-1.eventgrid.azure.net/api/events"),
+        ("ROTATION_NOTIFY_WEBHOOK_SECRET", "hub-kv"),
+        ("ROTATION_NOTIFY_WEBHOOK_SECRET", "hub-kv/teams webhook"),
+        ("ROTATION_NOTIFY_WEBHOOK_SECRET", "https://hooks.slack.com/services/T/B/x"),
+        ("ROTATION_NOTIFY_WEBHOOK_FORMAT", "discord"),
     ],
 )
 def test_a_malformed_setting_is_named(name: str, value: str) -> None:
@@ -48,3 +54,31 @@ def test_the_example_settings_file_names_every_setting() -> None:
     for spec in SETTINGS:
         assert example["Values"][spec.name] == spec.default, spec.name
         assert example["Descriptions"][spec.name].startswith(spec.meaning), spec.name
+
+
+def test_notifications_are_off_by_default_and_read_when_set() -> None:
+    default = Settings.from_environ({})
+    assert (default.notify_topic_endpoint, default.notify_webhook_secret, default.public_base_url) == (
+        "",
+        None,
+        "",
+    )
+    assert default.notify_webhook_format == "teams"
+    configured = Settings.from_environ(
+        {
+            "ROTATION_PUBLIC_BASE_URL": "https://func-hub.azurewebsites.net/",
+            "ROTATION_NOTIFY_TOPIC_ENDPOINT": "https://hub-events.westeurope-1.eventgrid.azure.net/api/events",
+            "ROTATION_NOTIFY_WEBHOOK_SECRET": "Hub-KV/teams-webhook",
+            "ROTATION_NOTIFY_WEBHOOK_FORMAT": "Slack",
+        }
+    )
+    assert configured.public_base_url == "https://func-hub.azurewebsites.net"
+    assert (
+        configured.notify_topic_endpoint == "https://hub-events.westeurope-1.eventgrid.azure.net/api/events"
+    )
+    assert configured.notify_webhook_secret == ("hub-kv", "teams-webhook")
+    assert configured.notify_webhook_format == "slack"
+    # A hub on this machine (the local stack) links to itself over plain http.
+    assert Settings.from_environ({"ROTATION_PUBLIC_BASE_URL": "http://127.0.0.1:7071"}).public_base_url == (
+        "http://127.0.0.1:7071"
+    )

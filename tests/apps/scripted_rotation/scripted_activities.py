@@ -10,7 +10,8 @@ rotations and a test sees exactly the calls of its own:
   ``"raise": "<class>"`` with ``"message"`` (and ``"cause"``: a class to chain it from), or
   ``"return": {...}`` (the result record; a plausible default when absent or when the activity
   is not in the script at all).
-- ``calls.jsonl``: one ``{"activity", "call", "input"}`` line per call, written when it starts.
+- ``calls.jsonl``: one ``{"activity", "call", "input"}`` line per call, written when it starts;
+  ``notify`` calls go to ``notifications.jsonl`` instead, so the step sequences stay as they were.
 
 Failures are raised the way the real activities raise them: ``rotation.errors`` classes, whose
 messages carry the ``[transient]``/``[permanent]`` marker the orchestrator reads. ``RuntimeError``
@@ -43,6 +44,8 @@ from rotation.model import (
     StageInput,
     StepInput,
 )
+from rotation.notifications import Notification
+from rotation.notify_delivery import Delivery
 
 bp = df.Blueprint()
 
@@ -60,7 +63,9 @@ _INPUTS: dict[str, type[Record]] = {
     "restart_consumer": ConsumerInput,
     "withdraw_credential": StepInput,
     "retire_previous": StepInput,
+    "notify": Notification,
 }
+_LOGS = {"notify": "notifications.jsonl"}
 _UNMARKED: dict[str, type[Exception]] = {"RuntimeError": RuntimeError, "ValueError": ValueError}
 _log_lock = threading.Lock()
 
@@ -68,6 +73,8 @@ _log_lock = threading.Lock()
 def _rotation_id(record: Record) -> str:
     if isinstance(record, StageInput | PromoteInput):
         return record.step.rotation_id
+    if isinstance(record, Notification):
+        return record.rotation_id
     assert isinstance(record, StepInput | ConsumerInput)
     return record.rotation_id
 
@@ -89,6 +96,8 @@ def _default_result(activity: str, record: Record, rotation_id: str) -> Record:
     if activity == "restart_consumer":
         assert isinstance(record, ConsumerInput)
         return ConsumerRestarted(consumer_id=record.consumer_id, state="Running")
+    if activity == "notify":
+        return Delivery(topic="sent", webhook="off")
     return Changed(changed=True, detail=f"{activity} done (scripted)")
 
 
@@ -105,7 +114,7 @@ def _error(entry: dict[str, Any]) -> Exception:
 
 def _record_call(folder: Path, activity: str, payload: dict[str, Any]) -> int:
     """Append this call to the log; returns its number among this rotation's calls of ``activity``."""
-    log = folder / "calls.jsonl"
+    log = folder / _LOGS.get(activity, "calls.jsonl")
     with _log_lock:
         earlier = (
             [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
@@ -191,6 +200,11 @@ def restart_consumer(payload: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="payload")
 def withdraw_credential(payload: dict[str, Any]) -> dict[str, Any]:
     return run("withdraw_credential", payload)
+
+
+@bp.activity_trigger(input_name="payload")
+def notify(payload: dict[str, Any]) -> dict[str, Any]:
+    return run("notify", payload)
 
 
 @bp.activity_trigger(input_name="payload")

@@ -50,6 +50,10 @@ param entraAuthority string
 param entraPropagationTimeoutSeconds int
 param entraVerifySuccesses int
 param storageVerifyTimeoutSeconds int
+param publicBaseUrl string
+param notifyTopicEndpoint string
+param notifyWebhookSecret string
+param notifyWebhookFormat string
 
 @description('Client id of the Entra app registration App Service authentication signs approvers in with; empty: authentication stays off (and the app refuses every decision).')
 param approvalSignInClientId string = ''
@@ -217,6 +221,22 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_STORAGE_VERIFY_TIMEOUT_SECONDS'
           value: string(storageVerifyTimeoutSeconds)
+        }
+        {
+          name: 'ROTATION_PUBLIC_BASE_URL'
+          value: publicBaseUrl
+        }
+        {
+          name: 'ROTATION_NOTIFY_TOPIC_ENDPOINT'
+          value: notifyTopicEndpoint
+        }
+        {
+          name: 'ROTATION_NOTIFY_WEBHOOK_SECRET'
+          value: notifyWebhookSecret
+        }
+        {
+          name: 'ROTATION_NOTIFY_WEBHOOK_FORMAT'
+          value: notifyWebhookFormat
         }
       ]
     }

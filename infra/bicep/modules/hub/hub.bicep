@@ -1,4 +1,5 @@
-// The hub in one resource group: identities, monitoring, storage and the Function App.
+// The hub in one resource group: identities, monitoring, storage, the notification topic and the
+// Function App.
 // main.bicep calls this; it can also be deployed alone into an existing resource group.
 
 param location string = resourceGroup().location
@@ -37,6 +38,9 @@ param entraAuthority string
 param entraPropagationTimeoutSeconds int
 param entraVerifySuccesses int
 param storageVerifyTimeoutSeconds int
+param publicBaseUrl string
+param notifyWebhookSecret string
+param notifyWebhookFormat string
 
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
@@ -72,6 +76,16 @@ module storage 'storage.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     hubPrincipalId: identity.outputs.hubPrincipalId
     deadLetterPrincipalId: identity.outputs.deadLetterPrincipalId
+  }
+}
+
+module notifyTopic 'notify-topic.bicep' = {
+  name: 'hub-notify-topic'
+  params: {
+    name: 'evgt-rotation-hub-${resourceToken}'
+    location: location
+    tags: tags
+    hubPrincipalId: identity.outputs.hubPrincipalId
   }
 }
 
@@ -112,6 +126,10 @@ module functionApp 'function-app.bicep' = {
     entraPropagationTimeoutSeconds: entraPropagationTimeoutSeconds
     entraVerifySuccesses: entraVerifySuccesses
     storageVerifyTimeoutSeconds: storageVerifyTimeoutSeconds
+    publicBaseUrl: publicBaseUrl
+    notifyTopicEndpoint: notifyTopic.outputs.endpoint
+    notifyWebhookSecret: notifyWebhookSecret
+    notifyWebhookFormat: notifyWebhookFormat
   }
 }
 
@@ -125,3 +143,5 @@ output hubClientId string = identity.outputs.hubClientId
 output deadLetterIdentityId string = identity.outputs.deadLetterIdentityId
 output storageAccountId string = storage.outputs.accountId
 output deadLetterContainerName string = storage.outputs.deadLetterContainerName
+output notifyTopicId string = notifyTopic.outputs.id
+output notifyTopicEndpoint string = notifyTopic.outputs.endpoint
