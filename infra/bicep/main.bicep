@@ -84,6 +84,16 @@ param notifyWebhookSecret string = ''
 @allowed(['teams', 'slack'])
 param notifyWebhookFormat string = 'teams'
 
+// How the durable task hub runs (README: Capacity and concurrency; infra/README.md).
+@description('Always-ready instances of the durable group (orchestrators and activities) on Flex Consumption; 0 lets it scale to zero.')
+param durableAlwaysReadyInstances int = 1
+@description('Backend of the task hub: azureStorage (the hub storage account) or durableTaskScheduler (a scheduler and task hub, identity-based).')
+@allowed(['azureStorage', 'durableTaskScheduler'])
+param durableBackend string = 'azureStorage'
+@description('SKU of the Durable Task Scheduler when durableBackend is durableTaskScheduler.')
+@allowed(['Consumption', 'Dedicated'])
+param durableTaskSchedulerSku string = 'Consumption'
+
 var tags = {
   'azd-env-name': environmentName
 }
@@ -133,6 +143,9 @@ module hub 'modules/hub/hub.bicep' = {
     publicBaseUrl: publicBaseUrl
     notifyWebhookSecret: notifyWebhookSecret
     notifyWebhookFormat: notifyWebhookFormat
+    durableAlwaysReadyInstances: durableAlwaysReadyInstances
+    durableBackend: durableBackend
+    durableTaskSchedulerSku: durableTaskSchedulerSku
   }
 }
 

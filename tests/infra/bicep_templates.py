@@ -147,4 +147,23 @@ ALL_ROLE_IDS = {
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
+    "Durable Task Data Contributor": "0ad04412-c4d5-4796-b79c-f76d14c8d402",
 }
+
+
+def site_app_settings(tpl: Template) -> tuple[list[dict[str, Any]], str | None]:
+    """The Function App's app settings: the list always set, and the variable appended to it.
+
+    function-app.bicep writes ``appSettings: concat([...], durableBackendSettings)``: the inline list
+    is what every deployment gets, the variable holds the settings of the chosen durable backend.
+    """
+    site = body(only_resource(tpl, "Microsoft.Web/sites"))
+    value = site["properties"]["siteConfig"]["appSettings"]
+    if isinstance(value, list):
+        return value, None
+    concat = value["function"]
+    assert concat["type"] == "concat", concat
+    always, appended = concat["parameters"].values()
+    assert isinstance(always, list), concat
+    assert isinstance(appended, str), concat
+    return always, appended

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bicep_templates import body, dotted, only_resource, param_default, template
+from bicep_templates import body, dotted, param_default, site_app_settings, template
 
 from rotation.settings import SETTINGS
 
@@ -16,6 +16,8 @@ PLATFORM = {
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # The Python worker's thread pool, sized from host.json's durable limits (test_infra_durable).
+    "PYTHON_THREADPOOL_THREAD_COUNT",
 }
 # Settings whose value the hub derives instead of taking a parameter default.
 DERIVED = {
@@ -31,8 +33,7 @@ DERIVED = {
 
 
 def _app_settings() -> list[dict[str, Any]]:
-    site = body(only_resource(template("modules/hub/function-app.bicep"), "Microsoft.Web/sites"))
-    settings: list[dict[str, Any]] = site["properties"]["siteConfig"]["appSettings"]
+    settings, _ = site_app_settings(template("modules/hub/function-app.bicep"))
     return settings
 
 

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from bicep_templates import ALL_ROLE_IDS, body, decorator, dotted, only_resource, param_default, template
+from bicep_templates import (
+    ALL_ROLE_IDS,
+    body,
+    decorator,
+    dotted,
+    only_resource,
+    param_default,
+    site_app_settings,
+    template,
+)
 
 from rotation.settings import SETTINGS, WEBHOOK_FORMATS
 
@@ -48,8 +57,8 @@ def test_the_hub_identity_is_the_topic_s_data_sender() -> None:
 
 
 def test_the_app_publishes_to_that_topic() -> None:
-    site = body(only_resource(template("modules/hub/function-app.bicep"), "Microsoft.Web/sites"))
-    settings = {s["name"]: s["value"] for s in site["properties"]["siteConfig"]["appSettings"]}
+    always, _ = site_app_settings(template("modules/hub/function-app.bicep"))
+    settings = {s["name"]: s["value"] for s in always}
     assert settings["ROTATION_NOTIFY_TOPIC_ENDPOINT"] == "notifyTopicEndpoint"
     passed = body(template("modules/hub/hub.bicep")["modules"]["functionApp"])["params"][
         "notifyTopicEndpoint"

@@ -19,6 +19,7 @@ from bicep_templates import (
     parse,
     resolve,
     resources_of_type,
+    site_app_settings,
     template,
 )
 
@@ -72,7 +73,8 @@ def _site() -> dict[str, Any]:
 
 
 def _app_settings() -> dict[str, Any]:
-    return {s["name"]: s["value"] for s in _site()["properties"]["siteConfig"]["appSettings"]}
+    settings, _ = site_app_settings(template("modules/hub/function-app.bicep"))
+    return {s["name"]: s["value"] for s in settings}
 
 
 def test_host_storage_is_identity_based() -> None:

@@ -58,6 +58,43 @@ param notifyWebhookFormat string
 @description('Client id of the Entra app registration App Service authentication signs approvers in with; empty: authentication stays off (and the app refuses every decision).')
 param approvalSignInClientId string = ''
 
+@description('Always-ready instances of the durable group (orchestrators and activities), which Microsoft recommends for Durable Functions on Flex Consumption; 0 lets the group scale to zero (a cold start on the next event).')
+@minValue(0)
+@maxValue(20)
+param durableAlwaysReadyInstances int = 1
+
+@description('Where the task hub lives: azureStorage (host.json as written) or durableTaskScheduler (the settings below switch host.json\'s storage provider; README: Capacity and concurrency).')
+@allowed(['azureStorage', 'durableTaskScheduler'])
+param durableBackend string = 'azureStorage'
+
+@description('Endpoint of the Durable Task Scheduler (durableBackend: durableTaskScheduler); empty otherwise.')
+param durableTaskSchedulerEndpoint string = ''
+
+// host.json's durable concurrency limits. The Python worker runs these synchronous functions on
+// its thread pool, and Microsoft's Durable Functions guidance for Python is to match the two, so
+// an activity dispatched to this instance never waits for a thread it cannot get elsewhere.
+var durableTask = loadJsonContent('../../../../host.json').extensions.durableTask
+var pythonThreads = durableTask.maxConcurrentActivityFunctions + durableTask.maxConcurrentOrchestratorFunctions
+
+// The Durable Task Scheduler option: host.json is one file, so these settings override its
+// storage provider (AzureFunctionsJobHost__<path>, the documented host.json override) and hold the
+// identity-based connection. Absent with the Azure Storage provider.
+var durableTaskSchedulerConnectionName = 'DURABLE_TASK_SCHEDULER_CONNECTION_STRING'
+var durableBackendSettings = durableBackend == 'durableTaskScheduler' ? [
+  {
+    name: durableTaskSchedulerConnectionName
+    value: 'Endpoint=${durableTaskSchedulerEndpoint};Authentication=ManagedIdentity;ClientID=${hubClientId}'
+  }
+  {
+    name: 'AzureFunctionsJobHost__extensions__durableTask__storageProvider__type'
+    value: 'azureManaged'
+  }
+  {
+    name: 'AzureFunctionsJobHost__extensions__durableTask__storageProvider__connectionStringName'
+    value: durableTaskSchedulerConnectionName
+  }
+] : []
+
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
 }
@@ -102,7 +139,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      appSettings: [
+      appSettings: concat([
         // Platform: identity-based host storage (no key), telemetry with an Entra token. Flex sets
         // the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME here.
         {
@@ -124,6 +161,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
           value: 'ClientId=${hubClientId};Authorization=AAD'
+        }
+        {
+          name: 'PYTHON_THREADPOOL_THREAD_COUNT'
+          value: string(pythonThreads)
         }
         // The app (rotation/settings.py).
         {
@@ -238,7 +279,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
           name: 'ROTATION_NOTIFY_WEBHOOK_FORMAT'
           value: notifyWebhookFormat
         }
-      ]
+      ], durableBackendSettings)
     }
     functionAppConfig: {
       deployment: {
@@ -254,6 +295,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        // Orchestrator, activity and entity triggers scale together as the group 'durable'; an
+        // instance kept ready picks up a timer, a decision or a new rotation without a cold start.
+        alwaysReady: [
+          {
+            name: 'durable'
+            instanceCount: durableAlwaysReadyInstances
+          }
+        ]
       }
       runtime: {
         name: 'python'

@@ -42,6 +42,17 @@ param publicBaseUrl string
 param notifyWebhookSecret string
 param notifyWebhookFormat string
 
+@description('Always-ready instances of the durable group on Flex Consumption.')
+param durableAlwaysReadyInstances int = 1
+
+@description('azureStorage (the hub storage account, host.json as written) or durableTaskScheduler.')
+@allowed(['azureStorage', 'durableTaskScheduler'])
+param durableBackend string = 'azureStorage'
+
+@description('SKU of the Durable Task Scheduler (durableBackend: durableTaskScheduler).')
+@allowed(['Consumption', 'Dedicated'])
+param durableTaskSchedulerSku string = 'Consumption'
+
 var deploymentContainerName = 'app-package'
 var deadLetterContainerName = 'eventgrid-deadletter'
 
@@ -89,6 +100,17 @@ module notifyTopic 'notify-topic.bicep' = {
   }
 }
 
+module durableTaskScheduler 'durable-task-scheduler.bicep' = if (durableBackend == 'durableTaskScheduler') {
+  name: 'hub-durable-task-scheduler'
+  params: {
+    name: 'dts-rotation-hub-${resourceToken}'
+    location: location
+    tags: tags
+    skuName: durableTaskSchedulerSku
+    hubPrincipalId: identity.outputs.hubPrincipalId
+  }
+}
+
 module functionApp 'function-app.bicep' = {
   name: 'hub-function-app'
   params: {
@@ -130,6 +152,9 @@ module functionApp 'function-app.bicep' = {
     notifyTopicEndpoint: notifyTopic.outputs.endpoint
     notifyWebhookSecret: notifyWebhookSecret
     notifyWebhookFormat: notifyWebhookFormat
+    durableAlwaysReadyInstances: durableAlwaysReadyInstances
+    durableBackend: durableBackend
+    durableTaskSchedulerEndpoint: durableBackend == 'durableTaskScheduler' ? durableTaskScheduler.outputs.endpoint : ''
   }
 }
 
