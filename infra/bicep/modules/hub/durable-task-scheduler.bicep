@@ -23,7 +23,7 @@ var taskHubName = loadJsonContent('../../../../host.json').extensions.durableTas
 var durableTaskDataContributor = '0ad04412-c4d5-4796-b79c-f76d14c8d402'
 
 // Dedicated needs a capacity (1 unit; 3 for zone redundancy); Consumption takes none.
-var sku = skuName == 'Dedicated' ? { name: 'Dedicated', capacity: 1 } : { name: 'Consumption' }
+var sku = (skuName == 'Dedicated') ? { name: 'Dedicated', capacity: 1 } : { name: 'Consumption' }
 
 resource scheduler 'Microsoft.DurableTask/schedulers@2025-11-01' = {
   name: name

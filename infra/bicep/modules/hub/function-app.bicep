@@ -74,13 +74,16 @@ param durableTaskSchedulerEndpoint string = ''
 // its thread pool, and Microsoft's Durable Functions guidance for Python is to match the two, so
 // an activity dispatched to this instance never waits for a thread it cannot get elsewhere.
 var durableTask = loadJsonContent('../../../../host.json').extensions.durableTask
-var pythonThreads = durableTask.maxConcurrentActivityFunctions + durableTask.maxConcurrentOrchestratorFunctions
+var activitySlots = durableTask.maxConcurrentActivityFunctions
+var orchestratorSlots = durableTask.maxConcurrentOrchestratorFunctions
+var pythonThreads = activitySlots + orchestratorSlots
 
 // The Durable Task Scheduler option: host.json is one file, so these settings override its
 // storage provider (AzureFunctionsJobHost__<path>, the documented host.json override) and hold the
 // identity-based connection. Absent with the Azure Storage provider.
+var useDurableTaskScheduler = durableBackend == 'durableTaskScheduler'
 var durableTaskSchedulerConnectionName = 'DURABLE_TASK_SCHEDULER_CONNECTION_STRING'
-var durableBackendSettings = durableBackend == 'durableTaskScheduler' ? [
+var durableBackendSettings = useDurableTaskScheduler ? [
   {
     name: durableTaskSchedulerConnectionName
     value: 'Endpoint=${durableTaskSchedulerEndpoint};Authentication=ManagedIdentity;ClientID=${hubClientId}'

@@ -54,6 +54,7 @@ param durableBackend string = 'azureStorage'
 param durableTaskSchedulerSku string = 'Consumption'
 
 var deploymentContainerName = 'app-package'
+var useDurableTaskScheduler = durableBackend == 'durableTaskScheduler'
 var deadLetterContainerName = 'eventgrid-deadletter'
 
 module identity 'identity.bicep' = {
@@ -100,7 +101,7 @@ module notifyTopic 'notify-topic.bicep' = {
   }
 }
 
-module durableTaskScheduler 'durable-task-scheduler.bicep' = if (durableBackend == 'durableTaskScheduler') {
+module durableTaskScheduler 'durable-task-scheduler.bicep' = if (useDurableTaskScheduler) {
   name: 'hub-durable-task-scheduler'
   params: {
     name: 'dts-rotation-hub-${resourceToken}'
@@ -154,7 +155,7 @@ module functionApp 'function-app.bicep' = {
     notifyWebhookFormat: notifyWebhookFormat
     durableAlwaysReadyInstances: durableAlwaysReadyInstances
     durableBackend: durableBackend
-    durableTaskSchedulerEndpoint: durableBackend == 'durableTaskScheduler' ? durableTaskScheduler.outputs.endpoint : ''
+    durableTaskSchedulerEndpoint: useDurableTaskScheduler ? durableTaskScheduler.outputs.endpoint : ''
   }
 }
 
