@@ -161,6 +161,9 @@ def test_the_scheduler_option_switches_host_json_s_provider_to_an_identity_conne
             "durableTaskSchedulerConnectionName"
         ),
     }
+    always, _ = site_app_settings(tpl)
+    assert not {s["name"] for s in always} & set(settings), "a backend setting would be set twice"
+    assert not {s["name"] for s in always} & {connection}
     # The overrides follow host.json's own path: extensions.durableTask.storageProvider.
     host_json = read_json(REPO / "host.json")
     assert "storageProvider" in host_json["extensions"]["durableTask"]

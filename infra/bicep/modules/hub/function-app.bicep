@@ -60,7 +60,6 @@ param approvalSignInClientId string = ''
 
 @description('Always-ready instances of the durable group (orchestrators and activities), which Microsoft recommends for Durable Functions on Flex Consumption; 0 lets the group scale to zero (a cold start on the next event).')
 @minValue(0)
-@maxValue(20)
 param durableAlwaysReadyInstances int = 1
 
 @description('Where the task hub lives: azureStorage (host.json as written) or durableTaskScheduler (the settings below switch host.json\'s storage provider; README: Capacity and concurrency).')
