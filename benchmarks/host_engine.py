@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -112,9 +113,20 @@ async def _run(instances: int, concurrency: int, data_dir: Path, workers: int) -
     }
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(instances: int, concurrency: int, workers: int = 1) -> dict[str, Any]:
+    """One run; CPU seconds too (host process, and worker processes once they exited), which the
+    other jobs of a shared machine distort less than the wall-clock rates."""
+    host_cpu, workers_cpu = time.process_time(), _children_cpu()
     with tempfile.TemporaryDirectory(prefix="host-bench-") as folder:
-        return asyncio.run(_run(instances, concurrency, Path(folder), workers))
+        result = asyncio.run(_run(instances, concurrency, Path(folder), workers))
+    result["host_cpu_ms"] = (time.process_time() - host_cpu) * 1000 / instances
+    result["workers_cpu_ms"] = (_children_cpu() - workers_cpu) * 1000 / instances
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
          f"{many['activity_ms']:.2f} ms"),
         ("instances completed per second, 1 in flight", f"{one['per_second']:.1f}"),
         (f"instances completed per second, {args.concurrency} in flight", f"{many['per_second']:.1f}"),
+        (f"host process CPU per instance, {args.concurrency} in flight", f"{many['host_cpu_ms']:.1f} ms"),
+        (f"worker processes' CPU per instance (app import included), {args.concurrency} in flight",
+         f"{many['workers_cpu_ms']:.1f} ms"),
         ("SQLite file size per completed instance (history kept)", f"{many['bytes_per_instance'] / 1024:.1f} KiB"),
     ]  # fmt: skip
     print(f"orchestration: 6 no-op activities in sequence (7 episodes); cpus: {os.cpu_count()}; "
