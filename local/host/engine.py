@@ -35,7 +35,7 @@ from local.host.episode import EpisodeResult, EpisodeRunner, PendingReplay
 from local.host.failures import activity_failure, missing_activity_failure
 from local.host.function_index import FunctionIndex
 from local.host.invoker import Invoker
-from local.host.replay_workers import ReplayWorkers
+from local.host.replay_workers import ReplayWorkers, WorkerDied
 from local.host.store import TERMINAL_STATUSES, ActivityItem, Store
 
 logger = logging.getLogger(__name__)
@@ -182,10 +182,13 @@ class DurableEngine:
                 self._after_episode(step, (time.perf_counter() - started) * 1000)
         except asyncio.CancelledError:
             raise
+        except WorkerDied as exc:
+            # Nothing was committed: the episode runs again (in another worker).
+            self._episode_failed(instance_id, exc)
+            self._woken_in_flight.add(instance_id)
         except Exception as exc:
             self._episode_failed(instance_id, exc)
             await asyncio.sleep(0.5)
-            self._woken_in_flight.add(instance_id)
         finally:
             self._in_flight.discard(instance_id)
             slots.release()

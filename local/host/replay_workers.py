@@ -165,10 +165,15 @@ class ReplayWorkers:
     async def replay(self, name: str, context_json: str) -> OrchestratorAnswer:
         """One orchestrator call in the next idle worker; raises WorkerDied if that worker dies."""
         worker = await self._idle.get()
+        while worker not in self._workers:  # it died while idle; a replacement is on its way
+            worker = await self._idle.get()
         answer: asyncio.Future[OrchestratorAnswer] = asyncio.get_running_loop().create_future()
         worker.answer = answer
         try:
-            worker.connection.send((name, context_json))
+            try:
+                worker.connection.send((name, context_json))
+            except OSError as exc:
+                raise WorkerDied(f"worker process {worker.process.pid} ended") from exc
             return await answer
         finally:
             if worker in self._workers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 from collections import Counter
 from typing import Any
 
@@ -123,3 +124,20 @@ def test_a_bad_worker_count_refuses_to_start(host_factory: HostFactory, value: s
         HostStartError, match="FUNCTIONS_WORKER_PROCESS_COUNT must be an integer from 1 to 10"
     ):
         host.process.start()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_under_load_is_replaced_and_every_instance_completes(
+    host_factory: HostFactory,
+) -> None:
+    host = host_factory(workers=2)
+    ids = [host.api.start("chain", f"worker-kill-{index}", {"steps": 25}) for index in range(20)]
+    wait_until(lambda: any(item["runtimeStatus"] == "Running" for item in host.api.list()), 20)
+    victim = _worker_pids(host)[0]
+    os.kill(victim, signal.SIGKILL)
+    for instance_id in ids:
+        done = host.api.wait(instance_id, timeout=90, query="?showHistory=true")
+        assert done["output"] == 25
+        _assert_well_formed(done, "add_one", 25)
+    log = host.process.log_path.read_text(encoding="utf-8")
+    assert f"worker process {victim} ended; starting another" in log
