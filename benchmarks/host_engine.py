@@ -3,8 +3,10 @@
 Runs the engine in this process (SQLite store, real SDK replay, activities on the thread pool)
 with the sample app's ``noop_six`` orchestration: six no-op activities in sequence, so seven
 episodes and six activity calls per instance. No HTTP is involved; the figures are the engine's.
+With ``--workers N`` (N > 1) the orchestrator calls replay in N worker processes, as the host does
+with FUNCTIONS_WORKER_PROCESS_COUNT=N.
 
-    python -m benchmarks.host_engine [--sequential 100] [--concurrent 400] [--concurrency 50]
+    python -m benchmarks.host_engine [--sequential 100] [--concurrent 400] [--concurrency 50] [--workers 1]
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -25,33 +28,32 @@ from typing import Any
 from benchmarks.table import print_table
 from local.host.clock import HostClock
 from local.host.engine import DurableEngine
-from local.host.episode import EpisodeResult, EpisodeRunner
+from local.host.episode import EpisodeResult
 from local.host.function_index import load_app
 from local.host.instance_ops import InstanceOperations
 from local.host.invoker import Invoker
-from local.host.store import ActivityItem, Store
+from local.host.replay_workers import ReplayWorkers
+from local.host.store import TERMINAL_STATUSES, ActivityItem, Store
 
 APP = Path(__file__).resolve().parents[1] / "tests" / "apps" / "durable_app"
 ACTIVITIES_PER_INSTANCE = 6
 
 
-class TimedRunner(EpisodeRunner):
-    """Records how long each episode takes (load, replay, plan, commit)."""
-
-    durations: list[float]
-
-    def run(self, instance_id: str) -> EpisodeResult | None:
-        started = time.perf_counter()
-        result = super().run(instance_id)
-        if result is not None and result.ran_orchestrator:
-            self.durations.append(time.perf_counter() - started)
-        return result
-
-
 class TimedEngine(DurableEngine):
-    """Records each activity call from dispatch to its result committed to the inbox."""
+    """Records each episode (prepare to commit) and each activity call, and which instances ended."""
 
+    episode_durations: list[float]
     activity_durations: list[float]
+    ended: dict[str, str]
+    progress: asyncio.Event
+
+    def _after_episode(self, result: EpisodeResult, elapsed_ms: float) -> None:
+        super()._after_episode(result, elapsed_ms)
+        if result.ran_orchestrator:
+            self.episode_durations.append(elapsed_ms / 1000)
+        if result.status in TERMINAL_STATUSES:
+            self.ended[result.instance_id] = result.status
+            self.progress.set()
 
     async def _run_activity(self, item: ActivityItem) -> None:
         started = time.perf_counter()
@@ -59,18 +61,23 @@ class TimedEngine(DurableEngine):
         self.activity_durations.append(time.perf_counter() - started)
 
 
-async def _run(instances: int, concurrency: int, data_dir: Path) -> dict[str, Any]:
+async def _run(instances: int, concurrency: int, data_dir: Path, workers: int) -> dict[str, Any]:
     index = load_app(APP)
     store = Store(data_dir / "durable.sqlite")
     clock = HostClock()
     with ThreadPoolExecutor(max_workers=8) as functions:
         invoker = Invoker(sync_executor=functions, client_binding=lambda hub: "{}")
         # 8 slots: the sample app's host.json maxConcurrentActivityFunctions.
-        engine = TimedEngine(store, index, clock, invoker=invoker, max_activities=8)
-        engine.activity_durations = []
-        runner = TimedRunner(store, index, clock)
-        runner.durations = []
-        engine.runner = runner
+        engine = TimedEngine(
+            store,
+            index,
+            clock,
+            invoker=invoker,
+            max_activities=8,
+            workers=ReplayWorkers(APP, workers) if workers > 1 else None,
+        )
+        engine.episode_durations, engine.activity_durations, engine.ended = [], [], {}
+        engine.progress = asyncio.Event()
         operations = InstanceOperations(store, index, clock, engine)
         await engine.start()
         ids = [f"bench-{number:05d}" for number in range(instances)]
@@ -82,32 +89,44 @@ async def _run(instances: int, concurrency: int, data_dir: Path) -> dict[str, An
                 instance_id = pending.pop(0)
                 operations.start("noop_six", instance_id, None)
                 in_flight.add(instance_id)
-            await asyncio.sleep(0.001)
-            for instance_id in list(in_flight):
-                instance = store.get_instance(instance_id)
-                if instance is not None and instance.is_terminal:
-                    if instance.status != "Completed":
-                        raise RuntimeError(f"{instance_id} ended {instance.status}: {instance.output}")
-                    in_flight.discard(instance_id)
+            # Woken when an instance ends (polling the store would take the engine's CPU).
+            await engine.progress.wait()
+            engine.progress.clear()
+            for instance_id in [item for item in in_flight if item in engine.ended]:
+                in_flight.discard(instance_id)
         elapsed = time.perf_counter() - started
         await engine.stop()
+    failed = {key: value for key, value in engine.ended.items() if value != "Completed"}
+    if failed or len(engine.ended) != instances:
+        raise RuntimeError(f"{len(engine.ended)} of {instances} instances ended, not completed: {failed}")
     store.checkpoint()
     store.close()
     size = (data_dir / "durable.sqlite").stat().st_size
     return {
         "elapsed": elapsed,
         "per_second": instances / elapsed,
-        "episode_ms": statistics.mean(runner.durations) * 1000,
+        "episode_ms": statistics.mean(engine.episode_durations) * 1000,
         "activity_ms": statistics.mean(engine.activity_durations) * 1000,
-        "episodes": len(runner.durations),
+        "episodes": len(engine.episode_durations),
         "activities": len(engine.activity_durations),
         "bytes_per_instance": size / instances,
     }
 
 
-def measure(instances: int, concurrency: int) -> dict[str, Any]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(instances: int, concurrency: int, workers: int = 1) -> dict[str, Any]:
+    """One run; CPU seconds too (host process, and worker processes once they exited), which the
+    other jobs of a shared machine distort less than the wall-clock rates."""
+    host_cpu, workers_cpu = time.process_time(), _children_cpu()
     with tempfile.TemporaryDirectory(prefix="host-bench-") as folder:
-        return asyncio.run(_run(instances, concurrency, Path(folder)))
+        result = asyncio.run(_run(instances, concurrency, Path(folder), workers))
+    result["host_cpu_ms"] = (time.process_time() - host_cpu) * 1000 / instances
+    result["workers_cpu_ms"] = (_children_cpu() - workers_cpu) * 1000 / instances
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,25 +138,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--concurrent", type=int, default=400, help="instances run with --concurrency in flight"
     )
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes replaying orchestrators (as FUNCTIONS_WORKER_PROCESS_COUNT)",
+    )
     args = parser.parse_args(argv)
     # The SDK and azure-functions log notices per call; only the table belongs on the screen.
     logging.getLogger("azure").setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
 
-    one = measure(args.sequential, 1)
-    many = measure(args.concurrent, args.concurrency)
+    one = measure(args.sequential, 1, args.workers)
+    many = measure(args.concurrent, args.concurrency, args.workers)
     rows = [
         ("engine overhead per episode (replay + commit), 1 in flight", f"{one['episode_ms']:.2f} ms"),
         ("engine overhead per no-op activity call, 1 in flight", f"{one['activity_ms']:.2f} ms"),
-        (f"engine overhead per episode, {args.concurrency} in flight", f"{many['episode_ms']:.2f} ms"),
+        (f"episode, prepare to commit (queueing included), {args.concurrency} in flight", f"{many['episode_ms']:.2f} ms"),
         (f"no-op activity, dispatch to result committed (queueing included), {args.concurrency} in flight",
          f"{many['activity_ms']:.2f} ms"),
         ("instances completed per second, 1 in flight", f"{one['per_second']:.1f}"),
         (f"instances completed per second, {args.concurrency} in flight", f"{many['per_second']:.1f}"),
+        (f"host process CPU per instance, {args.concurrency} in flight", f"{many['host_cpu_ms']:.1f} ms"),
+        (f"worker processes' CPU per instance (app import included), {args.concurrency} in flight",
+         f"{many['workers_cpu_ms']:.1f} ms"),
         ("SQLite file size per completed instance (history kept)", f"{many['bytes_per_instance'] / 1024:.1f} KiB"),
     ]  # fmt: skip
     print(f"orchestration: 6 no-op activities in sequence (7 episodes); cpus: {os.cpu_count()}; "
-          f"python {sys.version.split()[0]}")  # fmt: skip
+          f"worker processes: {args.workers}; python {sys.version.split()[0]}")  # fmt: skip
     print_table(rows)
     checks = (
         one["episodes"],

@@ -71,6 +71,13 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
         help="concurrent activities (default: host.json maxConcurrentActivityFunctions)",
     )
     parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes replaying orchestrations of different instances in parallel, 1 to 10 "
+        "(default: FUNCTIONS_WORKER_PROCESS_COUNT, else 1)",
+    )
+    parser.add_argument(
         "--max-body-bytes",
         type=_positive_int,
         default=DEFAULT_MAX_BODY_BYTES,
@@ -107,6 +114,7 @@ def parse_args(argv: Sequence[str] | None = None) -> HostOptions:
         auth_keys=args.auth == "keys",
         time_scale=args.time_scale,
         max_activities=args.max_activities,
+        workers=args.workers,
         max_body_bytes=args.max_body_bytes,
         easy_auth=args.easy_auth.resolve() if args.easy_auth else None,
         easy_auth_token_key=args.easy_auth_token_key.resolve() if args.easy_auth_token_key else None,

@@ -1,9 +1,13 @@
 """The durable engine's scheduling: which episode runs next, activities on a bounded pool, timers.
 
 Three loops share the event loop:
-- the orchestration loop takes ready instances one at a time and runs an episode for each
-  (episodes of one instance are therefore never concurrent; many instances are in flight because
-  an episode only schedules work and returns);
+- the orchestration loop takes ready instances and runs an episode for each. With one worker
+  process (FUNCTIONS_WORKER_PROCESS_COUNT=1, the default) episodes run one at a time in this
+  process. With several, the orchestrator calls of *different* instances replay in parallel in
+  the worker processes (``replay_workers.py``) while this process reads and commits; an instance
+  woken while its episode is in flight runs again once that episode is committed, so episodes of
+  one instance are never concurrent. Many instances are in flight either way, because an episode
+  only schedules work and returns;
 - each activity runs as its own task, bounded by ``max_activities`` (host.json's
   maxConcurrentActivityFunctions), and commits its result to the inbox before the orchestrator
   can see it;
@@ -27,23 +31,33 @@ from azure.functions.durable_functions import ActivityTriggerConverter
 
 from local.host import history
 from local.host.clock import HostClock, from_epoch, to_iso, wait_for_event
-from local.host.episode import EpisodeResult, EpisodeRunner
+from local.host.episode import EpisodeResult, EpisodeRunner, PendingReplay
 from local.host.failures import activity_failure, missing_activity_failure
 from local.host.function_index import FunctionIndex
 from local.host.invoker import Invoker
-from local.host.store import ActivityItem, Store
+from local.host.replay_workers import ReplayWorkers, WorkerDied
+from local.host.store import TERMINAL_STATUSES, ActivityItem, Store
 
 logger = logging.getLogger(__name__)
 
 # The timer loop re-checks at least this often, so a lost wake-up can only delay a timer a little.
 MAX_TIMER_SLEEP_SECONDS = 30.0
+# Episodes in flight per worker process: one replaying, one prepared and waiting in the pool's queue.
+EPISODES_PER_WORKER = 2
 
 
 class DurableEngine:
     """Runs episodes, activities and timers for one task hub."""
 
     def __init__(
-        self, store: Store, index: FunctionIndex, clock: HostClock, *, invoker: Invoker, max_activities: int
+        self,
+        store: Store,
+        index: FunctionIndex,
+        clock: HostClock,
+        *,
+        invoker: Invoker,
+        max_activities: int,
+        workers: ReplayWorkers | None = None,
     ) -> None:
         self.store = store
         self.index = index
@@ -51,13 +65,20 @@ class DurableEngine:
         self.invoker = invoker
         self.max_activities = max_activities
         self.runner = EpisodeRunner(store, index, clock)
+        self.workers = workers
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
+        # Instances whose episode is in flight, and those of them woken meanwhile (run again after).
+        self._in_flight: set[str] = set()
+        self._woken_in_flight: set[str] = set()
+        self._episodes: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(max_activities)
         self._executor = ThreadPoolExecutor(max_workers=max_activities, thread_name_prefix="activity")
         self._timer_wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._activities: set[asyncio.Task[None]] = set()
+        # Activity results waiting for the next commit (see _commit_results).
+        self._results: list[tuple[ActivityItem, dict[str, Any], asyncio.Future[bool]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self.episodes_run = 0
         self.activities_run = 0
@@ -65,6 +86,8 @@ class DurableEngine:
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.workers is not None:
+            await self.workers.start()
         latest = self.store.max_updated_at()
         if latest is not None:
             # After a restart the host clock must not run behind what orchestrations already saw.
@@ -88,11 +111,14 @@ class DurableEngine:
         ]
 
     async def stop(self) -> None:
-        for task in [*self._loops, *self._activities]:
+        for task in [*self._loops, *self._episodes, *self._activities]:
             task.cancel()
-        await asyncio.gather(*self._loops, *self._activities, return_exceptions=True)
+        await asyncio.gather(*self._loops, *self._episodes, *self._activities, return_exceptions=True)
         # Activities still running in threads are abandoned; their rows stay and run again on restart.
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self.workers is not None:
+            # Replays in flight are dropped uncommitted: their events are still in the inbox.
+            self.workers.stop()
 
     def wake(self, instance_id: str) -> None:
         if instance_id not in self._queued:
@@ -109,6 +135,9 @@ class DurableEngine:
 
     # -- orchestrations ---------------------------------------------------------------------------
     async def _orchestration_loop(self) -> None:
+        if self.workers is not None:
+            await self._parallel_orchestration_loop(self.workers)
+            return
         while True:
             instance_id = await self._ready.get()
             self._queued.discard(instance_id)
@@ -116,17 +145,61 @@ class DurableEngine:
             try:
                 result = self.runner.run(instance_id)
             except Exception as exc:
-                # A host bug or a storage failure: keep serving, the inbox still holds the events.
-                logger.error(
-                    "episode for instance %s failed inside the host: %s", instance_id, type(exc).__name__
-                )
-                logger.debug("episode failure", exc_info=True)
+                self._episode_failed(instance_id, exc)
                 await asyncio.sleep(0.5)
                 continue
             if result is not None:
                 self._after_episode(result, (time.perf_counter() - started) * 1000)
             # Let HTTP handlers and activity completions run between episodes.
             await asyncio.sleep(0)
+
+    async def _parallel_orchestration_loop(self, workers: ReplayWorkers) -> None:
+        slots = asyncio.Semaphore(workers.count * EPISODES_PER_WORKER)
+        while True:
+            instance_id = await self._ready.get()
+            self._queued.discard(instance_id)
+            if instance_id in self._in_flight:
+                self._woken_in_flight.add(instance_id)
+                continue
+            await slots.acquire()
+            self._in_flight.add(instance_id)
+            task = asyncio.create_task(self._parallel_episode(instance_id, workers, slots))
+            self._episodes.add(task)
+            task.add_done_callback(self._episodes.discard)
+
+    async def _parallel_episode(
+        self, instance_id: str, workers: ReplayWorkers, slots: asyncio.Semaphore
+    ) -> None:
+        started = time.perf_counter()
+        try:
+            step = self.runner.prepare(instance_id)
+            if isinstance(step, PendingReplay):
+                answer = None
+                if step.name in self.index.orchestrators:
+                    answer = await workers.replay(step.name, step.context_json)
+                step = self.runner.finish(step, answer)
+            if step is not None:
+                self._after_episode(step, (time.perf_counter() - started) * 1000)
+        except asyncio.CancelledError:
+            raise
+        except WorkerDied as exc:
+            # Nothing was committed: the episode runs again (in another worker).
+            self._episode_failed(instance_id, exc)
+            self._woken_in_flight.add(instance_id)
+        except Exception as exc:
+            self._episode_failed(instance_id, exc)
+            await asyncio.sleep(0.5)
+        finally:
+            self._in_flight.discard(instance_id)
+            slots.release()
+        if instance_id in self._woken_in_flight:
+            self._woken_in_flight.discard(instance_id)
+            self.wake(instance_id)
+
+    def _episode_failed(self, instance_id: str, exc: Exception) -> None:
+        # A host bug, a storage failure or a dead worker: keep serving, the inbox still holds the events.
+        logger.error("episode for instance %s failed inside the host: %s", instance_id, type(exc).__name__)
+        logger.debug("episode failure", exc_info=exc)
 
     def _after_episode(self, result: EpisodeResult, elapsed_ms: float) -> None:
         self.episodes_run += 1
@@ -163,21 +236,12 @@ class DurableEngine:
             started = time.perf_counter()
             event, outcome = await self._execute_activity(item)
             elapsed_ms = (time.perf_counter() - started) * 1000
-        delivered = False
-        with self.store.transaction():
-            # The row is gone if the instance ended (terminated, failed) while the activity ran.
-            if self.store.delete_activity(item.id):
-                instance = self.store.get_instance(item.instance_id)
-                if (
-                    instance is not None
-                    and instance.execution_id == item.execution_id
-                    and not instance.is_terminal
-                ):
-                    self.store.add_inbox(item.instance_id, item.execution_id, event)
-                    delivered = True
+        committed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if not self._results:
+            asyncio.get_running_loop().call_soon(self._commit_results)
+        self._results.append((item, event, committed))
+        delivered = await committed
         self.activities_run += 1
-        if delivered:
-            self.wake(item.instance_id)
         logger.info(
             "activity %s [%s task %d] %s (%.1f ms)%s",
             item.name,
@@ -187,6 +251,38 @@ class DurableEngine:
             elapsed_ms,
             "" if delivered else ", result dropped: the instance moved on",
         )
+
+    def _commit_results(self) -> None:
+        """Commit every activity result that finished in this loop iteration in one transaction.
+
+        Each result is committed before its orchestrator can see it, as before; grouping them only
+        saves a commit per activity when many finish together."""
+        results, self._results = self._results, []
+        delivered: list[bool] = []
+        try:
+            with self.store.transaction():
+                for item, event, _ in results:
+                    delivered.append(self._commit_result(item, event))
+        except Exception as exc:
+            for _, _, committed in results:
+                if not committed.done():
+                    committed.set_exception(exc)
+            return
+        for (item, _, committed), was_delivered in zip(results, delivered, strict=True):
+            if was_delivered:
+                self.wake(item.instance_id)
+            if not committed.done():
+                committed.set_result(was_delivered)
+
+    def _commit_result(self, item: ActivityItem, event: dict[str, Any]) -> bool:
+        # The row is gone if the instance ended (terminated, failed) while the activity ran.
+        if not self.store.delete_activity(item.id):
+            return False
+        version = self.store.instance_version(item.instance_id)
+        if version is None or version[0] != item.execution_id or version[1] in TERMINAL_STATUSES:
+            return False
+        self.store.add_inbox(item.instance_id, item.execution_id, event)
+        return True
 
     async def _execute_activity(self, item: ActivityItem) -> tuple[dict[str, Any], str]:
         entry = self.index.activities.get(item.name)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -38,7 +37,7 @@ from local.host.failures import orchestration_failure, unknown_function_message
 from local.host.function_index import FunctionIndex
 from local.host.history import EventType, OrchestrationStatus
 from local.host.lifecycle import RUNNING_STATUSES, create_instance, notify_parent, start_new_execution
-from local.host.orchestrator_call import build_context_json, call_orchestrator
+from local.host.orchestrator_call import OrchestratorAnswer, build_context_json, call_orchestrator
 from local.host.store import ActivityItem, InboxItem, Instance, Store
 
 logger = logging.getLogger(__name__)
@@ -83,6 +82,23 @@ class _Plan:
     timers: list[tuple[int, float, str]] = field(default_factory=list)
     cancelled_timers: list[int] = field(default_factory=list)
     children: list[tuple[str, str, str | None, int]] = field(default_factory=list)
+
+
+@dataclass
+class PendingReplay:
+    """An episode between ``prepare`` and ``finish``: everything but the orchestrator's answer."""
+
+    instance: Instance
+    state: EngineState
+    selection: _Selection
+    now_epoch: float
+    new_events: list[dict[str, Any]]
+    context_json: str  # empty when the orchestrator is unknown (the episode fails it)
+    version: tuple[str, str, float]  # the instance row as read; finish() commits only if unchanged
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
 
 
 def _is_retry_trigger(event: dict[str, Any], state: EngineState) -> bool:
@@ -150,9 +166,21 @@ class EpisodeRunner:
             selection.batch = started[:1] + others
         return selection
 
-    # -- entry point ------------------------------------------------------------------------
+    # -- entry points -----------------------------------------------------------------------
     def run(self, instance_id: str) -> EpisodeResult | None:
         """Run one episode if the instance has deliverable events; None when there was nothing to do."""
+        step = self.prepare(instance_id)
+        if not isinstance(step, PendingReplay):
+            return step
+        entry = self.index.orchestrators.get(step.name)
+        answer = None if entry is None else call_orchestrator(entry, step.context_json)
+        return self.finish(step, answer)
+
+    def prepare(self, instance_id: str) -> EpisodeResult | PendingReplay | None:
+        """Read and select the instance's events; steps without replay (terminate, suspend) are done.
+
+        A ``PendingReplay`` needs the orchestrator's answer (in this process or in a worker), then
+        ``finish``; the engine never prepares an instance whose previous step is not finished."""
         items = self.store.inbox_for(instance_id)
         if not items:
             return None
@@ -176,7 +204,7 @@ class EpisodeRunner:
             return self._terminate(instance, selection, now_epoch)
         if not selection.batch:
             return self._control_only(instance, selection, now_epoch)
-        return self._episode(instance, state, selection, now_epoch)
+        return self._prepare_replay(instance, state, selection, now_epoch)
 
     # -- the three kinds of step ----------------------------------------------------------------
     def _control_only(self, instance: Instance, selection: _Selection, now_epoch: float) -> EpisodeResult:
@@ -228,14 +256,40 @@ class EpisodeRunner:
         result.timers_changed = True
         return result
 
-    def _episode(
+    def _prepare_replay(
         self, instance: Instance, state: EngineState, selection: _Selection, now_epoch: float
-    ) -> EpisodeResult:
+    ) -> PendingReplay:
+        timestamp = to_iso(from_epoch(now_epoch))
+        new_events = [history.orchestrator_started(timestamp), *selection.control, *selection.batch]
+        context_json = ""
+        if instance.name in self.index.orchestrators:
+            context_json = build_context_json(
+                instance_id=instance.instance_id,
+                parent_instance_id=(instance.parent or {}).get("instanceId"),
+                input_text=instance.input,
+                past_events=self.store.history_texts(instance.instance_id),
+                new_events=[json.dumps(event, separators=(",", ":")) for event in new_events],
+            )
+        return PendingReplay(
+            instance=instance,
+            state=state,
+            selection=selection,
+            now_epoch=now_epoch,
+            new_events=new_events,
+            context_json=context_json,
+            version=(instance.execution_id, instance.status, instance.updated_at),
+        )
+
+    def finish(self, pending: PendingReplay, answer: OrchestratorAnswer | None) -> EpisodeResult:
+        """Apply the orchestrator's answer (None: the orchestrator is unknown) and commit the episode.
+
+        When the instance row changed since ``prepare`` nothing is written and the result asks for
+        another episode (``more``): the events are still in the inbox."""
+        instance, state, selection = pending.instance, pending.state, pending.selection
+        now_epoch = pending.now_epoch
         now = from_epoch(now_epoch)
         timestamp = to_iso(now)
-        new_events = [history.orchestrator_started(timestamp), *selection.control, *selection.batch]
-        past = self.store.history_texts(instance.instance_id)
-        entry = self.index.orchestrators.get(instance.name)
+        new_events = pending.new_events
         plan = _Plan()
         result = EpisodeResult(
             instance.instance_id,
@@ -246,21 +300,11 @@ class EpisodeRunner:
         )
         error: str | None = None
         state_json: dict[str, Any] | None = None
-        started = time.perf_counter()
-        if entry is None:
+        if answer is None:
             error = unknown_function_message(instance.name, "orchestrator", sorted(self.index.orchestrators))
         else:
-            context_json = build_context_json(
-                instance_id=instance.instance_id,
-                parent_instance_id=(instance.parent or {}).get("instanceId"),
-                input_text=instance.input,
-                past_events=past,
-                new_events=[json.dumps(event, separators=(",", ":")) for event in new_events],
-            )
-            answer = call_orchestrator(entry, context_json)
             state_json = answer.state
             error = answer.error
-        elapsed_ms = (time.perf_counter() - started) * 1000
 
         continue_input: str | None = None
         continue_as_new = False
@@ -319,6 +363,13 @@ class EpisodeRunner:
 
         events = new_events + plan.host_events + completion + [history.orchestrator_completed(timestamp)]
         with self.store.transaction():
+            current = self.store.instance_version(instance.instance_id)
+            if current != pending.version:
+                # Another step (an instance operation) changed the instance while it replayed: commit
+                # nothing; the events are still in the inbox and the next episode starts afresh.
+                result.status = current[1] if current else "purged"
+                result.delivered, result.more = 0, True
+                return result
             self.store.delete_inbox(selection.consumed)
             length = self.store.history_length(instance.instance_id)
             self._write_work(instance, plan, result, now_epoch, timestamp)
@@ -346,7 +397,6 @@ class EpisodeRunner:
         result.more = (
             selection.left_behind and instance.status not in ("Suspended",) and not instance.is_terminal
         )
-        logger.debug("episode %s [%s] replay took %.1f ms", instance.name, instance.instance_id, elapsed_ms)
         return result
 
     # -- helpers ------------------------------------------------------------------------------

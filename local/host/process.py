@@ -52,6 +52,7 @@ class HostProcess:
         auth_keys: bool = False,
         time_scale: float | None = None,
         max_activities: int | None = None,
+        workers: int | None = None,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 30.0,
         easy_auth: str | Path | None = None,
@@ -65,6 +66,7 @@ class HostProcess:
         self.auth_keys = auth_keys
         self.time_scale = time_scale
         self.max_activities = max_activities
+        self.workers = workers
         self.extra_args = list(extra_args)
         self.easy_auth = Path(easy_auth) if easy_auth is not None else None
         self.easy_auth_token_key = Path(easy_auth_token_key) if easy_auth_token_key is not None else None
@@ -100,6 +102,8 @@ class HostProcess:
             command += ["--time-scale", str(self.time_scale)]
         if self.max_activities is not None:
             command += ["--max-activities", str(self.max_activities)]
+        if self.workers is not None:
+            command += ["--workers", str(self.workers)]
         if self.easy_auth is not None:
             command += ["--easy-auth", str(self.easy_auth)]
         if self.easy_auth_token_key is not None:

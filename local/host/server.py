@@ -23,6 +23,7 @@ from local.host.function_index import load_app
 from local.host.http_triggers import HttpTriggerRouter
 from local.host.instance_ops import InstanceOperations
 from local.host.invoker import Invoker
+from local.host.replay_workers import ReplayWorkers, worker_process_count
 from local.host.store import Store
 from local.host.timer_triggers import TimerTriggers
 
@@ -41,6 +42,8 @@ class HostOptions:
     auth_keys: bool = False
     time_scale: float = 1.0
     max_activities: int | None = None
+    # Worker processes replaying orchestrators; None: FUNCTIONS_WORKER_PROCESS_COUNT, else 1.
+    workers: int | None = None
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     # A principals file: App Service authentication in front of the app (local/host/easy_auth.py).
     easy_auth: Path | None = None
@@ -85,8 +88,14 @@ class LocalHost:
         self._sync_executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="function")
         invoker = Invoker(sync_executor=self._sync_executor, client_binding=urls.binding_json)
         max_activities = options.max_activities or host_json.max_concurrent_activities
+        worker_count = worker_process_count(os.environ, options.workers)
         self._engine = engine = DurableEngine(
-            store, index, clock, invoker=invoker, max_activities=max_activities
+            store,
+            index,
+            clock,
+            invoker=invoker,
+            max_activities=max_activities,
+            workers=ReplayWorkers(script_root, worker_count) if worker_count > 1 else None,
         )
         operations = InstanceOperations(store, index, clock, engine)
         self._timers = timers = TimerTriggers(index.timers, invoker=invoker, clock=clock, environ=os.environ)
@@ -123,9 +132,11 @@ class LocalHost:
         await site.start()
         await timers.start()
         logger.info(
-            "host listening on %s (task hub %s, %d activity slots, time scale %g, auth %s, easy auth %s)",
+            "host listening on %s (task hub %s, %d worker processes, %d activity slots, time scale %g, "
+            "auth %s, easy auth %s)",
             self.base_url,
             host_json.hub_name,
+            worker_count,
             max_activities,
             options.time_scale,
             "keys" if keys else "none",

@@ -218,6 +218,13 @@ class Store:
         ).fetchone()
         return None if row is None else _instance_from_row(row)
 
+    def instance_version(self, instance_id: str) -> tuple[str, str, float] | None:
+        """(execution id, status, updated_at): what changes whenever any step writes the instance."""
+        row = self._db.execute(
+            "SELECT execution_id, status, updated_at FROM instances WHERE instance_id = ?", (instance_id,)
+        ).fetchone()
+        return None if row is None else (row[0], row[1], row[2])
+
     def put_instance(self, instance: Instance) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
