@@ -5,7 +5,8 @@ import logging
 import azure.durable_functions as df
 
 from activities import consumers, credentials, notify, pending, plan, promote, target
-from orchestrators import rotate_secret
+from activities import incident as incident_activities
+from orchestrators import incident, rotate_secret
 from starters import approval_page, event_grid, http_api, preflight_api, sweep
 
 # The SDK's HTTP logging policy writes every request's headers at INFO; names and versions in
@@ -21,6 +22,8 @@ for blueprint in (
     approval_page.bp,
     sweep.bp,
     rotate_secret.bp,
+    incident.bp,
+    incident_activities.bp,
     plan.bp,
     pending.bp,
     target.bp,

@@ -40,6 +40,14 @@ param sweepSchedule string
 param nearExpiryDays int
 param preflightAheadDays int
 param consumerReadyTimeoutSeconds int
+@description('An incident runs at most this many rotations at once in one vault.')
+@minValue(1)
+@maxValue(50)
+param incidentMaxPerVault int = 4
+@description('An incident runs at most this many rotations at once against one target server.')
+@minValue(1)
+@maxValue(50)
+param incidentMaxPerServer int = 2
 param postgresqlSslmode string
 param postgresqlEntraRole string
 param mysqlSslmode string
@@ -177,6 +185,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_PREFLIGHT_AHEAD_DAYS'
           value: string(preflightAheadDays)
+        }
+        {
+          name: 'ROTATION_INCIDENT_MAX_PER_VAULT'
+          value: string(incidentMaxPerVault)
+        }
+        {
+          name: 'ROTATION_INCIDENT_MAX_PER_SERVER'
+          value: string(incidentMaxPerServer)
         }
         {
           name: 'ROTATION_CONSUMER_READY_TIMEOUT_SECONDS'
