@@ -7,7 +7,7 @@ import azure.durable_functions as df
 from activities import consumers, credentials, notify, pending, plan, promote, target
 from activities import incident as incident_activities
 from orchestrators import incident, rotate_secret
-from starters import approval_page, event_grid, http_api, preflight_api, sweep
+from starters import approval_page, event_grid, http_api, incidents_api, preflight_api, sweep
 
 # The SDK's HTTP logging policy writes every request's headers at INFO; names and versions in
 # our own log lines are what operators need, so only its warnings pass.
@@ -21,6 +21,7 @@ for blueprint in (
     preflight_api.bp,
     approval_page.bp,
     sweep.bp,
+    incidents_api.bp,
     rotate_secret.bp,
     incident.bp,
     incident_activities.bp,
