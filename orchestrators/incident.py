@@ -32,7 +32,6 @@ import azure.durable_functions as df
 
 from orchestrators.saga import StepError, StepFailed, call_with_retries
 from rotation.incidents import (
-    COMPLETIONS_PER_EXECUTION,
     CONTROL_ACTIONS,
     CONTROL_EVENT,
     MAX_FAILURES_SHOWN,
@@ -179,7 +178,7 @@ def incident(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
     control = context.wait_for_external_event(CONTROL_EVENT)
     completions = 0
     while True:
-        draining = completions >= COMPLETIONS_PER_EXECUTION
+        draining = completions >= request.completions_per_execution
         if summary.state == "running" and not draining:
             for item in next_to_start(queue, slots):
                 task = context.call_sub_orchestrator(

@@ -125,6 +125,8 @@ class IncidentRequest(Record):
     # True: approval tags are waived for this incident's rotations (recorded with the requester).
     waive_approval: bool = False
     progress: IncidentProgress | None = None
+    # Not set by the API: a test lowers it to see the incident continue as new.
+    completions_per_execution: int = COMPLETIONS_PER_EXECUTION
 
 
 def server_of(tags: Mapping[str, str] | None) -> str:

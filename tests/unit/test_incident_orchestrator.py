@@ -411,3 +411,34 @@ def test_an_empty_scope_completes_with_nothing_started(hub: Hub) -> None:
     ended = incident.wait()
     assert ended["runtimeStatus"] == "Completed"
     assert (ended["customStatus"]["total"], ended["customStatus"]["state"]) == (0, "completed")
+
+
+def test_a_large_incident_continues_as_new_carrying_its_summary(hub: Hub) -> None:
+    # One at a time, two completions per execution: k0, k1 in the first, k2, k3 in the second.
+    incident = Incident(
+        hub,
+        "continued",
+        {"inc-cont": [(f"k{n}", f"s{n}:5432") for n in range(4)]},
+        max_per_vault=1,
+        completions_per_execution=2,
+    )
+    incident.script(incident.items[0], {"apply_target": [{"raise": "TargetError", "message": "refused"}]})
+    incident.start()
+    ended = incident.wait()
+    assert ended["runtimeStatus"] == "Completed", ended
+    summary = ended["customStatus"]
+    assert summary["executions"] == 2
+    assert (summary["total"], summary["done"], summary["failed"], summary["waiting"]) == (4, 3, 1, 0)
+    assert summary["perVault"]["inc-cont"] == {
+        "total": 4,
+        "done": 3,
+        "failed": 1,
+        "skipped": 0,
+        "running": 0,
+        "waiting": 0,
+    }
+    assert [f["secret_name"] for f in summary["failures"]] == ["k0"]
+    assert all(incident.plan_calls(item) == 1 for item in incident.items)
+    # The fresh history holds only the second execution's rotations.
+    completed = events(ended, "SubOrchestrationInstanceCompleted", "SubOrchestrationInstanceFailed")
+    assert len(completed) == 2
