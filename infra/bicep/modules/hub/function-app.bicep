@@ -40,14 +40,8 @@ param sweepSchedule string
 param nearExpiryDays int
 param preflightAheadDays int
 param consumerReadyTimeoutSeconds int
-@description('An incident runs at most this many rotations at once in one vault.')
-@minValue(1)
-@maxValue(50)
-param incidentMaxPerVault int = 4
-@description('An incident runs at most this many rotations at once against one target server.')
-@minValue(1)
-@maxValue(50)
-param incidentMaxPerServer int = 2
+param incidentMaxPerVault int
+param incidentMaxPerServer int
 param postgresqlSslmode string
 param postgresqlEntraRole string
 param mysqlSslmode string
