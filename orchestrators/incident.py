@@ -52,6 +52,7 @@ bp = df.Blueprint()
 
 ROTATION_ORCHESTRATOR = "rotate_secret"
 ALREADY_EXISTS = "already exists"
+MAX_VAULTS_SHOWN = 50
 
 
 class IncidentFailed(Exception):
@@ -122,6 +123,7 @@ class _Summary:
             key: sum(v[key] for v in per_vault.values())
             for key in ("total", "done", "failed", "skipped", "running", "waiting")
         }
+        per_vault, omitted = vaults_shown(per_vault)
         self.context.set_custom_status(
             {
                 "incident": self.context.instance_id,
@@ -135,6 +137,7 @@ class _Summary:
                 **totals,
                 "excluded": self.excluded,
                 "perVault": per_vault,
+                **({"perVaultOmitted": omitted} if omitted > 0 else {}),
                 "failures": [f.to_dict() for f in self.failures],
                 **({"cancelledBy": self.cancelled_by} if self.cancelled_by else {}),
                 **({"pausedBy": self.paused_by} if self.paused_by else {}),
@@ -152,6 +155,22 @@ class _Summary:
             excluded=self.excluded,
             executions=self.executions + 1,
         )
+
+
+def vaults_shown(per_vault: dict[str, dict[str, int]]) -> tuple[dict[str, dict[str, int]], int]:
+    """The per-vault counts the status shows, and how many vaults it leaves out.
+
+    Azure keeps a custom status under 16 KB: past MAX_VAULTS_SHOWN vaults, the vaults with
+    something running, waiting or failed come first (the totals still count every vault)."""
+    omitted = len(per_vault) - MAX_VAULTS_SHOWN
+    if omitted <= 0:
+        return per_vault, 0
+
+    def busy(vault: str) -> tuple[int, str]:
+        counts = per_vault[vault]
+        return -(counts["running"] + counts["waiting"] + counts["failed"]), vault
+
+    return {v: per_vault[v] for v in sorted(sorted(per_vault, key=busy)[:MAX_VAULTS_SHOWN])}, omitted
 
 
 def _per_vault(items: list[IncidentItem]) -> dict[str, int]:

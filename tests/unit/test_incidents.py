@@ -7,6 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from orchestrators.incident import MAX_VAULTS_SHOWN, vaults_shown
 from orchestrators.saga import StepError
 from rotation import metadata
 from rotation.errors import InvalidRequest, NotFound, TransientError, retry_after_header, retry_after_of
@@ -142,3 +143,14 @@ def test_a_throttled_error_carries_its_retry_after_to_the_orchestrator() -> None
     assert (step.transient, step.retry_after_seconds) == (True, 12)
     assert retry_after_of("[retry-after=99999s]") == 3600
     assert StepError.from_exception("stage", TransientError("no header")).retry_after_seconds is None
+
+
+def test_the_status_shows_at_most_fifty_vaults_the_busy_ones_first() -> None:
+    idle = {"total": 1, "done": 1, "failed": 0, "skipped": 0, "running": 0, "waiting": 0}
+    per_vault = {f"idle-{n:03}": dict(idle) for n in range(60)}
+    per_vault["zz-failed"] = idle | {"failed": 1, "done": 0}
+    per_vault["zz-running"] = idle | {"running": 1, "done": 0}
+    shown, omitted = vaults_shown(per_vault)
+    assert (len(shown), omitted) == (MAX_VAULTS_SHOWN, 12)
+    assert {"zz-failed", "zz-running"} <= set(shown)
+    assert vaults_shown({"a": idle}) == ({"a": idle}, 0)
