@@ -53,6 +53,8 @@ bp = df.Blueprint()
 ROTATION_ORCHESTRATOR = "rotate_secret"
 ALREADY_EXISTS = "already exists"
 MAX_VAULTS_SHOWN = 50
+# A failure's detail in the status (the rotation's own status has all of it).
+MAX_DETAIL = 200
 
 
 class IncidentFailed(Exception):
@@ -103,7 +105,9 @@ class _Summary:
             )
             if len(self.failures) < MAX_FAILURES_SHOWN:
                 self.failures.append(
-                    IncidentFailure(item.vault_name, item.secret_name, item.rotation_id, result, detail[:300])
+                    IncidentFailure(
+                        item.vault_name, item.secret_name, item.rotation_id, result, detail[:MAX_DETAIL]
+                    )
                 )
         self.counts[item.vault_name] = counts
 

@@ -61,6 +61,8 @@ bp = df.Blueprint()
 ORCHESTRATOR = "incident"
 MAX_VAULTS = 200
 MAX_FILTER_ITEMS = 20
+# Vaults named in the scope's text (the status shows it; the input holds them all).
+NAMED_VAULTS = 10
 
 
 def _vaults_of(scope: object, settings: Settings) -> tuple[tuple[VaultId, ...], str]:
@@ -81,7 +83,9 @@ def _vaults_of(scope: object, settings: Settings) -> tuple[tuple[VaultId, ...], 
         if len(value) > MAX_VAULTS:
             raise HttpError(400, f"'scope.vaults' names more than {MAX_VAULTS} vaults")
         vaults = tuple(dict.fromkeys(resolve_vault(v.strip(), settings) for v in value))
-        return vaults, "vaults " + ", ".join(v.vault_name for v in vaults)
+        names = [v.vault_name for v in vaults]
+        more = f" and {len(names) - NAMED_VAULTS} more" if len(names) > NAMED_VAULTS else ""
+        return vaults, "vaults " + ", ".join(names[:NAMED_VAULTS]) + more
     if kind == "subscription":
         if not isinstance(value, str):
             raise HttpError(400, "'scope.subscription' must be a subscription id")
