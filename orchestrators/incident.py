@@ -35,6 +35,7 @@ from rotation.incidents import (
     CONTROL_ACTIONS,
     CONTROL_EVENT,
     MAX_FAILURES_SHOWN,
+    Excluded,
     IncidentFailure,
     IncidentItem,
     IncidentListing,
@@ -71,6 +72,7 @@ class _Summary:
         self.counts = {c.vault_name: c for c in progress.counts} if progress else {}
         self.failures = list(progress.failures) if progress else []
         self.excluded = progress.excluded if progress else 0
+        self.excluded_shown = list(progress.excluded_shown) if progress else []
         self.cancelled_by = progress.cancelled_by if progress else None
         self.paused_by = progress.paused_by if progress else None
         self.executions = progress.executions if progress else 1
@@ -84,6 +86,10 @@ class _Summary:
             totals[item.vault_name] = totals.get(item.vault_name, 0) + 1
         self.counts = {vault: VaultCounts(vault, total) for vault, total in totals.items()}
         self.excluded = len(listing.excluded)
+        self.excluded_shown = [
+            Excluded(e.vault_name, e.secret_name, e.reason[:MAX_DETAIL])
+            for e in listing.excluded[:MAX_FAILURES_SHOWN]
+        ]
 
     def queued(self, queue: list[IncidentItem], running: list[IncidentItem]) -> None:
         self.waiting = _per_vault(queue)
@@ -140,6 +146,7 @@ class _Summary:
                 "maxPerServer": self.request.max_per_server,
                 **totals,
                 "excluded": self.excluded,
+                "excludedSecrets": [e.to_dict() for e in self.excluded_shown],
                 "perVault": per_vault,
                 **({"perVaultOmitted": omitted} if omitted > 0 else {}),
                 "failures": [f.to_dict() for f in self.failures],
@@ -157,6 +164,7 @@ class _Summary:
             cancelled_by=self.cancelled_by,
             paused_by=self.paused_by,
             excluded=self.excluded,
+            excluded_shown=tuple(self.excluded_shown),
             executions=self.executions + 1,
         )
 

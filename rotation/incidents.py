@@ -88,6 +88,8 @@ class IncidentProgress(Record):
     cancelled_by: str | None = None
     paused_by: str | None = None
     excluded: int = 0
+    # The first MAX_FAILURES_SHOWN of them, with why.
+    excluded_shown: tuple[Excluded, ...] = ()
     executions: int = 1
 
 

@@ -339,11 +339,18 @@ def test_bad_requests_are_refused_clearly_and_start_nothing(stack: LocalStack, c
 
 def test_a_waived_approval_is_recorded_with_the_approver_and_nobody_is_asked(stack: LocalStack) -> None:
     group, seeded = seed_group(stack, {"spoke1-kv": 1}, **{metadata.APPROVAL: "required"})
+    # In the same group, a secret whose tags do not parse: named in the status, not rotated.
+    broken = seed(stack, "spoke1-kv", tags={FILTER_TAG: group, metadata.VALIDITY_DAYS: "forever"})
     incident_id = start_incident(
         stack, group, vaults=("spoke1-kv",), waiveApproval=True, headers=stack.signed_in(APPROVER)
     )
     ended = wait_incident(stack, incident_id)
     assert (ended["status"]["done"], ended["status"]["approvalWaived"]) == (1, True)
+    assert ended["status"]["excluded"] == 1
+    [excluded] = ended["status"]["excludedSecrets"]
+    assert (excluded["vault_name"], excluded["secret_name"]) == ("spoke1-kv", broken.name)
+    assert metadata.VALIDITY_DAYS in excluded["reason"]
+    assert_untouched(stack, broken)
     assert ended["status"]["requestedBy"] == "approver@contoso.example"
     status, _, rotation = hub_request(stack, "GET", f"/api/rotations/{stack.rotation_id(seeded[0])}")
     assert status == 200, rotation
