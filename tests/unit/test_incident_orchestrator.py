@@ -369,7 +369,8 @@ def test_a_rotation_already_running_is_not_started_twice(hub: Hub) -> None:
     ended = incident.wait()
     assert (ended["customStatus"]["done"], ended["customStatus"]["skipped"]) == (1, 1)
     assert incident.plan_calls(busy) == 1
-    # The rotation the event started is the one that rotated it, with its own input.
+    # The rotation the event started is the one that rotated it (the incident did not wait for it).
+    wait_until(lambda: incident.ended(busy), 20, lambda: f"{busy.rotation_id} did not end")
     assert rotation_status(hub, busy.rotation_id)["output"]["result"] == "rotated"
 
 
