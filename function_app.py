@@ -5,8 +5,9 @@ import logging
 import azure.durable_functions as df
 
 from activities import consumers, credentials, notify, pending, plan, promote, target
-from orchestrators import rotate_secret
-from starters import approval_page, event_grid, http_api, preflight_api, sweep
+from activities import incident as incident_activities
+from orchestrators import incident, rotate_secret
+from starters import approval_page, event_grid, http_api, incidents_api, preflight_api, sweep
 
 # The SDK's HTTP logging policy writes every request's headers at INFO; names and versions in
 # our own log lines are what operators need, so only its warnings pass.
@@ -20,7 +21,10 @@ for blueprint in (
     preflight_api.bp,
     approval_page.bp,
     sweep.bp,
+    incidents_api.bp,
     rotate_secret.bp,
+    incident.bp,
+    incident_activities.bp,
     plan.bp,
     pending.bp,
     target.bp,

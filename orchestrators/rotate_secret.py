@@ -80,6 +80,12 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         plan = RotationPlan.from_dict((yield from saga.step("plan", "plan_rotation", step)))
         if plan.skip_reason:
             return outcome("skipped", detail=plan.skip_reason)
+        if plan.approval_required and request.approval_waived_by:
+            # An incident waived the approval tag: recorded with who waived it and why.
+            plan = replace(plan, approval_required=False)
+            saga.set_status(
+                approvalWaived={"by": request.approval_waived_by, "reason": request.approval_waiver_reason}
+            )
         window = _window_of(plan)
         saga.set_status(targetKind=plan.target_kind)  # the approval page shows what would change
         decision = None

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
-from rotation.errors import retry_kind_of
+from rotation.errors import retry_after_of, retry_kind_of
 from rotation.model import Record, RotationPolicy, SecretRef
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,8 @@ class StepError:
     error_class: str
     message: str
     transient: bool
+    # How long the service asked to wait before the next attempt (its Retry-After), if it said.
+    retry_after_seconds: float | None = None
 
     @classmethod
     def from_exception(cls, step: str, exc: BaseException) -> StepError:
@@ -64,7 +66,8 @@ class StepError:
         match = _MARKED.search(first_line)
         if match:
             transient = retry_kind_of(match.group(0)) == "transient"
-            return cls(step, match["cls"], match["msg"].strip()[:_MAX_MESSAGE], transient)
+            message = match["msg"].strip()
+            return cls(step, match["cls"], message[:_MAX_MESSAGE], transient, retry_after_of(message))
         # Not one of ours (the activity adapter wraps everything, so this is the host or the SDK).
         return cls(step, type(exc).__name__, first_line[:_MAX_MESSAGE], False)
 
@@ -125,22 +128,14 @@ class Saga:
         Raises:
             StepFailed: a permanent failure, or the last attempt of a transient one.
         """
-        attempt = 1
-        while True:
-            try:
-                result: dict[str, Any] = yield self.context.call_activity(activity, payload.to_dict())
-                return result
-            except Exception as exc:
-                error = StepError.from_exception(step, exc)
-                if not error.transient or attempt >= self.policy.retry_max_attempts:
-                    raise StepFailed(error) from None
-                delay = self.policy.retry_first_interval_seconds * 2 ** (attempt - 1)
-                self.log(
-                    "step %s attempt %d failed (%s), retrying in %gs", step, attempt, error.error_class, delay
-                )
-                self.set_status(retrying={"attempt": attempt + 1, "after": error.as_status()})
-                yield self.context.create_timer(self.context.current_utc_datetime + timedelta(seconds=delay))
-                attempt += 1
+
+        def retrying(attempt: int, delay: float, error: StepError) -> None:
+            self.log(
+                "step %s attempt %d failed (%s), retrying in %gs", step, attempt, error.error_class, delay
+            )
+            self.set_status(retrying={"attempt": attempt + 1, "after": error.as_status()})
+
+        return (yield from call_with_retries(self.context, self.policy, step, activity, payload, retrying))
 
     def step(self, step: str, activity: str, payload: Record) -> Generator[Any, Any, dict[str, Any]]:
         """Enter ``step``, run its activity, record it as done."""
@@ -172,3 +167,37 @@ class Saga:
                 self.log("undo %s failed: %s", undo, failed.error.error_class)
         self.status.pop("compensating", None)
         return report
+
+
+def call_with_retries(
+    context: df.DurableOrchestrationContext,
+    policy: RotationPolicy,
+    step: str,
+    activity: str,
+    payload: Record,
+    retrying: Callable[[int, float, StepError], None],
+) -> Generator[Any, Any, dict[str, Any]]:
+    """Run one activity, retrying transient failures after a durable timer.
+
+    The wait doubles from ``policy.retry_first_interval_seconds`` and is never shorter than the
+    service's ``Retry-After`` when the failure carried one. ``retrying(attempt, delay, error)``
+    is told before each wait (for the log and the status).
+
+    Raises:
+        StepFailed: a permanent failure, or the last attempt of a transient one.
+    """
+    attempt = 1
+    while True:
+        try:
+            result: dict[str, Any] = yield context.call_activity(activity, payload.to_dict())
+            return result
+        except Exception as exc:
+            error = StepError.from_exception(step, exc)
+            if not error.transient or attempt >= policy.retry_max_attempts:
+                raise StepFailed(error) from None
+            delay = max(
+                policy.retry_first_interval_seconds * 2 ** (attempt - 1), error.retry_after_seconds or 0.0
+            )
+            retrying(attempt, delay, error)
+            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            attempt += 1

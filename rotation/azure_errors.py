@@ -19,7 +19,14 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from rotation.errors import AuthenticationFailed, InvalidRequest, NotFound, RotationError, TransientError
+from rotation.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    RotationError,
+    TransientError,
+    retry_after_header,
+)
 
 
 def _error_code(exc: HttpResponseError) -> str:
@@ -27,6 +34,11 @@ def _error_code(exc: HttpResponseError) -> str:
     inner = getattr(error, "innererror", None) or {}
     inner_code = inner.get("code") if isinstance(inner, dict) else None
     return str(inner_code or getattr(error, "code", None) or "")
+
+
+def _retry_after(exc: HttpResponseError) -> float | None:
+    response = getattr(exc, "response", None)
+    return retry_after_header(getattr(response, "headers", None))
 
 
 @contextmanager
@@ -47,7 +59,9 @@ def translated(what: str, *, service: str = "Key Vault") -> Iterator[None]:
         status = exc.status_code or 0
         code = _error_code(exc)
         if status == 429 or status >= 500:
-            raise TransientError(f"{what}: {service} answered {status} {code}".rstrip()) from exc
+            raise TransientError(
+                f"{what}: {service} answered {status} {code}".rstrip(), retry_after_seconds=_retry_after(exc)
+            ) from exc
         if status in (401, 403):
             raise AuthenticationFailed(
                 f"{what}: {service} refused the hub ({status} {code})".rstrip()

@@ -3,11 +3,18 @@
 Every error message names things (secret, version, login, step), never a secret value. The
 orchestrator sees an activity's failure only as text, so each error's message starts with a
 marker, ``[transient]`` or ``[permanent]``, followed by the class name: ``retry_kind_of`` reads
-it back on the other side.
+it back on the other side. A throttled call's ``TransientError`` also ends with
+``[retry-after=<seconds>s]`` when the service said how long to wait (its ``Retry-After``
+header): ``retry_after_of`` reads it back, so the orchestrator's durable back-off waits at
+least that long.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
 RetryKind = Literal["transient", "permanent"]
@@ -24,9 +31,19 @@ class RotationError(Exception):
 
 
 class TransientError(RotationError):
-    """Throttling, 5xx, refused connections, timeouts: worth another attempt after a wait."""
+    """Throttling, 5xx, refused connections, timeouts: worth another attempt after a wait.
+
+    ``retry_after_seconds``: how long the service asked the caller to wait (its Retry-After),
+    carried in the message as ``[retry-after=<n>s]`` so the orchestrator can honour it.
+    """
 
     retry_kind: RetryKind = "transient"
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        if retry_after_seconds is not None and retry_after_seconds > 0:
+            message = f"{message} [retry-after={retry_after_seconds:g}s]"
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class InvalidRequest(RotationError):
@@ -63,3 +80,44 @@ def retry_kind_of(message: str) -> RetryKind | None:
     if "[permanent]" in message:
         return "permanent"
     return None
+
+
+_RETRY_AFTER_MARK = re.compile(r"\[retry-after=(?P<seconds>\d+(?:\.\d+)?)s\]")
+# A service asking for more than this is not waited for longer in one go: the step's own
+# back-off and attempts still apply, and an hour-long durable timer is a stuck rotation.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+
+
+def retry_after_of(message: str) -> float | None:
+    """The ``[retry-after=<n>s]`` a throttled error carried, in seconds, or None."""
+    match = _RETRY_AFTER_MARK.search(message)
+    return min(float(match["seconds"]), MAX_RETRY_AFTER_SECONDS) if match else None
+
+
+def retry_after_header(headers: Mapping[str, str] | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a response's ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms`` /
+    ``x-ms-retry-after-ms`` header asks the caller to wait; None when it says nothing usable."""
+    if not headers:
+        return None
+    lowered = {str(k).lower(): str(v).strip() for k, v in headers.items()}
+    for name in ("retry-after-ms", "x-ms-retry-after-ms"):
+        raw = lowered.get(name, "")
+        try:
+            if raw and float(raw) > 0:
+                return float(raw) / 1000
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after", "")
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    return seconds if seconds > 0 else None

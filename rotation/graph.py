@@ -36,7 +36,14 @@ from azure.core.pipeline.policies import (
 )
 from azure.core.rest import HttpRequest, HttpResponse
 
-from rotation.errors import AuthenticationFailed, NotFound, RotationError, TargetError, TransientError
+from rotation.errors import (
+    AuthenticationFailed,
+    NotFound,
+    RotationError,
+    TargetError,
+    TransientError,
+    retry_after_header,
+)
 from rotation.targets.base import SecretValue
 
 logger = logging.getLogger(__name__)
@@ -104,7 +111,7 @@ def _error(response: HttpResponse, what: str) -> RotationError:
         pass
     said = f"Graph answered {status} {code}".rstrip() + (f": {message[:_MAX_MESSAGE]}" if message else "")
     if status == 429 or status >= 500:
-        return TransientError(f"{what}: {said}")
+        return TransientError(f"{what}: {said}", retry_after_seconds=retry_after_header(response.headers))
     if status in (401, 403):
         return AuthenticationFailed(
             f"{what}: {said} (the hub's identity needs the Graph application permission "

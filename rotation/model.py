@@ -205,6 +205,10 @@ class RotationRequest(Record):
     # The object id of the principal App Service authentication vouched for, when a person or a
     # service principal started it through the HTTP API: that principal may not approve it.
     requested_by_id: str | None = None
+    # Set by an incident that waives approval tags: who waived it and why (recorded in the
+    # rotation's status); the rotation then runs without waiting for a decision.
+    approval_waived_by: str | None = None
+    approval_waiver_reason: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "version", check_version(self.version))

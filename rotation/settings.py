@@ -99,6 +99,16 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "this many days and logs a warning for each failing one (0: no preflight).",
     ),
     SettingSpec(
+        "ROTATION_INCIDENT_MAX_PER_VAULT",
+        "4",
+        "An incident runs at most this many rotations at once in one vault (1-50).",
+    ),
+    SettingSpec(
+        "ROTATION_INCIDENT_MAX_PER_SERVER",
+        "2",
+        "An incident runs at most this many rotations at once against one target server (1-50).",
+    ),
+    SettingSpec(
         "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS",
         "300",
         "How long to wait for a restarted consuming app to report that it runs again.",
@@ -272,6 +282,28 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+# An incident's concurrency bounds: beyond a few dozen rotations at once in one vault, Key Vault's
+# own throttling (a few thousand operations per 10 seconds per vault) and the host's activity
+# concurrency limit the pace anyway, while the history of the incident grows with every one.
+INCIDENT_CONCURRENCY_RANGE = (1, 50)
+
+
+def incident_concurrency(name: str, raw: str) -> int:
+    """An incident concurrency bound (a setting, or a request's override given as ``name``).
+
+    Raises:
+        SettingsError: not a whole number within INCIDENT_CONCURRENCY_RANGE; the message names it.
+    """
+    low, high = INCIDENT_CONCURRENCY_RANGE
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be from {low} to {high}, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     client_id: str
@@ -285,6 +317,8 @@ class Settings:
     sweep_schedule: str
     near_expiry_days: float
     preflight_ahead_days: float
+    incident_max_per_vault: int
+    incident_max_per_server: int
     consumer_ready_timeout_seconds: float
     postgresql_sslmode: str
     postgresql_entra_role: str
@@ -362,6 +396,12 @@ class Settings:
             near_expiry_days=_positive_number("ROTATION_NEAR_EXPIRY_DAYS", get("ROTATION_NEAR_EXPIRY_DAYS")),
             preflight_ahead_days=_non_negative_number(
                 "ROTATION_PREFLIGHT_AHEAD_DAYS", get("ROTATION_PREFLIGHT_AHEAD_DAYS")
+            ),
+            incident_max_per_vault=incident_concurrency(
+                "ROTATION_INCIDENT_MAX_PER_VAULT", get("ROTATION_INCIDENT_MAX_PER_VAULT")
+            ),
+            incident_max_per_server=incident_concurrency(
+                "ROTATION_INCIDENT_MAX_PER_SERVER", get("ROTATION_INCIDENT_MAX_PER_SERVER")
             ),
             consumer_ready_timeout_seconds=_positive_number(
                 "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS", get("ROTATION_CONSUMER_READY_TIMEOUT_SECONDS")

@@ -64,6 +64,14 @@ param nearExpiryDays int = 30
 @description('The sweep runs the preflight on tagged secrets that enter the near-expiry window within this many days (0: none).')
 param preflightAheadDays int = 14
 param consumerReadyTimeoutSeconds int = 300
+@description('An incident (POST /api/incidents) runs at most this many rotations at once in one vault.')
+@minValue(1)
+@maxValue(50)
+param incidentMaxPerVault int = 4
+@description('An incident runs at most this many rotations at once against one target server.')
+@minValue(1)
+@maxValue(50)
+param incidentMaxPerServer int = 2
 param postgresqlSslmode string = 'require'
 @description('PostgreSQL role of the hub identity on servers whose secrets say rotation-admin: managed-identity (the name given to pgaadauth_create_principal_with_oid; infra/README.md).')
 param postgresqlEntraRole string = ''
@@ -130,6 +138,8 @@ module hub 'modules/hub/hub.bicep' = {
     nearExpiryDays: nearExpiryDays
     preflightAheadDays: preflightAheadDays
     consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
+    incidentMaxPerVault: incidentMaxPerVault
+    incidentMaxPerServer: incidentMaxPerServer
     postgresqlSslmode: postgresqlSslmode
     postgresqlEntraRole: postgresqlEntraRole
     mysqlSslmode: mysqlSslmode

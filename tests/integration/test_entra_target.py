@@ -371,6 +371,8 @@ def test_graph_throttling_is_transient(stack: LocalStack, vault: Vault, settings
     with pytest.raises(TransientError) as throttled:
         stage(step, vault, settings)
     assert "429" in str(throttled.value)
+    # The fault's Retry-After (1 s by default) travels with the error to the orchestrator.
+    assert throttled.value.retry_after_seconds == 1
     assert credentials(stack) == before
 
 

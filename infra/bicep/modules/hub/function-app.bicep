@@ -40,6 +40,8 @@ param sweepSchedule string
 param nearExpiryDays int
 param preflightAheadDays int
 param consumerReadyTimeoutSeconds int
+param incidentMaxPerVault int
+param incidentMaxPerServer int
 param postgresqlSslmode string
 param postgresqlEntraRole string
 param mysqlSslmode string
@@ -220,6 +222,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_PREFLIGHT_AHEAD_DAYS'
           value: string(preflightAheadDays)
+        }
+        {
+          name: 'ROTATION_INCIDENT_MAX_PER_VAULT'
+          value: string(incidentMaxPerVault)
+        }
+        {
+          name: 'ROTATION_INCIDENT_MAX_PER_SERVER'
+          value: string(incidentMaxPerServer)
         }
         {
           name: 'ROTATION_CONSUMER_READY_TIMEOUT_SECONDS'

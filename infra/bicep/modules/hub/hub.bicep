@@ -28,6 +28,8 @@ param sweepSchedule string
 param nearExpiryDays int
 param preflightAheadDays int
 param consumerReadyTimeoutSeconds int
+param incidentMaxPerVault int
+param incidentMaxPerServer int
 param postgresqlSslmode string
 param postgresqlEntraRole string
 param mysqlSslmode string
@@ -139,6 +141,8 @@ module functionApp 'function-app.bicep' = {
     nearExpiryDays: nearExpiryDays
     preflightAheadDays: preflightAheadDays
     consumerReadyTimeoutSeconds: consumerReadyTimeoutSeconds
+    incidentMaxPerVault: incidentMaxPerVault
+    incidentMaxPerServer: incidentMaxPerServer
     postgresqlSslmode: postgresqlSslmode
     postgresqlEntraRole: postgresqlEntraRole
     mysqlSslmode: mysqlSslmode
