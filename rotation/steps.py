@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from rotation import clients, metadata
-from rotation.errors import InvalidRequest, TargetError, UndoImpossible, VerificationFailed
+from rotation.errors import InvalidRequest, RotationError, TargetError, UndoImpossible, VerificationFailed
 from rotation.login_values import Held, LoginShape
 from rotation.model import (
     Changed,
@@ -249,6 +249,16 @@ def discard_pending(step: StepInput, vault: Vault) -> Changed:
     if not mine:
         return Changed(changed=False, detail="no pending value left")
     return Changed(changed=True, detail=f"disabled {len(mine)} pending version(s)")
+
+
+def discard_staged(step: StepInput, vault: Vault) -> Changed:
+    """Disable the pending version this rotation staged, by its id when the step knows it (no
+    need to list the companion's versions: stage leaves at most one of this rotation's enabled);
+    otherwise as ``discard_pending``. Disabling a disabled version again changes nothing."""
+    if not step.pending_version:
+        return discard_pending(step, vault)
+    vault.disable(step.secret.pending_name, step.pending_version)
+    return Changed(changed=True, detail=f"disabled pending version {step.pending_version}")
 
 
 def _pending_version(step: StepInput) -> str:
@@ -500,3 +510,24 @@ def promote(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
         content_type=current.content_type,
     )
     return Promoted(new_version=written.version, changed=True, promoted_on=_iso(written.created_on or now))
+
+
+def promote_and_clean_up(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
+    """``promote``, then disable the pending value (``discard_staged``): one activity, so one
+    checkpoint fewer. Both halves check before they act, so a crash between them is safe: the
+    rerun finds the version promoted (no second one) and disables the pending value. A cleanup
+    that fails does not fail the promotion (it happened): ``pending_disabled`` is False and the
+    orchestrator runs the cleanup as a step of its own.
+
+    Raises:
+        as ``promote``.
+    """
+    promoted = promote(inp, vault, now=now)
+    try:
+        cleaned = discard_staged(inp.step, vault)
+    except RotationError as exc:
+        logger.warning(
+            "promoted %s, but its pending value is not disabled yet: %s", promoted.new_version, exc
+        )
+        return replace(promoted, cleanup=f"not done: {exc}")
+    return replace(promoted, pending_disabled=True, cleanup=cleaned.detail)
