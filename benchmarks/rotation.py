@@ -25,6 +25,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from benchmarks.table import print_table
 from local.scenario import ENDED, hub_call, rotations
@@ -72,6 +73,14 @@ def rotate_through_host(stack: LocalStack, seeded: Seeded) -> float:
         time.sleep(POLL_SECONDS)
 
 
+def history_summary(stack: LocalStack, rotation_id: str) -> list[dict[str, Any]]:
+    """The history the Durable HTTP API shows for ``rotation_id`` (``showHistory=true``)."""
+    url = f"{stack.hub_url}/runtime/webhooks/durabletask/instances/{rotation_id}?showHistory=true"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=30) as response:
+        return list(json.load(response).get("historyEvents") or [])
+
+
 def history_events(stack: LocalStack, rotation_id: str) -> tuple[int, int]:
     """(events the task hub stores, entries the Durable HTTP API's showHistory summary lists)."""
     assert stack.host is not None
@@ -79,11 +88,7 @@ def history_events(stack: LocalStack, rotation_id: str) -> tuple[int, int]:
         (stored,) = db.execute(
             "SELECT count(*) FROM history WHERE instance_id = ?", (rotation_id,)
         ).fetchone()
-    url = f"{stack.hub_url}/runtime/webhooks/durabletask/instances/{rotation_id}?showHistory=true"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=30) as response:
-        summary = len(json.load(response).get("historyEvents") or [])
-    return int(stored), summary
+    return int(stored), len(history_summary(stack, rotation_id))
 
 
 HUB = "identity=hub-rotation-identity"

@@ -278,15 +278,20 @@ class _Bound:
         self.shape = LoginShape.of(self.meta)
         self.previous = self.shape.read(previous)
         self._settings = settings
-        self.admin: SecretValue | None = None
-        self.admin_login: str | None = None
+        self._vault = vault
         self.access_token: TokenSource | None = None
-        admin = self.meta.target.admin
-        if admin.mode == "secret" and admin.secret_name:
-            admin_info, self.admin = vault.get(admin.secret_name)
-            self.admin_login = metadata.credential_of(admin_info.tags)
-        elif admin.mode == "managed-identity":
+        if self.meta.target.admin.mode == "managed-identity":
             self.access_token = functools.partial(clients.access_token, settings=settings)
+
+    @functools.cached_property
+    def _admin(self) -> tuple[SecretValue | None, str | None]:
+        """The admin's password and login for ``secret:<name>``, read when a change needs them
+        (verify does not)."""
+        admin = self.meta.target.admin
+        if admin.mode != "secret" or not admin.secret_name:
+            return None, None
+        admin_info, value = self._vault.get(admin.secret_name)
+        return value, metadata.credential_of(admin_info.tags)
 
     def target_for(self, credential: str) -> PasswordLogin:
         """The target bound to one of the secret's logins."""
@@ -299,8 +304,9 @@ class _Bound:
         """What a change of ``credential`` may use: its current password when the current
         version holds it (a self-change needs it), and the admin's."""
         current = self.previous.password if credential == self.previous.credential else None
+        admin, admin_login = self._admin
         return Credentials(
-            current=current, admin=self.admin, admin_login=self.admin_login, access_token=self.access_token
+            current=current, admin=admin, admin_login=admin_login, access_token=self.access_token
         )
 
     def pending(self, vault: Vault, step: StepInput) -> Held:
