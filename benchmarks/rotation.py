@@ -38,21 +38,23 @@ POLL_SECONDS = 0.005
 
 
 def rotate_in_process(stack: LocalStack, seeded: Seeded) -> float:
-    """The domain-core steps of one rotation, called in sequence; returns seconds."""
+    """The domain-core steps of one rotation, called in sequence as the activities call them
+    (each with a vault of its own that reads a version once); returns seconds."""
     settings = stack.settings()
     vault = vault_named(seeded.vault, settings)
     secret = SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name)
     step = StepInput(secret.rotation_id(seeded.version), secret, seeded.version)
     started = time.perf_counter()
-    plan = steps.plan(step, vault, settings)
+    plan = steps.plan(step, vault.memoizing(), settings)
     staged = steps.stage_pending(
-        StageInput(step, plan.target_kind, 24), vault, settings, now=datetime.now(UTC)
+        StageInput(step, plan.target_kind, 24), vault.memoizing(), settings, now=datetime.now(UTC)
     )
     step = StepInput(step.rotation_id, secret, seeded.version, staged.pending_version)
-    steps.apply_target(step, vault, settings)
-    steps.verify_target(step, vault, settings)
-    steps.promote(PromoteInput(step, plan.validity_days), vault, now=datetime.now(UTC))
-    steps.discard_pending(step, vault)
+    steps.apply_target(step, vault.memoizing(), settings)
+    steps.verify_target(step, vault.memoizing(), settings)
+    steps.promote_and_clean_up(
+        PromoteInput(step, plan.validity_days), vault.memoizing(), now=datetime.now(UTC)
+    )
     return time.perf_counter() - started
 
 
