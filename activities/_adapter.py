@@ -66,5 +66,6 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def vault_of(secret: SecretRef) -> Vault:
-    """The spoke vault holding ``secret``, reached with the hub's identity."""
-    return vault_named(secret.vault_name, current_settings())
+    """The spoke vault holding ``secret``, reached with the hub's identity, for one activity: it
+    reads each version once (``Vault.memoizing``)."""
+    return vault_named(secret.vault_name, current_settings()).memoizing()

@@ -1,4 +1,4 @@
-"""promote_secret: the pending value becomes the secret's current version."""
+"""promote_secret: the pending value becomes the secret's current version, then is disabled."""
 
 from __future__ import annotations
 
@@ -20,5 +20,5 @@ def promote_secret(payload: dict[str, Any]) -> dict[str, Any]:
         "promote_secret",
         PromoteInput,
         payload,
-        lambda inp: steps.promote(inp, vault_of(inp.step.secret), now=datetime.now(UTC)),
+        lambda inp: steps.promote_and_clean_up(inp, vault_of(inp.step.secret), now=datetime.now(UTC)),
     )

@@ -25,6 +25,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from benchmarks.table import print_table
 from local.scenario import ENDED, hub_call, rotations
@@ -37,21 +38,23 @@ POLL_SECONDS = 0.005
 
 
 def rotate_in_process(stack: LocalStack, seeded: Seeded) -> float:
-    """The domain-core steps of one rotation, called in sequence; returns seconds."""
+    """The domain-core steps of one rotation, called in sequence as the activities call them
+    (each with a vault of its own that reads a version once); returns seconds."""
     settings = stack.settings()
     vault = vault_named(seeded.vault, settings)
     secret = SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name)
     step = StepInput(secret.rotation_id(seeded.version), secret, seeded.version)
     started = time.perf_counter()
-    plan = steps.plan(step, vault, settings)
+    plan = steps.plan(step, vault.memoizing(), settings)
     staged = steps.stage_pending(
-        StageInput(step, plan.target_kind, 24), vault, settings, now=datetime.now(UTC)
+        StageInput(step, plan.target_kind, 24), vault.memoizing(), settings, now=datetime.now(UTC)
     )
     step = StepInput(step.rotation_id, secret, seeded.version, staged.pending_version)
-    steps.apply_target(step, vault, settings)
-    steps.verify_target(step, vault, settings)
-    steps.promote(PromoteInput(step, plan.validity_days), vault, now=datetime.now(UTC))
-    steps.discard_pending(step, vault)
+    steps.apply_target(step, vault.memoizing(), settings)
+    steps.verify_target(step, vault.memoizing(), settings)
+    steps.promote_and_clean_up(
+        PromoteInput(step, plan.validity_days), vault.memoizing(), now=datetime.now(UTC)
+    )
     return time.perf_counter() - started
 
 
@@ -72,6 +75,14 @@ def rotate_through_host(stack: LocalStack, seeded: Seeded) -> float:
         time.sleep(POLL_SECONDS)
 
 
+def history_summary(stack: LocalStack, rotation_id: str) -> list[dict[str, Any]]:
+    """The history the Durable HTTP API shows for ``rotation_id`` (``showHistory=true``)."""
+    url = f"{stack.hub_url}/runtime/webhooks/durabletask/instances/{rotation_id}?showHistory=true"
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url, timeout=30) as response:
+        return list(json.load(response).get("historyEvents") or [])
+
+
 def history_events(stack: LocalStack, rotation_id: str) -> tuple[int, int]:
     """(events the task hub stores, entries the Durable HTTP API's showHistory summary lists)."""
     assert stack.host is not None
@@ -79,11 +90,7 @@ def history_events(stack: LocalStack, rotation_id: str) -> tuple[int, int]:
         (stored,) = db.execute(
             "SELECT count(*) FROM history WHERE instance_id = ?", (rotation_id,)
         ).fetchone()
-    url = f"{stack.hub_url}/runtime/webhooks/durabletask/instances/{rotation_id}?showHistory=true"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=30) as response:
-        summary = len(json.load(response).get("historyEvents") or [])
-    return int(stored), summary
+    return int(stored), len(history_summary(stack, rotation_id))
 
 
 HUB = "identity=hub-rotation-identity"

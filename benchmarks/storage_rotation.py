@@ -36,21 +36,26 @@ VAULT = "spoke1-kv"
 
 
 def rotate_in_process(stack: LocalStack, seeded: Seeded, settings: Settings) -> float:
-    """Every step of one rotation of the secret's current version, in sequence; returns seconds."""
+    """Every step of one rotation of the secret's current version, in sequence as the activities
+    call them (each with a vault of its own that reads a version once); returns seconds."""
     vault = vault_named(VAULT, settings)
     version = vault.current(seeded.name).version
     secret = SecretRef(stack.subscription_of(VAULT), VAULT, seeded.name)
     step = StepInput(secret.rotation_id(version), secret, version)
     started = time.perf_counter()
-    plan = steps.plan(step, vault, settings)
+    plan = steps.plan(step, vault.memoizing(), settings)
     staged = steps.stage_pending(
-        StageInput(step, STORAGE, 24, plan.validity_days, 0), vault, settings, now=datetime.now(UTC)
+        StageInput(step, STORAGE, 24, plan.validity_days, 0),
+        vault.memoizing(),
+        settings,
+        now=datetime.now(UTC),
     )
     step = replace(step, pending_version=staged.pending_version)
-    steps.verify_target(step, vault, settings)
-    steps.promote(PromoteInput(step, plan.validity_days), vault, now=datetime.now(UTC))
-    steps.discard_pending(step, vault)
-    steps.retire_previous(step, vault, settings)
+    steps.verify_target(step, vault.memoizing(), settings)
+    steps.promote_and_clean_up(
+        PromoteInput(step, plan.validity_days), vault.memoizing(), now=datetime.now(UTC)
+    )
+    steps.retire_previous(step, vault.memoizing(), settings)
     return time.perf_counter() - started
 
 

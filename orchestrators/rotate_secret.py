@@ -1,7 +1,7 @@
 """rotate_secret: the rotation protocol, one orchestration per secret version.
 
-plan -> stage pending -> [approval] -> apply to target -> verify -> promote -> restart consumers
--> remove the pending value -> [retire the previous credential]. Each undo is registered before
+plan -> stage pending -> [approval] -> apply to target -> verify -> promote and remove the pending
+value -> restart consumers -> [retire the previous credential]. Each undo is registered before
 the step it undoes and runs last-in-first-out on failure. Only references cross this boundary,
 never a secret value.
 
@@ -138,10 +138,18 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             saga.forget("withdraw_credential")
             new_version, promoted_on = promoted.new_version, promoted.promoted_on
             saga.set_status(newVersion=new_version)
+            # The same activity disabled the pending value (one checkpoint fewer), unless that
+            # half failed: then the cleanup runs as a step of its own, with its retries.
+            if promoted.pending_disabled:
+                saga.done_within("cleanup", "promote")
+            else:
+                yield from saga.step("cleanup", "discard_pending", step)
 
         if plan.consumers:
             yield from _restart_consumers(saga, request, plan.consumers)
-        yield from saga.step("cleanup", "discard_pending", step)
+        if "cleanup" not in saga.steps_done:  # a rerun of a promoted rotation
+            yield from saga.step("cleanup", "discard_pending", step)
+        # Kept until here: should a restart fail, the undo confirms no pending value is left.
         saga.forget("discard_pending")
         if plan.issues_credentials:
             yield from _retire_previous(saga, step, plan.overlap_hours, promoted_on, window)

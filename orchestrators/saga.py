@@ -38,6 +38,8 @@ STEPS = (
     "verify",
     "promote",
     "restart",
+    # Done by promote's activity; on its own only where that could not: a rerun of a promoted
+    # rotation (after its restarts, as before) or a cleanup half that failed.
     "cleanup",
     "retire",
 )
@@ -144,6 +146,13 @@ class Saga:
         self.status.pop("retrying", None)
         self.steps_done.append(step)
         return result
+
+    def done_within(self, step: str, within: str) -> None:
+        """Record ``step`` as done by the activity of step ``within`` (two steps merged into one
+        activity save a checkpoint); its time in ``stepTimes`` is that activity's."""
+        self.steps_done.append(step)
+        times = self.status.get("stepTimes", {})
+        self.set_status(stepTimes={**times, step: times.get(within)}, stepsDone=list(self.steps_done))
 
     def on_failure(self, undo: str, payload: Record, undoes: str) -> None:
         """Register an undo before the step it undoes runs (the step may fail half-way)."""

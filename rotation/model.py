@@ -287,6 +287,9 @@ class Promoted(Record):
     changed: bool
     # When the new version was written (ISO 8601): the previous credential's overlap counts from it.
     promoted_on: str | None = None
+    # Whether the same activity disabled the pending value (the cleanup), and what it said.
+    pending_disabled: bool = False
+    cleanup: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from rotation import clients, metadata
-from rotation.errors import InvalidRequest, TargetError, UndoImpossible, VerificationFailed
+from rotation.errors import InvalidRequest, RotationError, TargetError, UndoImpossible, VerificationFailed
 from rotation.login_values import Held, LoginShape
 from rotation.model import (
     Changed,
@@ -251,6 +251,16 @@ def discard_pending(step: StepInput, vault: Vault) -> Changed:
     return Changed(changed=True, detail=f"disabled {len(mine)} pending version(s)")
 
 
+def discard_staged(step: StepInput, vault: Vault) -> Changed:
+    """Disable the pending version this rotation staged, by its id when the step knows it (no
+    need to list the companion's versions: stage leaves at most one of this rotation's enabled);
+    otherwise as ``discard_pending``. Disabling a disabled version again changes nothing."""
+    if not step.pending_version:
+        return discard_pending(step, vault)
+    vault.disable(step.secret.pending_name, step.pending_version)
+    return Changed(changed=True, detail=f"disabled pending version {step.pending_version}")
+
+
 def _pending_version(step: StepInput) -> str:
     if not step.pending_version:
         raise InvalidRequest(f"rotation {step.rotation_id} has no pending version to use")
@@ -268,15 +278,20 @@ class _Bound:
         self.shape = LoginShape.of(self.meta)
         self.previous = self.shape.read(previous)
         self._settings = settings
-        self.admin: SecretValue | None = None
-        self.admin_login: str | None = None
+        self._vault = vault
         self.access_token: TokenSource | None = None
-        admin = self.meta.target.admin
-        if admin.mode == "secret" and admin.secret_name:
-            admin_info, self.admin = vault.get(admin.secret_name)
-            self.admin_login = metadata.credential_of(admin_info.tags)
-        elif admin.mode == "managed-identity":
+        if self.meta.target.admin.mode == "managed-identity":
             self.access_token = functools.partial(clients.access_token, settings=settings)
+
+    @functools.cached_property
+    def _admin(self) -> tuple[SecretValue | None, str | None]:
+        """The admin's password and login for ``secret:<name>``, read when a change needs them
+        (verify does not)."""
+        admin = self.meta.target.admin
+        if admin.mode != "secret" or not admin.secret_name:
+            return None, None
+        admin_info, value = self._vault.get(admin.secret_name)
+        return value, metadata.credential_of(admin_info.tags)
 
     def target_for(self, credential: str) -> PasswordLogin:
         """The target bound to one of the secret's logins."""
@@ -289,8 +304,9 @@ class _Bound:
         """What a change of ``credential`` may use: its current password when the current
         version holds it (a self-change needs it), and the admin's."""
         current = self.previous.password if credential == self.previous.credential else None
+        admin, admin_login = self._admin
         return Credentials(
-            current=current, admin=self.admin, admin_login=self.admin_login, access_token=self.access_token
+            current=current, admin=admin, admin_login=admin_login, access_token=self.access_token
         )
 
     def pending(self, vault: Vault, step: StepInput) -> Held:
@@ -500,3 +516,24 @@ def promote(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
         content_type=current.content_type,
     )
     return Promoted(new_version=written.version, changed=True, promoted_on=_iso(written.created_on or now))
+
+
+def promote_and_clean_up(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
+    """``promote``, then disable the pending value (``discard_staged``): one activity, so one
+    checkpoint fewer. Both halves check before they act, so a crash between them is safe: the
+    rerun finds the version promoted (no second one) and disables the pending value. A cleanup
+    that fails does not fail the promotion (it happened): ``pending_disabled`` is False and the
+    orchestrator runs the cleanup as a step of its own.
+
+    Raises:
+        as ``promote``.
+    """
+    promoted = promote(inp, vault, now=now)
+    try:
+        cleaned = discard_staged(inp.step, vault)
+    except RotationError as exc:
+        logger.warning(
+            "promoted %s, but its pending value is not disabled yet: %s", promoted.new_version, exc
+        )
+        return replace(promoted, cleanup=f"not done: {exc}")
+    return replace(promoted, pending_disabled=True, cleanup=cleaned.detail)

@@ -46,12 +46,45 @@ def _info(props: SecretProperties) -> VersionInfo:
     )
 
 
-class Vault:
-    """One spoke vault, reached with the hub's identity."""
+# A read remembered by a memoizing Vault: (name, version or None for the latest).
+_ReadKey = tuple[str, str | None]
 
-    def __init__(self, client: SecretClient, *, vault_name: str) -> None:
+
+class Vault:
+    """One spoke vault, reached with the hub's identity.
+
+    ``memoizing()`` gives the same vault for one activity, which remembers what it read: a step
+    asks for the same version (its tags, the current value, the pending value) in several places,
+    and Key Vault bills and throttles every request. Its own writes forget what they change.
+    """
+
+    def __init__(self, client: SecretClient, *, vault_name: str, memoize: bool = False) -> None:
         self._client = client
         self.vault_name = vault_name
+        self._reads: dict[_ReadKey, tuple[VersionInfo, SecretValue | None]] | None = {} if memoize else None
+
+    def memoizing(self) -> Vault:
+        """This vault, remembering each read until it writes to that secret. For one activity
+        only: another writer (an operator, another rotation) is not seen while it remembers."""
+        return Vault(self._client, vault_name=self.vault_name, memoize=True)
+
+    def _read(self, name: str, version: str | None) -> tuple[VersionInfo, SecretValue | None]:
+        if self._reads is not None and (name, version) in self._reads:
+            return self._reads[(name, version)]
+        with translated(self._what(name, version)):
+            secret = self._client.get_secret(name, version)
+        read = (_info(secret.properties), None if secret.value is None else SecretValue(secret.value))
+        if self._reads is not None:
+            self._reads[(name, version)] = read
+            # The latest is also that version, should a step ask for it by its id.
+            self._reads.setdefault((name, read[0].version), read)
+        return read
+
+    def _forget(self, name: str, version: str | None = None) -> None:
+        if self._reads is not None:
+            self._reads.pop((name, None), None)
+            if version is not None:
+                self._reads.pop((name, version), None)
 
     def _what(self, name: str, version: str | None = None) -> str:
         return f"secret {name!r}{f' version {version}' if version else ''} in vault {self.vault_name!r}"
@@ -62,10 +95,9 @@ class Vault:
         Raises:
             InvalidRequest: no such secret, or its latest version is disabled.
         """
-        with translated(self._what(name)):
-            secret = self._client.get_secret(name)
-        # The value is dropped here: callers only wanted the properties.
-        return _info(secret.properties)
+        # The value is not handed out here: callers only wanted the properties.
+        info, _ = self._read(name, None)
+        return info
 
     def get(self, name: str, version: str | None = None) -> tuple[VersionInfo, SecretValue]:
         """One version (the latest when ``version`` is None) with its value.
@@ -73,11 +105,10 @@ class Vault:
         Raises:
             InvalidRequest: no such version, or it is disabled.
         """
-        with translated(self._what(name, version)):
-            secret = self._client.get_secret(name, version)
-        if secret.value is None:
+        info, value = self._read(name, version)
+        if value is None:
             raise InvalidRequest(f"{self._what(name, version)} has no value")
-        return _info(secret.properties), SecretValue(secret.value)
+        return info, value
 
     def versions(self, name: str) -> list[VersionInfo]:
         """Every version of ``name``, newest first; empty when the secret does not exist."""
@@ -108,17 +139,20 @@ class Vault:
                 enabled=True,
             )
         info = _info(secret.properties)
+        self._forget(name)
         logger.info("wrote secret %s version %s in vault %s", name, info.version, self.vault_name)
         return info
 
     def disable(self, name: str, version: str) -> None:
         with translated(self._what(name, version)):
             self._client.update_secret_properties(name, version, enabled=False)
+        self._forget(name, version)
         logger.info("disabled secret %s version %s in vault %s", name, version, self.vault_name)
 
     def enable(self, name: str, version: str, *, expires_on: datetime) -> None:
         with translated(self._what(name, version)):
             self._client.update_secret_properties(name, version, enabled=True, expires_on=expires_on)
+        self._forget(name, version)
         logger.info("enabled secret %s version %s in vault %s", name, version, self.vault_name)
 
     def list_secrets(self) -> list[VersionInfo]:

@@ -91,7 +91,7 @@ def test_an_event_rotates_the_secret_restarts_the_consumer_and_retires_the_previ
 
     # Promoted, the consumer restarted onto it; the previous secret still works for the overlap.
     status = waiting["status"]
-    assert status["stepsDone"] == ["plan", "stage", "verify", "promote", "restart", "cleanup"]
+    assert status["stepsDone"] == ["plan", "stage", "verify", "promote", "cleanup", "restart"]
     new_version = status["newVersion"]
     new = current_value(stack, seeded)
     new_id = credential_of_current(stack, seeded)
@@ -106,7 +106,7 @@ def test_an_event_rotates_the_secret_restarts_the_consumer_and_retires_the_previ
     done = wait_for(stack, rotation_id)
 
     assert done["runtimeStatus"] == "Completed", done["status"]
-    assert done["output"]["steps"] == ["plan", "stage", "verify", "promote", "restart", "cleanup", "retire"]
+    assert done["output"]["steps"] == ["plan", "stage", "verify", "promote", "cleanup", "restart", "retire"]
     assert old_id in done["status"]["retired"]
     assert keys(stack) == {new_id}
     assert not stack.app_accepts(seeded.login, old)

@@ -364,7 +364,7 @@ def test_a_consumer_restart_fails_after_promotion_and_a_rerun_restarts_it(
 
     assert_failed(failed, "restart", "TransientError", "1 consumer(s) not restarted", CONSUMER_SITE)
     assert failed["status"]["promoted"] is True
-    assert failed["status"]["stepsDone"] == ["plan", "stage", "apply", "verify", "promote"]
+    assert failed["status"]["stepsDone"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
     assert undo_results(failed) == {"discard_pending": "done"}
     new_version = failed["status"]["newVersion"]
     assert stack.secret_client(seeded.vault).get_secret(seeded.name).properties.version == new_version

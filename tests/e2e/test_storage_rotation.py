@@ -67,7 +67,7 @@ def test_two_events_rotate_key2_then_key1_and_the_consumer_keeps_writing_blobs(s
     stack.cloud.admin.emit_event(vault=VAULT, secret=seeded.name, event_type="SecretNearExpiry")
     first = wait_for(stack, stack.rotation_id(seeded))
     assert first["runtimeStatus"] == "Completed", first["status"]
-    assert first["output"]["steps"] == ["plan", "stage", "verify", "promote", "restart", "cleanup", "retire"]
+    assert first["output"]["steps"] == ["plan", "stage", "verify", "promote", "cleanup", "restart", "retire"]
     assert first["status"]["retired"] == KEEPS_PREVIOUS
     first_version = first["output"]["new_version"]
     after_first = keys(stack)

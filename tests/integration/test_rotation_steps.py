@@ -18,13 +18,20 @@ from typing import Any
 
 import pytest
 
+from benchmarks.rotation import request_lines
 from local.stack import MYSQL, POSTGRESQL, LocalStack, Seeded
 from rotation import clients, metadata, steps
 from rotation.clients import vault_named
-from rotation.errors import AuthenticationFailed, TargetError, TransientError, VerificationFailed
+from rotation.errors import (
+    AuthenticationFailed,
+    TargetError,
+    TransientError,
+    VerificationFailed,
+)
 from rotation.model import PromoteInput, SecretRef, StageInput, StepInput
 from rotation.settings import Settings
 from rotation.targets import postgresql
+from rotation.targets.base import SecretValue
 from rotation.vault import Vault
 
 VAULT = "spoke1-kv"
@@ -295,3 +302,43 @@ def test_no_value_reaches_the_log_nor_the_database_server_log(
     for value in (old, new):
         assert value not in caplog.text
         assert value not in server_log
+
+
+def test_a_memoizing_vault_reads_a_version_once_and_forgets_what_it_changes(
+    stack: LocalStack, vault: Vault
+) -> None:
+    """What each activity uses (``activities._adapter.vault_of``): the hub's requests, as the
+    local cloud's request log shows them."""
+    seeded, _ = seed(stack)
+    assert stack.cloud is not None
+    start = stack.cloud.log_file.stat().st_size
+    memo = vault.memoizing()
+
+    latest = memo.current(seeded.name)
+    _, value = memo.get(seeded.name, seeded.version)  # the latest is that version: no request
+    assert memo.current(seeded.name) == latest
+    assert value.reveal() == seeded_value(stack, seeded)
+    written = memo.write(
+        seeded.name,
+        SecretValue("next"),
+        tags=dict(latest.tags),
+        expires_on=datetime.now(UTC) + timedelta(days=1),
+    )
+    assert memo.current(seeded.name).version == written.version  # read again after the write
+    memo.disable(seeded.name, written.version)
+    with pytest.raises(AuthenticationFailed, match="SecretDisabled"):  # read again, refused now
+        memo.get(seeded.name, written.version)
+
+    hub = [line for line in request_lines(stack, start) if "identity=hub-rotation-identity" in line]
+    reads = [line for line in hub if f" GET {VAULT}.vault.azure.net /secrets/{seeded.name}/" in line]
+    assert len(reads) == 3, "\n".join(hub)  # the latest, the latest after the write, the disabled one
+    # A plain vault reads every time.
+    vault.get(seeded.name, seeded.version)
+    vault.get(seeded.name, seeded.version)
+    by_version = f"/secrets/{seeded.name}/{seeded.version} "
+    hub = [line for line in request_lines(stack, start) if "identity=hub-rotation-identity" in line]
+    assert len([line for line in hub if by_version in line]) == 2
+
+
+def seeded_value(stack: LocalStack, seeded: Seeded) -> str:
+    return value_of(stack, seeded.name, seeded.version)

@@ -56,8 +56,7 @@ HAPPY_ORDER = [
     "stage_pending",
     "apply_target",
     "verify_target",
-    "promote_secret",
-    "discard_pending",
+    "promote_secret",  # disables the pending value too: the cleanup
 ]
 
 
@@ -282,7 +281,7 @@ def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
     assert rotation.inputs("apply_target") == [with_pending]
     assert rotation.inputs("verify_target") == [with_pending]
     assert rotation.inputs("promote_secret") == [{"step": with_pending, "validity_days": 30.0}]
-    assert rotation.inputs("discard_pending") == [with_pending]
+    assert "discard_pending" not in rotation.activities()  # promote_secret did the cleanup
 
     output = done["output"]
     assert output["result"] == "rotated"
@@ -329,7 +328,6 @@ def test_transient_failures_are_retried_after_durable_backoff_timers(hub: Hub) -
         *["apply_target"] * 4,
         "verify_target",
         "promote_secret",
-        "discard_pending",
     ]
     # The same input at every attempt (the step is idempotent, so it can be re-run as is).
     first, *again = rotation.inputs("apply_target")
@@ -743,13 +741,14 @@ def test_consumers_are_restarted_in_order_after_promotion(hub: Hub) -> None:
     done = rotation.wait()
 
     assert done["runtimeStatus"] == "Completed"
-    assert rotation.activities() == [*HAPPY_ORDER[:5], *["restart_consumer"] * 3, "discard_pending"]
+    assert rotation.activities() == [*HAPPY_ORDER[:5], *["restart_consumer"] * 3]
     assert rotation.inputs("restart_consumer") == [
         ConsumerInput(rotation.id, consumer, POLICY.consumer_ready_timeout_seconds).to_dict()
         for consumer in CONSUMERS
     ]
     assert done["output"]["result"] == "rotated"
-    assert done["output"]["steps"] == ["plan", "stage", "apply", "verify", "promote", "restart", "cleanup"]
+    # The pending value was disabled by promote's activity, before the restarts.
+    assert done["output"]["steps"] == ["plan", "stage", "apply", "verify", "promote", "cleanup", "restart"]
     assert done["customStatus"]["consumers"] == CONSUMERS
 
 
@@ -779,7 +778,7 @@ def test_a_failing_consumer_does_not_stop_the_others_and_nothing_is_reverted(hub
     assert custom["compensation"] == [
         {"undo": "discard_pending", "result": "done", "detail": "discard_pending done (scripted)"}
     ]
-    assert custom["stepsDone"] == ["plan", "stage", "apply", "verify", "promote"]
+    assert custom["stepsDone"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
 
 
 # -- 6. skipped and resumed rotations -------------------------------------------------------------
@@ -821,6 +820,21 @@ def test_a_restarted_rotation_that_promoted_before_only_restarts_consumers_and_c
     assert done["output"]["steps"] == ["plan", "restart", "cleanup"]
 
 
+def test_a_cleanup_that_failed_inside_promote_runs_as_a_step_of_its_own(hub: Hub) -> None:
+    """promote_secret promoted but could not disable the pending value: the rotation is promoted
+    (nothing is reverted) and the cleanup runs on its own, with the pending version it knows."""
+    not_disabled = {"new_version": "0123456789abcdef0123456789abcdef", "changed": True, "cleanup": "not done"}
+    rotation = hub.rotate("cleanup-apart", {"promote_secret": [{"return": not_disabled}]})
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed"
+    assert rotation.activities() == [*HAPPY_ORDER, "discard_pending"]
+    pending_version = result_of(done, "stage_pending")["pending_version"]
+    assert rotation.inputs("discard_pending") == [rotation.first_step | {"pending_version": pending_version}]
+    assert done["output"]["steps"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+    assert done["output"]["new_version"] == not_disabled["new_version"]
+
+
 # -- 7. targets that issue their credentials -------------------------------------------------------
 
 ISSUING = {"target_kind": "entra-app-secret", "issues_credentials": True, "overlap_hours": 2.0}
@@ -829,7 +843,6 @@ ISSUING_ORDER = [
     "stage_pending",
     "verify_target",
     "promote_secret",
-    "discard_pending",
     "retire_previous",
 ]
 

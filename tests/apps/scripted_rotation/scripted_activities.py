@@ -90,7 +90,8 @@ def _default_result(activity: str, record: Record, rotation_id: str) -> Record:
     if activity == "stage_pending":
         return Staged(pending_version=_version_for(rotation_id, "pending"), reused=False)
     if activity == "promote_secret":
-        return Promoted(new_version=_version_for(rotation_id, "new"), changed=True)
+        # As the real activity: the pending value disabled in the same call (the cleanup).
+        return Promoted(new_version=_version_for(rotation_id, "new"), changed=True, pending_disabled=True)
     if activity == "retire_previous":
         return Retired(changed=True, detail="removed the previous credential (scripted)")
     if activity == "restart_consumer":
