@@ -39,6 +39,13 @@ def scope_of(vaults: tuple[str, ...], subscription: str | None, every: bool) -> 
     return {"all": True}
 
 
+def _pair(tag: str) -> tuple[str, str]:
+    name, equals, value = tag.partition("=")
+    if not equals or not name:
+        raise CliError(f"--tag takes NAME=VALUE, not {tag!r}", ExitCode.USAGE)
+    return name, value
+
+
 def register(cli: click.Group, api_options: Any) -> None:
     """Adds the ``incident`` group to ``cli``."""
 
@@ -50,6 +57,9 @@ def register(cli: click.Group, api_options: Any) -> None:
     @click.option("--vault", "vaults", multiple=True, metavar="NAME", help="A vault (repeatable).")
     @click.option("--subscription", metavar="ID", help="The configured vaults of this subscription.")
     @click.option("--all", "every", is_flag=True, help="Every configured vault.")
+    @click.option("--tag", "tags", multiple=True, metavar="NAME=VALUE", help="Only secrets with this tag.")
+    @click.option("--target", "targets", multiple=True, metavar="KIND", help="Only this target kind.")
+    @click.option("--server", "servers", multiple=True, metavar="HOST:PORT", help="Only this server.")
     @click.option("--reason", required=True, help="Why (required, recorded).")
     @click.option("--waive-approval", is_flag=True, help="Skip the approval step of each rotation.")
     @api_options
@@ -60,6 +70,9 @@ def register(cli: click.Group, api_options: Any) -> None:
         vaults: tuple[str, ...],
         subscription: str | None,
         every: bool,
+        tags: tuple[str, ...],
+        targets: tuple[str, ...],
+        servers: tuple[str, ...],
         reason: str,
         waive_approval: bool,
     ) -> int:
@@ -68,6 +81,9 @@ def register(cli: click.Group, api_options: Any) -> None:
             "scope": scope_of(vaults, subscription, every),
             "reason": reason,
             "waiveApproval": waive_approval,
+            "tags": dict(_pair(tag) for tag in tags),
+            "targets": list(targets),
+            "servers": list(servers),
         }
         with Hub(hub, scope=scope) as api:
             _print(api.start_incident(body), as_json)
