@@ -35,6 +35,13 @@ def _print(answer: dict[str, Any], as_json: bool) -> None:
         views.console().print(summary_view(answer))
 
 
+def _say(answer: dict[str, Any], as_json: bool, line: str) -> None:
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        views.console().print(line, soft_wrap=True)
+
+
 def summary_view(answer: dict[str, Any]) -> RenderableType:
     """The incident's state and counts, per vault, and its failures."""
     summary = views.custom(answer)
@@ -136,6 +143,8 @@ def register(cli: click.Group, api_options: Any) -> None:
     @click.option("--tag", "tags", multiple=True, metavar="NAME=VALUE", help="Only secrets with this tag.")
     @click.option("--target", "targets", multiple=True, metavar="KIND", help="Only this target kind.")
     @click.option("--server", "servers", multiple=True, metavar="HOST:PORT", help="Only this server.")
+    @click.option("--max-per-vault", type=click.IntRange(min=1), help="Rotations at once per vault.")
+    @click.option("--max-per-server", type=click.IntRange(min=1), help="Rotations at once per server.")
     @click.option("--reason", required=True, help="Why (required, recorded).")
     @click.option("--waive-approval", is_flag=True, help="Skip the approval step of each rotation.")
     @click.option("--wait", is_flag=True, help="Follow the incident until it ends (a progress bar).")
@@ -151,13 +160,15 @@ def register(cli: click.Group, api_options: Any) -> None:
         tags: tuple[str, ...],
         targets: tuple[str, ...],
         servers: tuple[str, ...],
+        max_per_vault: int | None,
+        max_per_server: int | None,
         reason: str,
         waive_approval: bool,
         wait: bool,
         timeout: float | None,
     ) -> int:
         """Start an incident over a scope."""
-        body = {
+        body: dict[str, Any] = {
             "scope": scope_of(vaults, subscription, every),
             "reason": reason,
             "waiveApproval": waive_approval,
@@ -165,13 +176,16 @@ def register(cli: click.Group, api_options: Any) -> None:
             "targets": list(targets),
             "servers": list(servers),
         }
+        for name, bound in (("maxPerVault", max_per_vault), ("maxPerServer", max_per_server)):
+            if bound is not None:
+                body[name] = bound
         with Hub(hub, scope=scope) as api:
             started = api.start_incident(body)
             if wait:
                 if not as_json:
                     views.console().print(f"started incident {started.get('id')}", soft_wrap=True)
                 return follow(api, str(started.get("id")), as_json=as_json, timeout=timeout)
-        _print(started, as_json)
+        _say(started, as_json, f"started incident {started.get('id')} on {started.get('scope')}")
         return ExitCode.OK
 
     @incident.command("watch")
@@ -196,7 +210,8 @@ def register(cli: click.Group, api_options: Any) -> None:
 
         def steer(hub: str, scope: str | None, as_json: bool, incident_id: str, action: str = action) -> int:
             with Hub(hub, scope=scope) as api:
-                _print(api.steer_incident(incident_id, action), as_json)
+                answer = api.steer_incident(incident_id, action)
+            _say(answer, as_json, f"{action} requested for incident {answer.get('id')} by {answer.get('by')}")
             return ExitCode.OK
 
         steer.__doc__ = f"{action.capitalize()} an incident."
