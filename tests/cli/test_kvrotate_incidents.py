@@ -50,7 +50,8 @@ def wait_summary(stack: LocalStack, incident_id: str, **wanted: Any) -> dict[str
 
 def assert_rotated_once(stack: LocalStack, seeded: Seeded) -> None:
     versions = versions_of(stack, seeded)
-    assert len(versions) == 2 and seeded.version in versions, (seeded.name, versions)
+    assert len(versions) == 2, (seeded.name, versions)
+    assert seeded.version in versions
     assert_consistent(stack, seeded)  # the vault's current version logs in
 
 
@@ -115,7 +116,8 @@ def test_pause_resume_cancel_answer_and_change_the_status(stack: LocalStack, clo
     shown = summary(stack, incident_id)
     assert shown["state"] == "cancelled"
     rotated = [s for s in seeded if len(versions_of(stack, s)) == 2]
-    assert shown["done"] == len(rotated) and 1 <= len(rotated) < 3
+    assert shown["done"] == len(rotated)
+    assert 1 <= len(rotated) < 3
     for secret in rotated:
         assert_rotated_once(stack, secret)
 
