@@ -35,12 +35,11 @@ from orchestrators.rotate_secret import DECISION_EVENT, TIMEOUT_APPROVER
 from rotation.errors import InvalidRequest
 from rotation.model import Decision
 from rotation.settings import Settings
-from starters.http_errors import HttpError
+from starters.http_errors import MAX_TEXT, HttpError
 from starters.principal import Principal
 
 logger = logging.getLogger(__name__)
 
-MAX_REASON = 500
 # How long a decision waits for the orchestration to record it before answering "sent".
 RECORD_WAIT_SECONDS = 15.0
 _POLL_SECONDS = 0.2
@@ -204,8 +203,8 @@ async def decide(
     reason = reason.strip()
     if not approved and not reason:
         raise Refused(400, "reason-required", "'reason' is required")
-    if len(reason) > MAX_REASON:
-        raise Refused(400, "reason-too-long", f"'reason' is longer than {MAX_REASON} characters")
+    if len(reason) > MAX_TEXT:
+        raise Refused(400, "reason-too-long", f"'reason' is longer than {MAX_TEXT} characters")
     status = await find_rotation(client, rotation_id, show_input=True)
     if not waiting_for_decision(status):
         raise _not_waiting(status)

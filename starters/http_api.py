@@ -23,7 +23,7 @@ from rotation.events import check_allowed
 from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
 from rotation.settings import Settings, current_settings
 from starters.decisions import decide, decider_for, find_rotation
-from starters.http_errors import HttpError
+from starters.http_errors import MAX_TEXT, HttpError
 from starters.launcher import ACTIVE, launch
 from starters.principal import trusted_principal
 
@@ -32,7 +32,6 @@ logger = logging.getLogger(__name__)
 bp = df.Blueprint()
 
 MAX_BODY = 16 * 1024
-MAX_TEXT = 500
 
 
 def json_response(status: int, body: object, headers: dict[str, str] | None = None) -> func.HttpResponse:
