@@ -86,6 +86,16 @@ class Hub:
         body = {"vault": vault, **({"secret": secret} if secret else {})}
         return self._call("POST", "/api/preflight", body=body)
 
+    def start_incident(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/api/incidents", body=body)
+
+    def incident(self, incident_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/api/incidents/{_segment(incident_id)}")
+
+    def steer_incident(self, incident_id: str, action: str) -> dict[str, Any]:
+        """``action``: pause, resume or cancel."""
+        return self._call("POST", f"/api/incidents/{_segment(incident_id)}/{action}", body={})
+
     # -- one request -------------------------------------------------------------------------
 
     def _call(

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from kvrotate import progress, views
+from kvrotate import incidents, progress, views
 from kvrotate.client import Hub
 from kvrotate.errors import CliError, ExitCode, one_line
 
@@ -222,6 +222,9 @@ def preflight(hub: str, scope: str | None, as_json: bool, vault: str, secret: st
     else:
         views.console().print(views.preflight_view(answer))
     return ExitCode.OK if views.preflight_ok(answer) else ExitCode.FAILED
+
+
+incidents.register(cli, api_options)
 
 
 def _fail(message: str, code: int) -> int:

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
 
 from kvrotate import views
@@ -33,12 +33,48 @@ def follow(
     poll_seconds: float = POLL_SECONDS,
     outage_seconds: float = OUTAGE_SECONDS,
 ) -> dict[str, Any]:
-    """Poll the rotation until it ends; returns its last view.
+    """Poll the rotation until it ends, showing its steps; returns its last view.
+
+    Raises:
+        CliError: see :func:`watch`.
+    """
+    view = watch(
+        lambda: hub.rotation(rotation_id),
+        what=f"rotation {rotation_id}",
+        status_command=f"kvrotate status {rotation_id}",
+        out=out,
+        live_view=views.progress_view,
+        plain=PlainLines(out),
+        timeout=timeout,
+        poll_seconds=poll_seconds,
+        outage_seconds=outage_seconds,
+    )
+    out.print(views.facts_table(view, with_header=False))
+    undos = views.undos_table(view)
+    if undos is not None:
+        out.print(undos)
+    return view
+
+
+def watch(
+    read: Callable[[], dict[str, Any]],
+    *,
+    what: str,
+    status_command: str,
+    out: Console,
+    live_view: Callable[[dict[str, Any]], RenderableType],
+    plain: Callable[[dict[str, Any]], None],
+    timeout: float | None,
+    poll_seconds: float = POLL_SECONDS,
+    outage_seconds: float = OUTAGE_SECONDS,
+) -> dict[str, Any]:
+    """Poll ``read`` (a rotation's or an incident's view) until its runtime status has ended;
+    a live ``live_view`` on a terminal, ``plain`` lines otherwise. Returns the last view.
 
     Raises:
         CliError: still running after ``timeout`` seconds, the hub silent for longer than
-            ``outage_seconds``, or the operator stopped waiting (the rotation goes on in the
-            hub in every case).
+            ``outage_seconds``, or the operator stopped waiting (``what`` goes on in the hub in
+            every case).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
 
@@ -46,14 +82,14 @@ def follow(
         silent_since: float | None = None
         while True:
             try:
-                view = hub.rotation(rotation_id)
+                view = read()
             except CliError as exc:
                 if exc.code not in _PASSING:
                     raise
                 silent_since = silent_since or time.monotonic()
                 if time.monotonic() - silent_since > outage_seconds:
                     raise CliError(
-                        f"{exc.message}; the rotation goes on in the hub: kvrotate status {rotation_id}",
+                        f"{exc.message}; the {what.split()[0]} goes on in the hub: {status_command}",
                         exc.code,
                     ) from None
                 time.sleep(poll_seconds)
@@ -64,28 +100,23 @@ def follow(
                 return view
             if deadline is not None and time.monotonic() > deadline:
                 raise CliError(
-                    f"rotation {rotation_id} is still {view.get('runtimeStatus')} after {timeout:g} s; "
-                    f"it goes on in the hub: kvrotate status {rotation_id}",
+                    f"{what} is still {view.get('runtimeStatus')} after {timeout:g} s; "
+                    f"it goes on in the hub: {status_command}",
                     ExitCode.FAILED,
                 )
             time.sleep(poll_seconds)
 
     try:
         if out.is_terminal:
-            # The last frame stays on the screen: the steps and the outcome.
+            # The last frame stays on the screen.
             with Live(console=out, refresh_per_second=8) as live:
-                return poll(lambda v: live.update(views.progress_view(v), refresh=True))
-        view = poll(PlainLines(out))
+                return poll(lambda v: live.update(live_view(v), refresh=True))
+        return poll(plain)
     except KeyboardInterrupt:
         raise CliError(
-            f"stopped waiting; the rotation goes on in the hub: kvrotate status {rotation_id}",
+            f"stopped waiting; the {what.split()[0]} goes on in the hub: {status_command}",
             ExitCode.INTERRUPTED,
         ) from None
-    out.print(views.facts_table(view, with_header=False))
-    undos = views.undos_table(view)
-    if undos is not None:
-        out.print(undos)
-    return view
 
 
 class PlainLines:
