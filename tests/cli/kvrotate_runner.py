@@ -40,6 +40,15 @@ class Run:
         """stdout with each run of blanks as one space (table columns vary with their content)."""
         return "\n".join(" ".join(line.split()) for line in self.out.splitlines())
 
+    @property
+    def table_rows(self) -> list[list[str]]:
+        """The cells of each body row of a Rich table on stdout (lines drawn with ``│``)."""
+        return [
+            [cell.strip() for cell in line.strip().strip("│").split("│")]
+            for line in self.out.splitlines()
+            if line.strip().startswith("│")
+        ]
+
     def json(self) -> Any:
         assert self.code == 0, self
         return json.loads(self.out)
