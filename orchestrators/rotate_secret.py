@@ -80,6 +80,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         plan = RotationPlan.from_dict((yield from saga.step("plan", "plan_rotation", step)))
         if plan.skip_reason:
             return outcome("skipped", detail=plan.skip_reason)
+        step = replace(step, tags=plan.tags)  # later steps need not read the version for them
         if plan.approval_required and request.approval_waived_by:
             # An incident waived the approval tag: recorded with who waived it and why.
             plan = replace(plan, approval_required=False)
@@ -111,7 +112,9 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             saga.on_failure("discard_pending", step, undoes="stage")
             if plan.issues_credentials:
                 saga.on_failure("withdraw_credential", step, undoes="stage")
-            stage_input = StageInput(step, plan.target_kind, ttl, plan.validity_days, plan.overlap_hours)
+            stage_input = StageInput(
+                step, plan.target_kind, ttl, plan.validity_days, plan.overlap_hours, login=plan.login
+            )
             staged = Staged.from_dict((yield from saga.step("stage", "stage_pending", stage_input)))
             step = replace(step, pending_version=staged.pending_version)
 

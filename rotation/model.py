@@ -132,6 +132,14 @@ def _from_plain(tp: Any, data: object, where: str) -> Any:
         if not isinstance(data, list | tuple):
             raise InvalidRequest(f"{where} must be a list")
         return tuple(_from_plain(item_type, v, f"{where}[{i}]") for i, v in enumerate(data))
+    if origin is dict:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(data, Mapping):
+            raise InvalidRequest(f"{where} must be an object")
+        return {
+            _from_plain(key_type, k, where): _from_plain(value_type, v, f"{where}[{k!r}]")
+            for k, v in data.items()
+        }
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, Mapping):
             raise InvalidRequest(f"{where} must be an object")
@@ -222,6 +230,10 @@ class StepInput(Record):
     secret: SecretRef
     version: str
     pending_version: str | None = None
+    # The tags of ``version`` as plan read them (names and settings, never a value): later steps
+    # take them from here instead of reading the version again for them. None before plan, and
+    # in rotations started before this field existed: the steps then read the version.
+    tags: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -247,6 +259,10 @@ class RotationPlan(Record):
     # The ``rotation-window`` tag in its canonical text (rotation/windows.py), or None: changes
     # may happen at any time. The orchestrator waits on a durable timer until it is open.
     window: str | None = None
+    # The tags plan read (they go on in ``StepInput.tags``) and, for a login, the login the
+    # rotation changes (the other one when alternating; plan read the current value for it).
+    tags: dict[str, str] | None = None
+    login: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +273,8 @@ class StageInput(Record):
     # For targets that issue the credential: it must outlive the new version and its overlap.
     validity_days: float = 0.0
     overlap_hours: float = 0.0
+    # The login to stage a value for, as plan found it (None: stage reads the current value).
+    login: str | None = None
 
 
 @dataclass(frozen=True)

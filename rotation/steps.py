@@ -57,8 +57,16 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         return RotationPlan(target_kind="", approval_required=False, validity_days=0.0, skip_reason=reason)
     meta = metadata.parse_tags(name, current.tags)
     kind = target_type(meta.target.kind)
+    login = None
     if not promoted_here:
         check_ahead(step, vault, settings, meta)
+        if not isinstance(kind, IssuingTargetType):
+            # The read above fetched the value too (the vault remembers it): which login it
+            # holds decides which one changes, and a value not of its tagged format stops the
+            # rotation here, before anything changes.
+            shape = LoginShape.of(meta)
+            _, value = vault.get(name, step.version)
+            login = shape.next_credential(shape.read(value))
     return RotationPlan(
         target_kind=meta.target.kind,
         approval_required=meta.approval_required,
@@ -70,6 +78,8 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         overlap_hours=meta.overlap_hours or 0.0,
         issue_after_approval=isinstance(kind, IssuingTargetType) and kind.irreversible is not None,
         window=str(meta.window) if meta.window else None,
+        tags=dict(current.tags),
+        login=login,
     )
 
 
@@ -142,6 +152,15 @@ def _ours(versions: list[VersionInfo], rotation_id: str) -> list[VersionInfo]:
     return [v for v in versions if v.enabled and v.tags.get(metadata.ROTATION_ID) == rotation_id]
 
 
+def _tags_of(step: StepInput, vault: Vault) -> dict[str, str]:
+    """The tags of the version rotated: as plan read them, or read now (before plan ran, or a
+    rotation started before plan passed them on)."""
+    if step.tags is not None:
+        return step.tags
+    info, _ = vault.get(step.secret.secret_name, step.version)
+    return dict(info.tags)
+
+
 def stage_pending(inp: StageInput, vault: Vault, settings: Settings, *, now: datetime) -> Staged:
     """Write a new value into the companion ``<name>-pending``, or reuse this rotation's.
 
@@ -180,11 +199,11 @@ def stage_pending(inp: StageInput, vault: Vault, settings: Settings, *, now: dat
         vault.enable(companion, earlier[0].version, expires_on=expires_on)
         return Staged(pending_version=earlier[0].version, reused=True)
     # The login this rotation changes (the other one, when alternating) and the value for it.
-    shape = LoginShape.of(
-        metadata.parse_tags(step.secret.secret_name, vault.current(step.secret.secret_name).tags)
-    )
-    _, current = vault.get(step.secret.secret_name, step.version)
-    login = shape.next_credential(shape.read(current))
+    shape = LoginShape.of(metadata.parse_tags(step.secret.secret_name, _tags_of(step, vault)))
+    login = inp.login
+    if login is None:
+        _, current = vault.get(step.secret.secret_name, step.version)
+        login = shape.next_credential(shape.read(current))
     value = shape.write(login, generate(kind.password_policy))
     written = vault.write(
         companion,
@@ -272,16 +291,20 @@ class _Bound:
     may use (read from the vault), and the target bound to a login."""
 
     def __init__(self, step: StepInput, vault: Vault, settings: Settings) -> None:
-        name = step.secret.secret_name
-        info, previous = vault.get(name, step.version)
-        self.meta = metadata.parse_tags(name, info.tags)
+        self._step = step
+        self.meta = metadata.parse_tags(step.secret.secret_name, _tags_of(step, vault))
         self.shape = LoginShape.of(self.meta)
-        self.previous = self.shape.read(previous)
         self._settings = settings
         self._vault = vault
         self.access_token: TokenSource | None = None
         if self.meta.target.admin.mode == "managed-identity":
             self.access_token = functools.partial(clients.access_token, settings=settings)
+
+    @functools.cached_property
+    def previous(self) -> Held:
+        """What the version rotated holds, read when a step needs it (verify does not)."""
+        _, value = self._vault.get(self._step.secret.secret_name, self._step.version)
+        return self.shape.read(value)
 
     @functools.cached_property
     def _admin(self) -> tuple[SecretValue | None, str | None]:
@@ -329,7 +352,7 @@ def apply_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
 def _issuing_kind(step: StepInput, vault: Vault) -> tuple[IssuingTargetType, metadata.RotationMetadata]:
     """The type of the rotation's target, when it issues its credentials, and the secret's tags."""
     name = step.secret.secret_name
-    meta = metadata.parse_tags(name, vault.current(name).tags)
+    meta = metadata.parse_tags(name, _tags_of(step, vault))
     kind = target_type(meta.target.kind)
     if not isinstance(kind, IssuingTargetType):
         raise InvalidRequest(
@@ -345,8 +368,7 @@ def _issuer(step: StepInput, vault: Vault, settings: Settings) -> IssuingTarget:
 
 
 def _issues(step: StepInput, vault: Vault) -> bool:
-    name = step.secret.secret_name
-    return metadata.parse_tags(name, vault.current(name).tags).overlap_hours is not None
+    return metadata.parse_tags(step.secret.secret_name, _tags_of(step, vault)).overlap_hours is not None
 
 
 def verify_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:

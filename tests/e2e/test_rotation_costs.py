@@ -48,11 +48,13 @@ def rotate_and_count(stack: LocalStack, seeded: Seeded, *others: str) -> tuple[l
     return vault_requests(request_lines(stack, start), names), done
 
 
-# The starter's check; plan: the secret; stage: the companion's versions, the secret (its tags and
-# value), the write; apply: the version rotated (the current password), the pending value, and for
-# ``secret:<name>`` the admin's; verify: the secret's tags, the pending value; promote: the
-# latest version, the pending value, the write, and the cleanup's disable of the pending version.
-REQUESTS = {"self": 13, "secret": 14}
+# The starter's check; plan: the secret (its tags, and its value for the login that changes);
+# stage: the companion's versions, the write; apply: the pending value, the version rotated (the
+# current password), and for ``secret:<name>`` the admin's; verify: the pending value; promote:
+# the latest version, the pending value, the write, and the cleanup's disable of the pending
+# version. Plan passes the tags on (StepInput.tags) and names the login (StageInput.login), so
+# stage and verify do not read the secret again.
+REQUESTS = {"self": 11, "secret": 12}
 
 
 @pytest.mark.parametrize("admin", sorted(REQUESTS))
@@ -80,6 +82,22 @@ def test_a_rotation_costs_its_key_vault_requests_and_24_history_events(stack: Lo
         f"PUT /secrets/{seeded.name}-pending",
         f"PUT /secrets/{seeded.name}",
         f"PATCH /secrets/{seeded.name}-pending/{pending_version}",
+    ]
+    secret, pending = f"/secrets/{seeded.name}", f"/secrets/{seeded.name}-pending/{pending_version}"
+    admin_read = [f"GET /secrets/{others[0]}/"] if others else []
+    assert requests == [
+        f"GET {secret}/",  # the starter
+        f"GET {secret}/",  # plan
+        f"GET /secrets/{seeded.name}-pending/versions",  # stage
+        f"PUT /secrets/{seeded.name}-pending",
+        f"GET {pending}",  # apply
+        f"GET {secret}/{seeded.version}",
+        *admin_read,
+        f"GET {pending}",  # verify
+        f"GET {secret}/",  # promote
+        f"GET {pending}",
+        f"PUT {secret}",
+        f"PATCH {pending}",
     ]
 
     events = history_summary(stack, stack.rotation_id(seeded))

@@ -258,7 +258,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 
 def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
-    rotation = hub.rotate("happy-path", {"plan_rotation": [plan(validity_days=30.0)]})
+    tags = {"rotation-target": "postgresql-login", "rotation-login": "app"}
+    rotation = hub.rotate(
+        "happy-path", {"plan_rotation": [plan(validity_days=30.0, tags=tags, login="app")]}
+    )
     done = rotation.wait()
 
     assert done["runtimeStatus"] == "Completed"
@@ -266,16 +269,19 @@ def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
     pending_version = result_of(done, "stage_pending")["pending_version"]
     new_version = result_of(done, "promote_secret")["new_version"]
 
-    # Every activity gets references only, the pending version once it exists.
-    with_pending = rotation.first_step | {"pending_version": pending_version}
+    # Every activity gets references only (and, after plan, the tags plan read, so no step reads
+    # the version again for them), the pending version once it exists.
+    planned = rotation.first_step | {"tags": tags}
+    with_pending = planned | {"pending_version": pending_version}
     assert rotation.inputs("plan_rotation") == [rotation.first_step]
     assert rotation.inputs("stage_pending") == [
         {
-            "step": rotation.first_step,
+            "step": planned,
             "target_kind": "postgresql-login",
             "pending_ttl_hours": 24.0,
             "validity_days": 30.0,
             "overlap_hours": 0.0,
+            "login": "app",
         }
     ]
     assert rotation.inputs("apply_target") == [with_pending]
