@@ -26,12 +26,15 @@ import contextlib
 import json
 import logging
 from collections.abc import Generator
+from datetime import timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
 from orchestrators.saga import StepError, StepFailed, call_with_retries
 from rotation.incidents import (
+    ADMISSION_TIMEOUT_MINUTES,
+    ADMIT_EVENT,
     CONTROL_ACTIONS,
     CONTROL_EVENT,
     MAX_FAILURES_SHOWN,
@@ -198,6 +201,10 @@ def incident(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
     summary = _Summary(context, request)
     if request.progress is None:
         summary.publish()
+        if not (yield from _admitted(context)):
+            summary.state = "not admitted"
+            summary.publish()
+            return {"state": summary.state, "notStarted": []}
         listing = yield from _list(context, request, summary)
         summary.listed(listing)
         queue = list(listing.items)
@@ -245,6 +252,18 @@ def incident(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
         "state": summary.state,
         "notStarted": [f"{item.vault_name}/{item.secret_name}" for item in queue][:MAX_FAILURES_SHOWN],
     }
+
+
+def _admitted(context: df.DurableOrchestrationContext) -> Generator[Any, Any, bool]:
+    """Wait for the starter's word (ADMIT_EVENT) that no older incident overlaps this one."""
+    admit = context.wait_for_external_event(ADMIT_EVENT)
+    timer = context.create_timer(context.current_utc_datetime + timedelta(minutes=ADMISSION_TIMEOUT_MINUTES))
+    winner = yield context.task_any([admit, timer])
+    if winner is not admit:
+        _log(context, "no admission from the starter within %d minutes", ADMISSION_TIMEOUT_MINUTES)
+        return False
+    timer.cancel()
+    return True
 
 
 def _steer(summary: _Summary, action: str, by: str) -> None:

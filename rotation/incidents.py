@@ -20,6 +20,12 @@ from rotation.vault import VersionInfo
 INCIDENT_PREFIX = "incident_"
 # The external event that steers a running incident: {"action": "pause"|"resume"|"cancel", "by": ...}.
 CONTROL_EVENT = "IncidentControl"
+# The starter's word that no older incident overlaps this one. It checks again after creating
+# the instance, so two requests arriving at once cannot both pass the check: the younger one
+# ends (Terminated) before it lists anything. Without the word (a starter that died between the
+# two), the incident ends "not admitted" after this long and changes nothing.
+ADMIT_EVENT = "IncidentAdmitted"
+ADMISSION_TIMEOUT_MINUTES = 5
 CONTROL_ACTIONS = ("pause", "resume", "cancel")
 # At most this many secrets per incident: the listing's result and every sub-orchestration's
 # events are in the incident's history; a larger scope is split into several incidents.

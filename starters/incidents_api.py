@@ -22,6 +22,7 @@ subscription); every vault's subscription must be on ``ROTATION_ALLOWED_SUBSCRIP
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from typing import Any
@@ -33,6 +34,7 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from rotation.errors import InvalidRequest
 from rotation.events import check_allowed
 from rotation.incidents import (
+    ADMIT_EVENT,
     CONTROL_EVENT,
     INCIDENT_PREFIX,
     IncidentRequest,
@@ -133,10 +135,21 @@ def _bound(body: dict[str, Any], name: str, default: int) -> int:
         raise HttpError(400, str(exc)) from None
 
 
-async def _overlapping(client: df.DurableOrchestrationClient, vaults: tuple[VaultId, ...]) -> str | None:
-    """The id of a running incident whose scope shares a vault with ``vaults``, if any."""
+async def _overlapping(
+    client: df.DurableOrchestrationClient,
+    vaults: tuple[VaultId, ...],
+    *,
+    older_than: DurableOrchestrationStatus | None = None,
+) -> str | None:
+    """The oldest running incident whose scope shares a vault with ``vaults`` (its id and that
+    vault), if any; with ``older_than``, only those created before that incident (ties broken by
+    id), itself excluded. The oldest: when several requests race, it is the one admitted.
+    """
     wanted = {v.arm_id.lower() for v in vaults}
-    for found in await client.get_status_by(runtime_status=ACTIVE, instance_id_prefix=INCIDENT_PREFIX):
+    running = await client.get_status_by(runtime_status=ACTIVE, instance_id_prefix=INCIDENT_PREFIX)
+    for found in sorted(running, key=functools.cmp_to_key(_age_order)):
+        if older_than is not None and not _created_before(found, older_than):
+            continue
         status = await client.get_status(found.instance_id, show_input=True)
         try:
             other = IncidentRequest.from_dict(rotation_input(status))
@@ -146,6 +159,37 @@ async def _overlapping(client: df.DurableOrchestrationClient, vaults: tuple[Vaul
         if shared:
             return f"{found.instance_id} (vault {VaultId.parse(sorted(shared)[0]).vault_name})"
     return None
+
+
+def _age_order(one: DurableOrchestrationStatus, other: DurableOrchestrationStatus) -> int:
+    return -1 if _created_before(one, other) else (1 if _created_before(other, one) else 0)
+
+
+def _created_before(one: DurableOrchestrationStatus, other: DurableOrchestrationStatus) -> bool:
+    """The order every starter sees alike: the task hub's creation time, then the id."""
+    if one.instance_id == other.instance_id:
+        return False
+    if one.created_time is None or other.created_time is None:
+        return bool(one.instance_id < other.instance_id)
+    return bool((one.created_time, one.instance_id) < (other.created_time, other.instance_id))
+
+
+async def _admit(
+    client: df.DurableOrchestrationClient, incident_id: str, vaults: tuple[VaultId, ...]
+) -> None:
+    """Let the new incident go on unless an older one overlaps it: two requests at once both
+    pass the check before the start, but after it each sees the other, and only the younger
+    yields (Terminated, having listed nothing).
+
+    Raises:
+        HttpError: 409, naming the older incident.
+    """
+    created = await client.get_status(incident_id)
+    older = await _overlapping(client, vaults, older_than=created)
+    if older:
+        await client.terminate(incident_id, f"refused: incident {older} runs on an overlapping scope")
+        raise HttpError(409, f"incident {older} is still running on an overlapping scope")
+    await client.raise_event(incident_id, ADMIT_EVENT, {"admitted": True})
 
 
 @bp.route(route="incidents", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -195,6 +239,7 @@ async def start_incident(req: func.HttpRequest, client: df.DurableOrchestrationC
     )
     incident_id = INCIDENT_PREFIX + uuid.uuid4().hex
     await client.start_new(ORCHESTRATOR, incident_id, request.to_dict())
+    await _admit(client, incident_id, vaults)
     logger.warning(
         "incident %s started by %s on %s (approval %s): %s",
         incident_id,

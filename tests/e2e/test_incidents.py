@@ -12,8 +12,10 @@ a 429).
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -335,6 +337,38 @@ def test_bad_requests_are_refused_clearly_and_start_nothing(stack: LocalStack, c
     wait_incident(stack, running)
     status, _, answer = hub_request(stack, "GET", "/api/incidents/incident_nope")
     assert status == 404, answer
+
+
+def test_overlapping_incidents_requested_at_once_start_one_and_refuse_the_others(
+    stack: LocalStack, cloud: AdminClient
+) -> None:
+    group, seeded = seed_group(stack, {"spoke1-kv": 2})
+    hold_back(cloud, "spoke1-kv", "set_secret", seconds=2)
+    before = instance_ids(stack, "incident_")
+    body = {"reason": "leaked twice", "tags": {FILTER_TAG: group}}
+    scopes = [{"vault": "spoke1-kv"}, {"vaults": list(VAULTS)}, {"all": True}, {"vault": "spoke1-kv"}]
+    gate = threading.Barrier(len(scopes))
+
+    def post(scope: dict[str, Any]) -> tuple[int, Any]:
+        gate.wait()  # every request leaves at once: each may pass the check made before its start
+        status, _, answer = hub_request(stack, "POST", "/api/incidents", {"scope": scope, **body})
+        return status, answer
+
+    with ThreadPoolExecutor(len(scopes)) as pool:
+        answers = list(pool.map(post, scopes))
+
+    started = [answer["id"] for status, answer in answers if status == 202]
+    assert len(started) == 1, answers
+    winner = started[0]
+    refused = [answer for status, answer in answers if status != 202]
+    assert all(winner in answer["error"] for answer in refused), answers
+    # A refused request either started nothing or yielded before listing anything.
+    for incident_id in instance_ids(stack, "incident_") - before - {winner}:
+        assert incident_status(stack, incident_id)["runtimeStatus"] == "Terminated"
+    ended = wait_incident(stack, winner)
+    assert (ended["runtimeStatus"], ended["status"]["done"]) == ("Completed", 2), ended
+    for secret in seeded:
+        assert_rotated_once(stack, secret)
 
 
 def test_a_waived_approval_is_recorded_with_the_approver_and_nobody_is_asked(stack: LocalStack) -> None:

@@ -29,7 +29,14 @@ from test_rotate_secret_orchestrator import (
 )
 
 from local.host.process import HostProcess
-from rotation.incidents import CONTROL_EVENT, IncidentItem, IncidentRequest, IncidentScope
+from rotation.incidents import (
+    ADMISSION_TIMEOUT_MINUTES,
+    ADMIT_EVENT,
+    CONTROL_EVENT,
+    IncidentItem,
+    IncidentRequest,
+    IncidentScope,
+)
 from rotation.model import RotationRequest, SecretRef
 
 APP = Path(__file__).resolve().parents[1] / "apps" / "scripted_incident"
@@ -103,11 +110,19 @@ class Incident:
         for item in self.items:
             self.script(item, {"plan_rotation": [{"wait_for": GATE, **plan(**plan_fields)}]})
 
-    def start(self) -> None:
+    def start(self, *, admit: bool = True) -> None:
+        """Start it as POST /api/incidents does: create the instance, then admit it."""
         status, body = self.hub.call(
             "POST", f"/runtime/webhooks/durabletask/orchestrators/incident/{self.id}", self.request.to_dict()
         )
         assert status == 202, body
+        if admit:
+            status, body = self.hub.call(
+                "POST",
+                f"/runtime/webhooks/durabletask/instances/{self.id}/raiseEvent/{ADMIT_EVENT}",
+                {"admitted": True},
+            )
+            assert status == 202, body
 
     def open(self, item: IncidentItem) -> None:
         (self.hub.scripts / item.rotation_id / GATE).touch()
@@ -443,3 +458,21 @@ def test_a_large_incident_continues_as_new_carrying_its_summary(hub: Hub) -> Non
     # The fresh history holds only the second execution's rotations.
     completed = events(ended, "SubOrchestrationInstanceCompleted", "SubOrchestrationInstanceFailed")
     assert len(completed) == 2
+
+
+def test_an_incident_the_starter_never_admits_ends_without_listing_anything(hub: Hub) -> None:
+    incident = Incident(hub, "never-admitted", {"kv-a": [("s1", "db1:5432")]})
+    incident.gate_all()
+    incident.start(admit=False)
+    time.sleep(1)
+    assert incident.status()["runtimeStatus"] == "Running"  # waiting for the starter's word
+    assert incident.started() == []
+
+    hub.advance_clock(ADMISSION_TIMEOUT_MINUTES * 60 + 30)
+    ended = incident.wait()
+
+    assert ended["runtimeStatus"] == "Completed", ended
+    assert ended["output"] == {"state": "not admitted", "notStarted": []}
+    assert ended["customStatus"]["state"] == "not admitted"
+    assert incident.started() == []
+    assert not any(e.get("FunctionName") == "list_incident_secrets" for e in ended["historyEvents"])
