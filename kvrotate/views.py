@@ -27,7 +27,7 @@ _STATE_STYLES = {
     "Pending": "yellow",
     "Suspended": "magenta",
 }
-_GOOD_RESULTS = ("rotated", "skipped")
+_GOOD_RESULTS = ("rotated", "rolled_forward", "skipped")
 
 
 def console(*, stderr: bool = False) -> Console:

@@ -100,7 +100,7 @@ class _Summary:
 
     def ended(self, item: IncidentItem, result: str, detail: str) -> None:
         counts = self.counts[item.vault_name]
-        if result == "rotated":
+        if result in ("rotated", "rolled_forward"):  # rolled forward: the secret works, rotated
             counts = VaultCounts(
                 counts.vault_name, counts.total, counts.done + 1, counts.failed, counts.skipped
             )

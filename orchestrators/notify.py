@@ -20,6 +20,7 @@ from rotation.notifications import (
     COMPENSATED,
     DECIDED,
     FAILED,
+    ROLLED_FORWARD,
     UNMANAGED_CREDENTIAL,
     Notification,
     UndoResult,
@@ -83,6 +84,21 @@ def failed(
         f"{error.error_class}: {error.message}",
         compensation=undone,
         promoted=promoted,
+    )
+
+
+def rolled_forward(saga: Saga, error: StepError, undone: dict[str, str]) -> Generator[Any, Any, None]:
+    """A step after apply failed, the target's undo could not restore the previous value, and
+    the new value (which logs in) was promoted instead: the secret works, but whatever broke the
+    undo (an admin credential, say) needs a person."""
+    yield from _send(
+        saga,
+        ROLLED_FORWARD,
+        error.step,
+        f"{error.error_class}: {error.message}; the previous value could not be restored "
+        f"({undone.get('detail', '')}), so the new value, which logs in, was promoted",
+        compensation=(UndoResult(undone["undo"], undone["result"], undone.get("detail", "")),),
+        promoted=True,
     )
 
 

@@ -76,6 +76,9 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             **fields,
         ).to_dict()
 
+    plan: RotationPlan | None = None
+    decision: Decision | None = None
+    window: windows.Window | None = None
     try:
         plan = RotationPlan.from_dict((yield from saga.step("plan", "plan_rotation", step)))
         if plan.skip_reason:
@@ -89,7 +92,6 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             )
         window = _window_of(plan)
         saga.set_status(targetKind=plan.target_kind)  # the approval page shows what would change
-        decision = None
         new_version = plan.promoted_version  # set when a restart finds this rotation promoted
         promoted_on = plan.promoted_on
         if new_version is None:
@@ -135,40 +137,112 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             promoted = Promoted.from_dict(
                 (yield from saga.step("promote", "promote_secret", PromoteInput(step, plan.validity_days)))
             )
-            # From here the vault serves the new value and the target accepts it: that pair is
-            # the truth now, and reverting the target or withdrawing the credential would break it.
-            saga.forget("revert_target")
-            saga.forget("withdraw_credential")
-            new_version, promoted_on = promoted.new_version, promoted.promoted_on
-            saga.set_status(newVersion=new_version)
-            # The same activity disabled the pending value (one checkpoint fewer), unless that
-            # half failed: then the cleanup runs as a step of its own, with its retries.
-            if promoted.pending_disabled:
-                saga.done_within("cleanup", "promote")
-            else:
-                yield from saga.step("cleanup", "discard_pending", step)
-
-        if plan.consumers:
-            yield from _restart_consumers(saga, request, plan.consumers)
-        if "cleanup" not in saga.steps_done:  # a rerun of a promoted rotation
-            yield from saga.step("cleanup", "discard_pending", step)
-        # Kept until here: should a restart fail, the undo confirms no pending value is left.
-        saga.forget("discard_pending")
-        if plan.issues_credentials:
-            yield from _retire_previous(saga, step, plan.overlap_hours, promoted_on, window)
+            new_version, promoted_on = yield from _promoted(saga, step, promoted)
+        yield from _finish(saga, request, plan, step, promoted_on, window)
         return outcome("rotated", new_version=new_version, decision=decision)
     except StepFailed as failed:
-        compensated = yield from saga.compensate()
-        saga.set_status(
-            step="failed",
-            failed=failed.error.as_status(),
-            compensation=compensated,
-            stepsDone=list(saga.steps_done),
-            **({"promoted": True} if "promote" in saga.steps_done else {}),
+        # The target took the new value and its undo failed: the vault would hold a value the
+        # target refuses. Promote the new one instead, if it verifiably logs in.
+        rolled = (yield from _roll_forward(saga, step, plan, failed)) if plan else None
+        if plan and rolled is not None:
+            try:
+                new_version, promoted_on = yield from _promoted(saga, step, rolled)
+                yield from _finish(saga, request, plan, step, promoted_on, window)
+                why = saga.status["rolledForward"]["why"]
+                return outcome("rolled_forward", new_version=new_version, decision=decision, detail=why)
+            except StepFailed as failed_after:
+                failed = failed_after
+        yield from _fail(saga, failed)
+        raise AssertionError("unreachable: _fail raises") from None
+
+
+def _promoted(saga: Saga, step: StepInput, promoted: Promoted) -> Generator[Any, Any, tuple[str, str | None]]:
+    """After promotion: the undos of the target no longer apply, the status shows the new
+    version, and the pending value is disabled (by promote's own activity, unless that half
+    failed: then as a step of its own, with its retries). Returns the new version and when."""
+    # From here the vault serves the new value and the target accepts it: that pair is the
+    # truth now, and reverting the target or withdrawing the credential would break it.
+    saga.forget("revert_target")
+    saga.forget("withdraw_credential")
+    saga.set_status(newVersion=promoted.new_version)
+    if promoted.pending_disabled:
+        saga.done_within("cleanup", "promote")
+    else:
+        yield from saga.step("cleanup", "discard_pending", step)
+    return promoted.new_version, promoted.promoted_on
+
+
+def _finish(
+    saga: Saga,
+    request: RotationRequest,
+    plan: RotationPlan,
+    step: StepInput,
+    promoted_on: str | None,
+    window: windows.Window | None,
+) -> Generator[Any, Any, None]:
+    """What follows promotion: restart the consumers, make sure no pending value is left, retire
+    the previous credential of an issued target."""
+    if plan.consumers:
+        yield from _restart_consumers(saga, request, plan.consumers)
+    if "cleanup" not in saga.steps_done:  # a rerun of a promoted rotation
+        yield from saga.step("cleanup", "discard_pending", step)
+    # Kept until here: should a restart fail, the undo confirms no pending value is left.
+    saga.forget("discard_pending")
+    if plan.issues_credentials:
+        yield from _retire_previous(saga, step, plan.overlap_hours, promoted_on, window)
+
+
+def _roll_forward(
+    saga: Saga, step: StepInput, plan: RotationPlan, failed: StepFailed
+) -> Generator[Any, Any, Promoted | None]:
+    """After a step between apply and promote failed: run the target's undo first; if it cannot
+    restore the previous value, promote the pending one when it logs in (roll_forward_secret
+    verifies, then promotes). Returns what was promoted, or None: nothing to roll forward (the
+    undo worked, or there was nothing to undo), or the new value does not log in either (then
+    the remaining undos run as usual)."""
+    if "apply" not in saga.steps_done or "promote" in saga.steps_done:
+        return None
+    undone = yield from saga.undo_now("revert_target")
+    if undone is None or undone["result"] == "done":
+        return None
+    why = (
+        f"{failed.error.step} failed ({failed.error.error_class}: {failed.error.message}) and the "
+        f"previous value could not be restored ({undone['detail']}); the new value logs in, so it was promoted"
+    )
+    saga.enter("promote", rollingForward=True)
+    try:
+        promoted = Promoted.from_dict(
+            (yield from saga.call("promote", "roll_forward_secret", PromoteInput(step, plan.validity_days)))
         )
-        saga.log("failed in step %s (%s)", failed.error.step, failed.error.error_class)
-        yield from notify.failed(saga, failed.error, compensated, promoted="promote" in saga.steps_done)
-        raise RotationFailed(f"{failed}; {_undo_summary(compensated)}") from None
+    except StepFailed as not_rolled:
+        saga.status.pop("rollingForward", None)
+        saga.set_status(rollForward={"result": "failed", "detail": not_rolled.error.message})
+        saga.log("roll forward not done (%s)", not_rolled.error.error_class)
+        return None
+    saga.status.pop("rollingForward", None)
+    saga.steps_done.append("promote")
+    saga.set_status(
+        rolledForward={"why": why, "failed": failed.error.as_status(), "undo": undone},
+        stepsDone=list(saga.steps_done),
+    )
+    saga.log("rolled forward after %s failed", failed.error.step)
+    yield from notify.rolled_forward(saga, failed.error, undone)
+    return promoted
+
+
+def _fail(saga: Saga, failed: StepFailed) -> Generator[Any, Any, None]:
+    """Undo what can be undone, say so in the status and a notification, end Failed."""
+    compensated = [*saga.undone, *(yield from saga.compensate())]
+    saga.set_status(
+        step="failed",
+        failed=failed.error.as_status(),
+        compensation=compensated,
+        stepsDone=list(saga.steps_done),
+        **({"promoted": True} if "promote" in saga.steps_done else {}),
+    )
+    saga.log("failed in step %s (%s)", failed.error.step, failed.error.error_class)
+    yield from notify.failed(saga, failed.error, compensated, promoted="promote" in saga.steps_done)
+    raise RotationFailed(f"{failed}; {_undo_summary(compensated)}") from None
 
 
 TIMEOUT_APPROVER = "timeout"

@@ -95,6 +95,8 @@ class Saga:
     steps_done: list[str] = field(default_factory=list)
     # (undo activity, its input, the step it undoes), run last-in-first-out.
     compensations: list[tuple[str, Record, str]] = field(default_factory=list)
+    # Reports of undos run ahead of the others (``undo_now``), for the final report.
+    undone: list[dict[str, str]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
 
     def log(self, message: str, *args: object) -> None:
@@ -166,16 +168,30 @@ class Saga:
         """Run the registered undos last-in-first-out; one failing does not stop the others."""
         report: list[dict[str, str]] = []
         while self.compensations:
-            undo, payload, undoes = self.compensations.pop()
-            self.set_status(compensating=undo)
-            try:
-                result = yield from self.call(f"undo {undoes}", undo, payload)
-                report.append({"undo": undo, "result": "done", "detail": str(result.get("detail", ""))})
-            except StepFailed as failed:
-                report.append({"undo": undo, "result": "failed", "detail": failed.error.message})
-                self.log("undo %s failed: %s", undo, failed.error.error_class)
+            report.append((yield from self._undo(*self.compensations.pop())))
         self.status.pop("compensating", None)
         return report
+
+    def undo_now(self, undo: str) -> Generator[Any, Any, dict[str, str] | None]:
+        """Run the registered undo ``undo`` now, ahead of the others, and drop it from them;
+        None when it is not registered. Its report is kept in ``undone``."""
+        registered = [c for c in self.compensations if c[0] == undo]
+        if not registered:
+            return None
+        self.compensations.remove(registered[-1])
+        entry = yield from self._undo(*registered[-1])
+        self.status.pop("compensating", None)
+        self.undone.append(entry)
+        return entry
+
+    def _undo(self, undo: str, payload: Record, undoes: str) -> Generator[Any, Any, dict[str, str]]:
+        self.set_status(compensating=undo)
+        try:
+            result = yield from self.call(f"undo {undoes}", undo, payload)
+            return {"undo": undo, "result": "done", "detail": str(result.get("detail", ""))}
+        except StepFailed as failed:
+            self.log("undo %s failed: %s", undo, failed.error.error_class)
+            return {"undo": undo, "result": "failed", "detail": failed.error.message}
 
 
 def call_with_retries(

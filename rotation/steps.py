@@ -559,3 +559,16 @@ def promote_and_clean_up(inp: PromoteInput, vault: Vault, *, now: datetime) -> P
         )
         return replace(promoted, cleanup=f"not done: {exc}")
     return replace(promoted, pending_disabled=True, cleanup=cleaned.detail)
+
+
+def roll_forward(inp: PromoteInput, vault: Vault, settings: Settings, *, now: datetime) -> Promoted:
+    """The target's undo failed after it took the pending value: promote that value instead,
+    once it logs in afresh (``verify_target``), so the vault holds what the target accepts.
+    Both halves check before they act, so running it twice promotes once.
+
+    Raises:
+        VerificationFailed: the pending value does not log in either; nothing is promoted.
+        as ``promote``.
+    """
+    verify_target(inp.step, vault, settings)
+    return promote_and_clean_up(inp, vault, now=now)

@@ -37,7 +37,7 @@ from e2e_helpers import (
 )
 
 from local.cloud.process import AdminClient
-from local.scenario import consumer_health, seed_consumer_secret, start_consumer, wait_for
+from local.scenario import consumer_health, hub_call, seed_consumer_secret, start_consumer, wait_for
 from local.stack import (
     CONSUMER_DATABASE,
     CONSUMER_SITE,
@@ -342,6 +342,56 @@ def test_promote_fails_while_key_vault_refuses_writes_and_the_target_is_reverted
 
     _, ended = rerun(stack, rotation_id, approve_again=True)
     assert_rotated(stack, seeded, old, ended)
+    assert_no_value_leaked(stack, seeded)
+
+
+def test_promote_fails_the_admin_cannot_revert_and_the_working_new_value_is_rolled_forward(
+    stack: LocalStack, cloud: AdminClient, kind: str
+) -> None:
+    """Promote cannot write (Key Vault refuses), and the admin lost its right to change passwords
+    after apply, so the revert cannot restore the previous value: the database takes only the new
+    one. The hub checks that the new value logs in and promotes it instead of leaving the vault
+    with a value the database refuses."""
+    admin = seed_admin(stack, kind=kind)
+    seeded = seed(stack, "spoke2-kv", kind=kind, admin=f"secret:{admin.name}", tags=APPROVAL)
+    old = value_of(stack, seeded.vault, seeded.name)
+    rotation_id = start_rotation(stack, seeded)
+    wait_for(stack, rotation_id, step="approval")  # staged: the next write is promote's
+
+    # Reads are slow, so each step is seen; writes are refused, so promote fails.
+    cloud.inject_fault(
+        kind="latency", target=seeded.vault, operation="get_secret", count=LASTING, latency_ms=700
+    )
+    cloud.inject_fault(kind="throttle", target=seeded.vault, operation="set_secret", count=LASTING)
+    approve(stack, rotation_id)
+    wait_for(stack, rotation_id, step="verify", timeout=60)  # apply changed the password
+    stack.database(kind).set_admin(admin.login, allowed=False)
+    try:
+
+        def reverting() -> bool:
+            _, body = hub_call(stack, "GET", f"/api/rotations/{rotation_id}")
+            return (body.get("status") or {}).get("compensating") == "revert_target"
+
+        wait_until(reverting, "the revert after promote failed", timeout=60, every=0.1)
+        cloud.clear_faults()  # Key Vault takes writes again
+        ended = wait_for(stack, rotation_id)
+    finally:
+        stack.database(kind).set_admin(admin.login, allowed=True)
+
+    assert ended["runtimeStatus"] == "Completed", json.dumps(ended["status"], indent=1)
+    assert ended["output"]["result"] == "rolled_forward"
+    status = ended["status"]
+    assert status["rolledForward"]["failed"]["step"] == "promote"
+    assert status["rolledForward"]["undo"]["result"] == "failed"
+    assert "so it was promoted" in ended["output"]["detail"]
+    # The vault holds the new value, which logs in; the old one no longer does.
+    versions = versions_of(stack, seeded)
+    assert len(versions) == 2
+    assert seeded.version in versions
+    assert ended["output"]["new_version"] in versions
+    assert_consistent(stack, seeded)
+    assert not stack.logs_in(seeded, old)
+    assert enabled_pending(stack, seeded) == []
     assert_no_value_leaked(stack, seeded)
 
 

@@ -259,9 +259,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 
 def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
     tags = {"rotation-target": "postgresql-login", "rotation-login": "app"}
-    rotation = hub.rotate(
-        "happy-path", {"plan_rotation": [plan(validity_days=30.0, tags=tags, login="app")]}
-    )
+    rotation = hub.rotate("happy-path", {"plan_rotation": [plan(validity_days=30.0, tags=tags, login="app")]})
     done = rotation.wait()
 
     assert done["runtimeStatus"] == "Completed"
@@ -543,6 +541,8 @@ def test_one_failing_undo_does_not_stop_the_next(hub: Hub) -> None:
         {
             "verify_target": [fail("VerificationFailed", "role r1 refuses it")],
             "revert_target": [fail("UndoImpossible", "the previous value no longer logs in")],
+            # The new value does not log in either: nothing to roll forward to.
+            "roll_forward_secret": [fail("VerificationFailed", "role r1 refuses it")],
             # An undo is a step like the others: its transient failures are retried too.
             "discard_pending": [fail("TransientError", "spoke-kv-01 answered 503"), {}],
         },
@@ -553,6 +553,7 @@ def test_one_failing_undo_does_not_stop_the_next(hub: Hub) -> None:
     assert rotation.activities() == [
         *HAPPY_ORDER[:4],
         "revert_target",
+        "roll_forward_secret",
         "discard_pending",
         "discard_pending",
     ]
@@ -567,6 +568,60 @@ def test_one_failing_undo_does_not_stop_the_next(hub: Hub) -> None:
         {"undo": "discard_pending", "result": "done", "detail": "discard_pending done (scripted)"},
     ]
     assert "revert_target: failed (the previous value no longer logs in)" in done["output"]
+    assert custom["rollForward"] == {"result": "failed", "detail": "role r1 refuses it"}
+    assert "promoted" not in custom
+
+
+def test_a_failed_undo_of_apply_rolls_forward_when_the_new_value_logs_in(hub: Hub) -> None:
+    """Verify could not reach the target (its retries ran out), the revert could not restore the
+    previous value, but by then the new value logs in: it is promoted, the consumers restart,
+    and the rotation ends Completed as rolled_forward, saying why."""
+    rotation = hub.rotate(
+        "rolled-forward",
+        {
+            "plan_rotation": [plan(consumers=CONSUMERS[:1])],
+            "verify_target": [fail("TransientError", "connection refused")],
+            "revert_target": [fail("UndoImpossible", "the admin login is refused")],
+        },
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed", done
+    assert rotation.activities() == [
+        "plan_rotation",
+        "stage_pending",
+        "apply_target",
+        *["verify_target"] * POLICY.retry_max_attempts,
+        "revert_target",
+        "roll_forward_secret",
+        "restart_consumer",
+    ]
+    pending_version = result_of(done, "stage_pending")["pending_version"]
+    step = rotation.first_step | {"pending_version": pending_version}
+    assert rotation.inputs("roll_forward_secret") == [{"step": step, "validity_days": 60.0}]
+    output = done["output"]
+    assert output["result"] == "rolled_forward"
+    assert output["new_version"] == result_of(done, "roll_forward_secret")["new_version"]
+    assert output["steps"] == ["plan", "stage", "apply", "promote", "cleanup", "restart"]
+    assert "verify failed (TransientError: connection refused)" in output["detail"]
+    assert "could not be restored (the admin login is refused)" in output["detail"]
+    custom = done["customStatus"]
+    assert (custom["step"], custom["result"]) == ("done", "rolled_forward")
+    assert custom["rolledForward"]["failed"] == {
+        "step": "verify",
+        "class": "TransientError",
+        "message": "connection refused",
+    }
+    assert custom["rolledForward"]["undo"] == {
+        "undo": "revert_target",
+        "result": "failed",
+        "detail": "the admin login is refused",
+    }
+    assert "rollingForward" not in custom
+    assert "compensating" not in custom
+    [notice] = rotation.notifications()
+    assert (notice["kind"], notice["step"], notice["promoted"]) == ("rolled-forward", "verify", True)
+    assert "the new value, which logs in, was promoted" in notice["detail"]
 
 
 # -- 4. approval ----------------------------------------------------------------------------------
@@ -1102,6 +1157,7 @@ def test_a_failure_whose_undo_failed_is_notified_as_failed_with_the_undo_results
         {
             "verify_target": [fail("VerificationFailed", "role r1 refuses it")],
             "revert_target": [fail("UndoImpossible", "the previous value no longer logs in")],
+            "roll_forward_secret": [fail("VerificationFailed", "role r1 refuses it")],
         },
     )
     done = rotation.wait()

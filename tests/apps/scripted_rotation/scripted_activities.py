@@ -60,6 +60,7 @@ _INPUTS: dict[str, type[Record]] = {
     "verify_target": StepInput,
     "revert_target": StepInput,
     "promote_secret": PromoteInput,
+    "roll_forward_secret": PromoteInput,
     "restart_consumer": ConsumerInput,
     "withdraw_credential": StepInput,
     "retire_previous": StepInput,
@@ -89,7 +90,7 @@ def _default_result(activity: str, record: Record, rotation_id: str) -> Record:
         return RotationPlan(target_kind="postgresql-login", approval_required=False, validity_days=60.0)
     if activity == "stage_pending":
         return Staged(pending_version=_version_for(rotation_id, "pending"), reused=False)
-    if activity == "promote_secret":
+    if activity in ("promote_secret", "roll_forward_secret"):
         # As the real activity: the pending value disabled in the same call (the cleanup).
         return Promoted(new_version=_version_for(rotation_id, "new"), changed=True, pending_disabled=True)
     if activity == "retire_previous":
@@ -191,6 +192,11 @@ def revert_target(payload: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="payload")
 def promote_secret(payload: dict[str, Any]) -> dict[str, Any]:
     return run("promote_secret", payload)
+
+
+@bp.activity_trigger(input_name="payload")
+def roll_forward_secret(payload: dict[str, Any]) -> dict[str, Any]:
+    return run("roll_forward_secret", payload)
 
 
 @bp.activity_trigger(input_name="payload")
