@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from bicep_templates import BICEP, INFRA, body, decorator, evaluate, only_resource, template
+from bicep_templates import (
+    BICEP,
+    INFRA,
+    UnsupportedExpression,
+    body,
+    decorator,
+    evaluate,
+    only_resource,
+    template,
+)
 
 VAULT = "modules/spoke/vault.bicep"
 SHARED_APP = "/subscriptions/33333333-3333-3333-3333-333333333333/resourceGroups/rg-shared/providers/Microsoft.Web/sites/app-shared"
@@ -112,3 +121,14 @@ def test_reusing_a_topic_is_documented_in_the_infra_readme() -> None:
     assert "**Reusing a topic replaces its identity block and its tags.**" in text
     assert "system-assigned identity" in text
     assert (BICEP / VAULT).is_file()
+
+
+def test_the_evaluator_refuses_what_it_does_not_model() -> None:
+    # So a name built from something new fails here instead of being compared as a literal.
+    tpl = template(VAULT)
+    site_name = body(tpl["modules"]["consumerRoles"])["params"]["siteName"]  # last(split(appId, '/'))
+    with pytest.raises(UnsupportedExpression):
+        evaluate(site_name, {"appId": SHARED_APP}, tpl)
+    name = body(tpl["modules"]["consumerRoles"])["name"]
+    with pytest.raises(UnsupportedExpression, match="resourceGroup"):
+        evaluate(name, {"appId": SHARED_APP, "vaultName": "kv"}, tpl)
