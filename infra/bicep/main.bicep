@@ -8,8 +8,50 @@ targetScope = 'subscription'
 @description('azd environment name; it seeds the unique names of every resource.')
 param environmentName string
 
+// The regions where Flex Consumption runs, so `azd up` offers only those and a deployment anywhere
+// else stops at validation instead of failing late at the plan. Microsoft's docs give no fixed
+// list; they say to ask Azure (az functionapp list-flexconsumption-locations, "View currently
+// supported regions": https://learn.microsoft.com/azure/azure-functions/flex-consumption-how-to#view-currently-supported-regions).
+// This list is the one in Microsoft's Flex Consumption quickstart template, deployed by
+// https://learn.microsoft.com/azure/azure-functions/create-first-function-azure-developer-cli
+// (Azure-Samples/functions-quickstart-python-http-azd, infra/main.bicep), without the canary region
+// eastus2euap, as that template listed them when this was written (December 2026). A region Azure lists and this does not: add it here and to the
+// region list in infra/README.md (tests/infra compares the two).
 @minLength(1)
-@description('Region of the hub.')
+@description('Region of the hub; Flex Consumption runs in these regions only (infra/README.md).')
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -22,7 +64,8 @@ param resourceGroupName string = ''
 
 @description('''Spoke vaults to onboard: [{subscriptionId, resourceGroupName, vaultName, location,
 consumerAppIds?, storageAccountKeyTargetIds?, systemTopicName?}]. Their subscriptions join the
-allowlist and their vaults the daily sweep.''')
+allowlist and their vaults the daily sweep. A systemTopicName that names an existing topic gets its
+identity block and tags replaced (modules/spoke/vault.bicep, infra/README.md).''')
 param spokes array = []
 
 @description('Create the spokes\' event subscriptions. Keep false until `azd deploy` has put the function in place.')

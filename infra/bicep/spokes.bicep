@@ -4,7 +4,8 @@
 targetScope = 'subscription'
 
 @description('''One object per vault: subscriptionId, resourceGroupName, vaultName, location, and
-optionally systemTopicName, consumerAppIds and storageAccountKeyTargetIds.''')
+optionally systemTopicName, consumerAppIds and storageAccountKeyTargetIds. A systemTopicName that
+names an existing topic gets its identity block and tags replaced (modules/spoke/vault.bicep).''')
 param spokes array
 
 @description('Principal id of the hub identity (hub output hubPrincipalId).')

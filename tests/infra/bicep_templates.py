@@ -10,6 +10,7 @@ resources and modules wrap their body in ``{"condition"|"loop_type": ..., "confi
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -167,3 +168,109 @@ def site_app_settings(tpl: Template) -> tuple[list[dict[str, Any]], str | None]:
     assert isinstance(always, list), concat
     assert isinstance(appended, str), concat
     return always, appended
+
+
+# --- Evaluating the expressions that names and URLs are built from ---------------------------------
+#
+# A test that reads `'consumer-${uniqueString(appId)}'` as text can only say that it looks right;
+# evaluating it for two spokes says whether the two deployment names collide. This evaluates the
+# small part of Bicep those expressions use: literals, names bound by the caller or declared as
+# variables, string interpolation, property access, uniqueString() and the deployment functions
+# resourceGroup(), subscription() and environment(), whose values the caller gives.
+
+_DEPLOYMENT_FUNCTIONS = {
+    "resource_group": "resourceGroup()",
+    "subscription": "subscription()",
+    "environment": "environment()",
+}
+
+
+class UnsupportedExpression(ValueError):
+    """The expression uses Bicep the evaluator does not model; the test must say what it means."""
+
+
+def unique_string(*parts: str) -> str:
+    """A stand-in for ARM's uniqueString(): deterministic, 13 characters, different inputs differ.
+
+    ARM's own hash is not public; the tests compare names with each other, never with Azure's.
+    """
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:13]
+
+
+def _interpolation_parts(text: str) -> list[tuple[bool, str]]:
+    """``'a-${b}-c'`` as [(False, 'a-'), (True, 'b'), (False, '-c')], braces inside ${} balanced."""
+    parts: list[tuple[bool, str]] = []
+    i = 0
+    while (start := text.find("${", i)) != -1:
+        parts.append((False, text[i:start]))
+        depth, j = 1, start + 2
+        while depth:
+            if j >= len(text):
+                raise UnsupportedExpression(f"unclosed interpolation in {text!r}")
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            j += 1
+        parts.append((True, text[start + 2 : j - 1]))
+        i = j
+    parts.append((False, text[i:]))
+    return parts
+
+
+def _parse_expression(source: str) -> Any:
+    return parse_text(f"var expression = {source}\n")["variables"]["expression"]["value"]
+
+
+def _accessor_path(node: Any) -> list[str]:
+    """``suffixes.storage`` as ['suffixes', 'storage'] (pycep nests the right-hand side of a chain)."""
+    if isinstance(node, str):
+        return [node]
+    operator = node.get("operator", {}) if isinstance(node, dict) else {}
+    if operator.get("type") != "property_accessor":
+        raise UnsupportedExpression(f"property name {node!r}")
+    operands = operator["operands"]
+    return _accessor_path(operands["operand_1"]) + _accessor_path(operands["operand_2"])
+
+
+def evaluate(expr: Any, scope: dict[str, Any], tpl: Template | None = None) -> Any:
+    """The value of a parsed Bicep expression.
+
+    ``scope`` binds names (parameters, loop items) and the deployment functions by their call,
+    e.g. ``{"vaultName": "kv-a", "resourceGroup()": {"id": ..., "name": ...}}``; names not bound
+    there are looked up among ``tpl``'s variables. A string that names nothing is a literal.
+
+    Raises:
+        UnsupportedExpression: the expression uses something this evaluator does not model.
+    """
+    if isinstance(expr, bool | int) or expr is None:
+        return expr
+    if isinstance(expr, str):
+        if expr in scope:
+            return scope[expr]
+        if tpl is not None and expr in tpl.get("variables", {}):
+            return evaluate(tpl["variables"][expr]["value"], scope, tpl)
+        if "${" in expr:
+            return "".join(
+                str(evaluate(_parse_expression(part), scope, tpl)) if is_code else part
+                for is_code, part in _interpolation_parts(expr)
+            )
+        return expr
+    if isinstance(expr, list):
+        return [evaluate(item, scope, tpl) for item in expr]
+    if "function" in expr:
+        function = expr["function"]
+        kind, params = function["type"], function.get("parameters") or {}
+        if kind == "unique_string":
+            return unique_string(*(str(evaluate(p, scope, tpl)) for p in params.values()))
+        if kind in _DEPLOYMENT_FUNCTIONS and not any(params.values()):
+            call = _DEPLOYMENT_FUNCTIONS[kind]
+            if call not in scope:
+                raise UnsupportedExpression(f"{call} is used but the test gave no value for it")
+            return scope[call]
+        raise UnsupportedExpression(f"function {kind}")
+    operator = expr.get("operator", {})
+    if operator.get("type") == "property_accessor":
+        value = evaluate(operator["operands"]["operand_1"], scope, tpl)
+        for name in _accessor_path(operator["operands"]["operand_2"]):
+            value = value[name]
+        return value
+    raise UnsupportedExpression(repr(expr)[:200])

@@ -11,7 +11,10 @@ from rotation.settings import SETTINGS
 
 # The Functions platform's own settings; everything else the Bicep sets must be read by the app.
 PLATFORM = {
-    "AzureWebJobsStorage__accountName",
+    # Identity-based host storage by service URI (test_infra_flex.py checks the URIs).
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",

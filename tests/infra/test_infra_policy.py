@@ -16,6 +16,7 @@ from bicep_templates import (
     dotted,
     load_json_contents,
     only_resource,
+    param_default,
     template,
 )
 from policy_rules import PolicyShapeError, check_condition, check_definition
@@ -219,10 +220,32 @@ def test_the_two_scopes_differ_only_in_target_scope() -> None:
     assert template(POLICY_TEMPLATES[1])["globals"]["scope"]["value"] == "managementGroup"
     first, second = (
         [
-            line
+            # The assignment name's limit depends on the scope (test_assignment_name_fits_...).
+            re.sub(r"^@maxLength\(\d+\)$", "@maxLength(<scope limit>)", line)
             for line in (BICEP / rel).read_text().splitlines()
             if not line.startswith(("//", "targetScope"))
         ]
         for rel in POLICY_TEMPLATES
     )
     assert first == second
+
+
+# Azure's limits on a policy assignment's name: 24 characters at a management group, 64 at a
+# subscription (Azure Policy assignment structure). A longer name passes Bicep and fails at Azure.
+ASSIGNMENT_NAME_LIMITS = {"policy/management-group.bicep": 24, "policy/subscription.bicep": 64}
+
+
+@pytest.mark.parametrize(("path", "limit"), ASSIGNMENT_NAME_LIMITS.items())
+def test_assignment_name_fits_azure_s_limit_at_its_scope(path: str, limit: int) -> None:
+    tpl = template(path)
+    expected_scope = "managementGroup" if limit == 24 else "subscription"
+    assert tpl["globals"]["scope"]["value"] == expected_scope
+    assert decorator(tpl, "assignmentName", "max_length") == limit
+    assert decorator(tpl, "assignmentName", "min_length") == 1
+    assert 1 <= len(param_default(tpl, "assignmentName")) <= limit
+    assignment = body(only_resource(tpl, "Microsoft.Authorization/policyAssignments"))
+    assert assignment["name"] == "assignmentName"
+
+
+def test_every_policy_template_has_an_assignment_name_limit() -> None:
+    assert set(ASSIGNMENT_NAME_LIMITS) == set(POLICY_TEMPLATES)

@@ -81,7 +81,10 @@ def test_host_storage_is_identity_based() -> None:
     settings = _app_settings()
     assert "AzureWebJobsStorage" not in settings, "a connection string would carry an account key"
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
-    assert settings["AzureWebJobsStorage__accountName"] == "storageAccountName"
+    # Addressed by service URIs built from the account's name (test_infra_flex.py).
+    assert "AzureWebJobsStorage__accountName" not in settings
+    for service in ("blob", "queue", "table"):
+        assert "${storageAccountName}" in settings[f"AzureWebJobsStorage__{service}ServiceUri"]
     # The user-assigned identity, not a system one the app does not have.
     assert settings["AzureWebJobsStorage__clientId"] == "hubClientId"
     assert settings["AZURE_CLIENT_ID"] == "hubClientId"

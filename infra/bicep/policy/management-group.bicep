@@ -15,6 +15,10 @@ param eventsEffect string = 'AuditIfNotExists'
 @description('Resource id of the hub\'s Event Grid function (azd output ROTATION_EVENT_FUNCTION_RESOURCE_ID).')
 param hubFunctionResourceId string
 
+// Azure limits a policy assignment's name to 24 characters at management-group scope: longer names fail the deployment late.
+@description('Name of the policy assignment: at most 24 characters at a management group, 64 at a subscription (Azure\'s limits).')
+@minLength(1)
+@maxLength(24)
 param assignmentName string = 'keyvault-rotation-hub'
 
 var eventsRule = loadJsonContent('../../policy/keyvault-events-to-hub.json')

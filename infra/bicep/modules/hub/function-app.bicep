@@ -1,6 +1,7 @@
 // The hub Function App on Flex Consumption (FC1, Linux, Python 3.11), running as the hub's
 // user-assigned identity. AzureWebJobsStorage is identity-based and the storage account has
-// shared keys off, so no connection string or account key exists anywhere.
+// shared keys off, so no connection string or account key exists anywhere. Flex Consumption runs
+// no custom container image: the app is a code package on Azure's own Python image.
 
 param name string
 param planName string
@@ -18,7 +19,11 @@ param storageBlobEndpoint string
 param deploymentContainerName string
 param applicationInsightsName string
 
-@minValue(1)
+// Flex Consumption takes 40 to 1000 and refuses anything lower at deployment ("The lowest maximum
+// scale is currently 40. The highest currently supported value is 1000": Microsoft's Flex
+// Consumption plan page, Considerations, https://learn.microsoft.com/azure/azure-functions/flex-consumption-plan).
+@description('Most instances the app scales out to (Flex Consumption accepts 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
@@ -146,9 +151,24 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       appSettings: concat([
         // Platform: identity-based host storage (no key), telemetry with an Entra token. Flex sets
         // the runtime in functionAppConfig and rejects FUNCTIONS_WORKER_RUNTIME here.
+        // The host storage connection by service URI, not __accountName: from an account name the
+        // host and its extensions build public-cloud URIs (*.core.windows.net), while these
+        // follow the cloud this deployment runs in, like the Key Vault suffix and ARM endpoint.
+        // The Durable Task extension's Azure Storage provider uses this same connection
+        // (AzureWebJobsStorage) and needs all three services: blobs (leases), queues (work
+        // items) and tables (history). The deployment package (functionAppConfig below) is
+        // already addressed by the account's own blob endpoint.
         {
-          name: 'AzureWebJobsStorage__accountName'
-          value: storageAccountName
+          name: 'AzureWebJobsStorage__blobServiceUri'
+          value: 'https://${storageAccountName}.blob.${environment().suffixes.storage}'
+        }
+        {
+          name: 'AzureWebJobsStorage__queueServiceUri'
+          value: 'https://${storageAccountName}.queue.${environment().suffixes.storage}'
+        }
+        {
+          name: 'AzureWebJobsStorage__tableServiceUri'
+          value: 'https://${storageAccountName}.table.${environment().suffixes.storage}'
         }
         {
           name: 'AzureWebJobsStorage__credential'

@@ -2,6 +2,7 @@
 // Function App.
 // main.bicep calls this; it can also be deployed alone into an existing resource group.
 
+@description('Region of the hub: one where Flex Consumption runs (main.bicep checks its own against the list; deployed alone, this module does not).')
 param location string = resourceGroup().location
 param tags object = {}
 

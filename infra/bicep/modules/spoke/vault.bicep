@@ -8,7 +8,15 @@ param vaultName string
 @description('Region of the vault; its system topic must live in the same region.')
 param location string
 
-@description('Name of the vault\'s Event Grid system topic. A vault can have one only: pass the existing topic\'s name if it already has one.')
+// Deploying the topic is a PUT of the whole resource, not a merge. Merging would take a flag
+// saying the topic exists (an `existing` reference fails on a topic that does not) and a second
+// module reading its identity and tags before this one writes them, an untested second path
+// (no Bicep compiler or Azure here). So the effect is stated wherever the name is given: here,
+// spokes.bicep, main.bicep and infra/README.md.
+@description('''Name of the vault's Event Grid system topic. A vault can have one only: pass the existing topic's name if it already has one.
+Deploying onto an existing topic REPLACES its identity block and its tags: afterwards it carries the hub's dead-letter identity only
+(a system-assigned identity or other user-assigned identities are removed, and event subscriptions that deliver or dead-letter with them stop working)
+and the hub's tags only. Add those identities and tags to the topic again after onboarding, or onboard the vault under a new topic.''')
 param systemTopicName string = '${vaultName}-events'
 
 @description('Principal id of the hub identity.')
@@ -127,8 +135,11 @@ resource toHub 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' 
 
 // Consumers and targets may sit in other resource groups or subscriptions: each assignment is a
 // module scoped to the resource group its ARM id names (/subscriptions/{2}/resourceGroups/{4}/...).
+// A deployment name is unique per resource group, and one app or account can be listed under two
+// spokes, whose modules then deploy into the same resource group at the same time: the names
+// carry this vault's resource group and name besides the target, so they never collide.
 module consumerRoles 'site-role.bicep' = [for appId in consumerAppIds: {
-  name: 'consumer-${uniqueString(appId)}'
+  name: 'consumer-${uniqueString(resourceGroup().id, vaultName, appId)}'
   scope: resourceGroup(split(appId, '/')[2], split(appId, '/')[4])
   params: {
     siteName: last(split(appId, '/'))
@@ -137,7 +148,7 @@ module consumerRoles 'site-role.bicep' = [for appId in consumerAppIds: {
 }]
 
 module storageKeyRoles 'storage-key-role.bicep' = [for accountId in storageAccountKeyTargetIds: {
-  name: 'storage-key-${uniqueString(accountId)}'
+  name: 'storage-key-${uniqueString(resourceGroup().id, vaultName, accountId)}'
   scope: resourceGroup(split(accountId, '/')[2], split(accountId, '/')[4])
   params: {
     storageAccountName: last(split(accountId, '/'))
