@@ -141,19 +141,56 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         yield from _finish(saga, request, plan, step, promoted_on, window)
         return outcome("rotated", new_version=new_version, decision=decision)
     except StepFailed as failed:
-        # The target took the new value and its undo failed: the vault would hold a value the
-        # target refuses. Promote the new one instead, if it verifiably logs in.
-        rolled = (yield from _roll_forward(saga, step, plan, failed)) if plan else None
-        if plan and rolled is not None:
+        found: Promoted | None = None
+        result = "rotated"
+        if plan is not None:
+            found = yield from _settle(saga, step, plan, failed)
+            if found is None:
+                # The target took the new value and its undo failed: the vault would hold a value
+                # the target refuses. Promote the new one instead, if it verifiably logs in.
+                found = yield from _roll_forward(saga, step, plan, failed)
+                result = "rolled_forward"
+        if plan is not None and found is not None:
             try:
-                new_version, promoted_on = yield from _promoted(saga, step, rolled)
+                new_version, promoted_on = yield from _promoted(saga, step, found)
                 yield from _finish(saga, request, plan, step, promoted_on, window)
-                why = saga.status["rolledForward"]["why"]
-                return outcome("rolled_forward", new_version=new_version, decision=decision, detail=why)
+                detail = (
+                    saga.status["rolledForward"]["why"]
+                    if result == "rolled_forward"
+                    else "promote's write went unanswered and was found applied"
+                )
+                return outcome(result, new_version=new_version, decision=decision, detail=detail)
             except StepFailed as failed_after:
                 failed = failed_after
         yield from _fail(saga, failed)
         raise AssertionError("unreachable: _fail raises") from None
+
+
+def _settle(
+    saga: Saga, step: StepInput, plan: RotationPlan, failed: StepFailed
+) -> Generator[Any, Any, Promoted | None]:
+    """The failed step's last request went unanswered, so what it asked for may still happen:
+    wait until it no longer can (``write_settle_seconds``) before anything undoes it. When that
+    step was promote, its write may have landed: look (never write), and carry on as promoted if
+    it did. Returns what was promoted, or None."""
+    if not failed.error.unanswered:
+        return None
+    context = saga.context
+    until = context.current_utc_datetime + timedelta(seconds=saga.policy.write_settle_seconds)
+    saga.set_status(settling={"until": until.isoformat(), "after": failed.error.as_status()})
+    saga.log("step %s went unanswered; settling until %s", failed.error.step, until.isoformat())
+    yield context.create_timer(until)
+    saga.status.pop("settling", None)
+    if failed.error.step != "promote":
+        return None
+    check = PromoteInput(step, plan.validity_days, only_if_landed=True)
+    try:
+        landed = Promoted.from_dict((yield from saga.call("promote", "promote_secret", check)))
+    except StepFailed:
+        return None
+    saga.steps_done.append("promote")
+    saga.set_status(landedLate=True)
+    return landed
 
 
 def _promoted(saga: Saga, step: StepInput, promoted: Promoted) -> Generator[Any, Any, tuple[str, str | None]]:

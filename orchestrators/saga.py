@@ -21,7 +21,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from rotation.errors import retry_after_of, retry_kind_of
+from rotation.errors import retry_after_of, retry_kind_of, unanswered_of
 from rotation.model import Record, RotationPolicy, SecretRef
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class StepError:
     transient: bool
     # How long the service asked to wait before the next attempt (its Retry-After), if it said.
     retry_after_seconds: float | None = None
+    # A request went unanswered: what it asked for may still happen (rotation/errors.py).
+    unanswered: bool = False
 
     @classmethod
     def from_exception(cls, step: str, exc: BaseException) -> StepError:
@@ -69,7 +71,14 @@ class StepError:
         if match:
             transient = retry_kind_of(match.group(0)) == "transient"
             message = match["msg"].strip()
-            return cls(step, match["cls"], message[:_MAX_MESSAGE], transient, retry_after_of(message))
+            return cls(
+                step,
+                match["cls"],
+                message[:_MAX_MESSAGE],
+                transient,
+                retry_after_of(message),
+                unanswered_of(message),
+            )
         # Not one of ours (the activity adapter wraps everything, so this is the host or the SDK).
         return cls(step, type(exc).__name__, first_line[:_MAX_MESSAGE], False)
 
@@ -221,7 +230,11 @@ def call_with_retries(
             if not error.transient or attempt >= policy.retry_max_attempts:
                 raise StepFailed(error) from None
             delay = max(
-                policy.retry_first_interval_seconds * 2 ** (attempt - 1), error.retry_after_seconds or 0.0
+                policy.retry_first_interval_seconds * 2 ** (attempt - 1),
+                error.retry_after_seconds or 0.0,
+                # Key Vault has no conditional writes: the next attempt checks what landed only
+                # once an unanswered write can no longer land, or it would write a second time.
+                policy.write_settle_seconds if error.unanswered else 0.0,
             )
             retrying(attempt, delay, error)
             yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))

@@ -67,5 +67,9 @@ def translated(what: str, *, service: str = "Key Vault") -> Iterator[None]:
                 f"{what}: {service} refused the hub ({status} {code})".rstrip()
             ) from exc
         raise InvalidRequest(f"{what}: {service} answered {status} {code}".rstrip()) from exc
-    except (ServiceRequestError, ServiceResponseError) as exc:
+    except ServiceRequestError as exc:  # not sent: nothing can have happened
         raise TransientError(f"{what}: {service} could not be reached ({type(exc).__name__})") from exc
+    except ServiceResponseError as exc:  # sent, no answer: it may still happen
+        raise TransientError(
+            f"{what}: {service} did not answer ({type(exc).__name__})", unanswered=True
+        ) from exc

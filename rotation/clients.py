@@ -30,8 +30,15 @@ def _credential(client_id: str) -> ManagedIdentityCredential:
 
 
 @cache
-def _secret_client(vault_url: str, client_id: str) -> SecretClient:
-    return SecretClient(vault_url=vault_url, credential=_credential(client_id))
+def _secret_client(vault_url: str, client_id: str, timeout_seconds: float) -> SecretClient:
+    return SecretClient(
+        vault_url=vault_url,
+        credential=_credential(client_id),
+        connection_timeout=min(10.0, timeout_seconds),
+        # Without it the SDK waits up to 300 s for an answer; a write whose answer does not come
+        # is then settled by the orchestrator (ROTATION_WRITE_SETTLE_SECONDS).
+        read_timeout=timeout_seconds,
+    )
 
 
 @cache
@@ -93,7 +100,12 @@ def vault_named(vault_name: str, settings: Settings) -> Vault:
     """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
     name = check_vault_name(vault_name)
     return Vault(
-        _secret_client(f"https://{name}.{settings.keyvault_dns_suffix}", settings.client_id), vault_name=name
+        _secret_client(
+            f"https://{name}.{settings.keyvault_dns_suffix}",
+            settings.client_id,
+            settings.keyvault_timeout_seconds,
+        ),
+        vault_name=name,
     )
 
 

@@ -39,11 +39,16 @@ class TransientError(RotationError):
 
     retry_kind: RetryKind = "transient"
 
-    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = None, unanswered: bool = False
+    ) -> None:
         if retry_after_seconds is not None and retry_after_seconds > 0:
             message = f"{message} [retry-after={retry_after_seconds:g}s]"
+        if unanswered:
+            message = f"{message} {UNANSWERED_MARK}"
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+        self.unanswered = unanswered
 
 
 class InvalidRequest(RotationError):
@@ -80,6 +85,15 @@ def retry_kind_of(message: str) -> RetryKind | None:
     if "[permanent]" in message:
         return "permanent"
     return None
+
+
+# A request was sent but no answer came (a timeout, a connection lost mid-request): what it
+# asked for may still happen. The orchestrator waits before it checks again or undoes anything.
+UNANSWERED_MARK = "[unanswered]"
+
+
+def unanswered_of(message: str) -> bool:
+    return UNANSWERED_MARK in message
 
 
 _RETRY_AFTER_MARK = re.compile(r"\[retry-after=(?P<seconds>\d+(?:\.\d+)?)s\]")

@@ -198,6 +198,8 @@ class RotationPolicy(Record):
     retry_first_interval_seconds: float
     approval_timeout_hours: float
     consumer_ready_timeout_seconds: float
+    # After a request went unanswered: how long before a step checks again or an undo runs.
+    write_settle_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,9 @@ class Changed(Record):
 class PromoteInput(Record):
     step: StepInput
     validity_days: float
+    # True: only find out whether an earlier attempt's write landed (after the settle); never
+    # write. Raises NotPromoted when it did not.
+    only_if_landed: bool = False
 
 
 @dataclass(frozen=True)

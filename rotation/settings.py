@@ -78,6 +78,18 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Wait before the first retry of a step; later retries back off exponentially.",
     ),
     SettingSpec(
+        "ROTATION_KEYVAULT_TIMEOUT_SECONDS",
+        "30",
+        "How long the hub waits for Key Vault's answer to one request before it gives up (the "
+        "step is then retried). A write is never resent by the SDK: the step's retry checks first.",
+    ),
+    SettingSpec(
+        "ROTATION_WRITE_SETTLE_SECONDS",
+        "120",
+        "After a Key Vault request went unanswered, how long the hub waits before it checks again or "
+        "undoes anything: a write Key Vault received may still be applied that late.",
+    ),
+    SettingSpec(
         "ROTATION_SWEEP_VAULTS",
         "",
         "Comma-separated ARM ids of the vaults the daily sweep lists (the backstop for lost events).",
@@ -313,6 +325,8 @@ class Settings:
     approval_timeout_hours: float
     retry_max_attempts: int
     retry_first_interval_seconds: float
+    keyvault_timeout_seconds: float
+    write_settle_seconds: float
     sweep_vaults: tuple[VaultId, ...]
     sweep_schedule: str
     near_expiry_days: float
@@ -390,6 +404,12 @@ class Settings:
             ),
             retry_first_interval_seconds=_positive_number(
                 "ROTATION_RETRY_FIRST_INTERVAL_SECONDS", get("ROTATION_RETRY_FIRST_INTERVAL_SECONDS")
+            ),
+            keyvault_timeout_seconds=_positive_number(
+                "ROTATION_KEYVAULT_TIMEOUT_SECONDS", get("ROTATION_KEYVAULT_TIMEOUT_SECONDS")
+            ),
+            write_settle_seconds=_non_negative_number(
+                "ROTATION_WRITE_SETTLE_SECONDS", get("ROTATION_WRITE_SETTLE_SECONDS")
             ),
             sweep_vaults=sweep_vaults,
             sweep_schedule=get("ROTATION_SWEEP_SCHEDULE"),

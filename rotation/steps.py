@@ -509,16 +509,20 @@ def revert_target(step: StepInput, vault: Vault, settings: Settings) -> Changed:
 
 
 def promote(inp: PromoteInput, vault: Vault, *, now: datetime) -> Promoted:
-    """Write the pending value as the secret's new current version, once.
+    """Write the pending value as the secret's new current version, once. With
+    ``inp.only_if_landed``, only find out whether an earlier attempt's write landed.
 
     Raises:
-        TargetError: someone else wrote a new version of the secret during the rotation.
+        TargetError: someone else wrote a new version of the secret during the rotation, or
+            (``only_if_landed``) no write of this rotation landed.
     """
     step = inp.step
     name = step.secret.secret_name
     current = vault.current(name)
     if current.tags.get(metadata.ROTATION_ID) == step.rotation_id:
         return Promoted(new_version=current.version, changed=False, promoted_on=_iso(current.created_on))
+    if inp.only_if_landed:
+        raise TargetError(f"no write of rotation {step.rotation_id} landed in secret {name!r}")
     if current.version != step.version:
         raise TargetError(
             f"secret {name!r} got version {current.version} from elsewhere during rotation {step.rotation_id}"

@@ -137,6 +137,9 @@ class Vault:
                 expires_on=expires_on,
                 content_type=content_type,
                 enabled=True,
+                # The SDK would resend a write that timed out or was throttled: a second version
+                # when the first landed after all. The step's retry checks what landed first.
+                retry_total=0,
             )
         info = _info(secret.properties)
         self._forget(name)

@@ -52,6 +52,7 @@ def policy_from(settings: Settings) -> RotationPolicy:
         retry_first_interval_seconds=settings.retry_first_interval_seconds,
         approval_timeout_hours=settings.approval_timeout_hours,
         consumer_ready_timeout_seconds=settings.consumer_ready_timeout_seconds,
+        write_settle_seconds=settings.write_settle_seconds,
     )
 
 

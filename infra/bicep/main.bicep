@@ -102,6 +102,12 @@ param allowUnverifiedApprover string = 'false'
 param approvalSignInClientId string = ''
 param retryMaxAttempts int = 5
 param retryFirstIntervalSeconds int = 5
+@description('How long the hub waits for Key Vault to answer one request (seconds).')
+@minValue(1)
+param keyVaultTimeoutSeconds int = 30
+@description('After a Key Vault request went unanswered, how long before the hub checks again or undoes anything (seconds): a write Key Vault received may still land.')
+@minValue(0)
+param writeSettleSeconds int = 120
 param sweepSchedule string = '0 0 3 * * *'
 param nearExpiryDays int = 30
 @description('The sweep runs the preflight on tagged secrets that enter the near-expiry window within this many days (0: none).')
@@ -176,6 +182,8 @@ module hub 'modules/hub/hub.bicep' = {
     approvalSignInClientId: approvalSignInClientId
     retryMaxAttempts: retryMaxAttempts
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
+    keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
+    writeSettleSeconds: writeSettleSeconds
     sweepVaults: join(union(additionalSweepVaults, spokeVaultIds), ',')
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays

@@ -284,7 +284,9 @@ def test_happy_path_runs_every_step_once_in_order(hub: Hub) -> None:
     ]
     assert rotation.inputs("apply_target") == [with_pending]
     assert rotation.inputs("verify_target") == [with_pending]
-    assert rotation.inputs("promote_secret") == [{"step": with_pending, "validity_days": 30.0}]
+    assert rotation.inputs("promote_secret") == [
+        {"step": with_pending, "validity_days": 30.0, "only_if_landed": False}
+    ]
     assert "discard_pending" not in rotation.activities()  # promote_secret did the cleanup
 
     output = done["output"]
@@ -356,6 +358,65 @@ def test_transient_failures_are_retried_after_durable_backoff_timers(hub: Hub) -
         assert parse_time(attempt["ScheduledTime"]) >= parse_time(timer["FireAt"])
     assert "[transient] TransientError: spoke-kv-01 answered 429" in around_apply[0]["Reason"]
     assert "retrying" not in done["customStatus"]
+
+
+UNANSWERED = fail(
+    "TransientError", "secret 'x': Key Vault did not answer (ServiceResponseError) [unanswered]"
+)
+SETTLE = dataclasses.replace(POLICY, retry_max_attempts=2, write_settle_seconds=30.0)
+
+
+def timer_waits(done: dict[str, Any]) -> list[float]:
+    return [
+        (parse_time(e["FireAt"]) - parse_time(e["Timestamp"])).total_seconds()
+        for e in events(done, "TimerCreated")
+    ]
+
+
+def test_an_unanswered_promote_is_waited_out_then_found_landed_and_nothing_is_undone(hub: Hub) -> None:
+    """Key Vault has no conditional writes: after a write went unanswered, the next attempt waits
+    the settle time (not the shorter back-off) so that it sees the write if it landed; when the
+    last attempt went unanswered too, the hub waits again and only looks (never writes)."""
+    rotation = hub.rotate(
+        "unanswered-landed", {"promote_secret": [UNANSWERED, UNANSWERED, {}]}, policy=SETTLE
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed", done
+    assert rotation.activities() == [*HAPPY_ORDER[:4], *["promote_secret"] * 3]
+    first, second, check = rotation.inputs("promote_secret")
+    assert first == second
+    assert (first["only_if_landed"], check["only_if_landed"]) == (False, True)
+    assert timer_waits(done) == pytest.approx([30.0, 30.0], abs=0.01)  # not the 2 s back-off
+    assert done["output"]["result"] == "rotated"
+    assert done["output"]["detail"] == "promote's write went unanswered and was found applied"
+    custom = done["customStatus"]
+    assert custom["landedLate"] is True
+    assert custom["stepsDone"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+    assert "settling" not in custom
+
+
+def test_an_unanswered_promote_that_did_not_land_is_undone_only_after_the_settle(hub: Hub) -> None:
+    not_landed = fail("TargetError", "no write of this rotation landed")
+    rotation = hub.rotate(
+        "unanswered-lost", {"promote_secret": [UNANSWERED, UNANSWERED, not_landed]}, policy=SETTLE
+    )
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities() == [
+        *HAPPY_ORDER[:4],
+        *["promote_secret"] * 3,
+        "revert_target",
+        "discard_pending",
+    ]
+    # The revert was scheduled only after the settle timer fired.
+    settle = events(done, "TimerFired")[-1]
+    revert = next(e for e in events(done, "TaskCompleted") if e.get("FunctionName") == "revert_target")
+    assert parse_time(revert["ScheduledTime"]) >= parse_time(settle["FireAt"])
+    assert timer_waits(done) == pytest.approx([30.0, 30.0], abs=0.01)
+    assert done["customStatus"]["failed"]["step"] == "promote"
+    assert "[unanswered]" in done["customStatus"]["failed"]["message"]
 
 
 def test_transient_failures_stop_after_retry_max_attempts_and_the_step_fails(hub: Hub) -> None:
@@ -598,7 +659,9 @@ def test_a_failed_undo_of_apply_rolls_forward_when_the_new_value_logs_in(hub: Hu
     ]
     pending_version = result_of(done, "stage_pending")["pending_version"]
     step = rotation.first_step | {"pending_version": pending_version}
-    assert rotation.inputs("roll_forward_secret") == [{"step": step, "validity_days": 60.0}]
+    assert rotation.inputs("roll_forward_secret") == [
+        {"step": step, "validity_days": 60.0, "only_if_landed": False}
+    ]
     output = done["output"]
     assert output["result"] == "rolled_forward"
     assert output["new_version"] == result_of(done, "roll_forward_secret")["new_version"]

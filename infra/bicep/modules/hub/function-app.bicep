@@ -40,6 +40,8 @@ param approvers string
 param allowUnverifiedApprover string
 param retryMaxAttempts int
 param retryFirstIntervalSeconds int
+param keyVaultTimeoutSeconds int
+param writeSettleSeconds int
 param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
@@ -226,6 +228,14 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_RETRY_FIRST_INTERVAL_SECONDS'
           value: string(retryFirstIntervalSeconds)
+        }
+        {
+          name: 'ROTATION_KEYVAULT_TIMEOUT_SECONDS'
+          value: string(keyVaultTimeoutSeconds)
+        }
+        {
+          name: 'ROTATION_WRITE_SETTLE_SECONDS'
+          value: string(writeSettleSeconds)
         }
         {
           name: 'ROTATION_SWEEP_VAULTS'

@@ -24,6 +24,8 @@ param allowUnverifiedApprover string
 param approvalSignInClientId string = ''
 param retryMaxAttempts int
 param retryFirstIntervalSeconds int
+param keyVaultTimeoutSeconds int
+param writeSettleSeconds int
 param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
@@ -137,6 +139,8 @@ module functionApp 'function-app.bicep' = {
     approvalSignInClientId: approvalSignInClientId
     retryMaxAttempts: retryMaxAttempts
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
+    keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
+    writeSettleSeconds: writeSettleSeconds
     sweepVaults: sweepVaults
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays
