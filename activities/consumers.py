@@ -1,4 +1,4 @@
-"""restart_consumer: restart one consuming app and wait until it runs again."""
+"""restart_consumer: restart one consuming app (or make it fetch its Key Vault references again) and wait until it runs again."""
 
 from __future__ import annotations
 
@@ -25,5 +25,7 @@ def restart_consumer(payload: dict[str, Any]) -> dict[str, Any]:
             inp.consumer_id,
             client_for=lambda subscription: web_client(subscription, current_settings()),
             ready_timeout_seconds=inp.ready_timeout_seconds,
+            secret=inp.secret,
+            rotation_id=inp.rotation_id,
         ),
     )

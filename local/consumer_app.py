@@ -6,7 +6,8 @@ PostgreSQL afresh with the cached password and answers 200 only when that works,
 reports Running again after a restart only if it picked up the new password.
 
 Environment (set by the topology): ``PORT``; ``CONSUMER_VAULT`` and ``CONSUMER_SECRET`` (which
-secret to read); ``CONSUMER_DB`` (``host:port/database``) and ``CONSUMER_DB_USER``; plus the
+secret to read), or instead ``CONSUMER_DB_PASSWORD`` (an app setting holding the password, such as
+a Key Vault reference App Service resolves); ``CONSUMER_DB`` (``host:port/database``) and ``CONSUMER_DB_USER``; plus the
 managed identity variables the local cloud gives every site (``IDENTITY_ENDPOINT``,
 ``IDENTITY_HEADER``, ``AZURE_CLIENT_ID``) and its proxy and CA bundle.
 """
@@ -27,16 +28,24 @@ from rotation.targets import value_target_type
 from rotation.targets.base import AdminSpec, SecretValue, Target, TargetSpec
 
 logger = logging.getLogger("consumer_app")
+# When set (typically to a Key Vault reference, @Microsoft.KeyVault(...)), the password itself.
+PASSWORD_SETTING = "CONSUMER_DB_PASSWORD"  # noqa: S105 (a setting name, not a password)
 
 
 class Consumer:
     def __init__(self) -> None:
         settings = Settings.from_environ()
-        credential = ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
-        vault_url = f"https://{os.environ['CONSUMER_VAULT']}.{settings.keyvault_dns_suffix}"
-        secret = SecretClient(vault_url, credential).get_secret(os.environ["CONSUMER_SECRET"])
-        self.version = secret.properties.version
-        self._password = SecretValue(secret.value or "")
+        if PASSWORD_SETTING in os.environ:
+            # An app setting App Service filled in (a Key Vault reference, resolved and cached by
+            # the platform): the app never talks to Key Vault itself.
+            self.version: str | None = "app setting"
+            self._password = SecretValue(os.environ[PASSWORD_SETTING])
+        else:
+            credential = ManagedIdentityCredential(client_id=os.environ.get("AZURE_CLIENT_ID") or None)
+            vault_url = f"https://{os.environ['CONSUMER_VAULT']}.{settings.keyvault_dns_suffix}"
+            secret = SecretClient(vault_url, credential).get_secret(os.environ["CONSUMER_SECRET"])
+            self.version = secret.properties.version
+            self._password = SecretValue(secret.value or "")
         spec = TargetSpec(
             kind="postgresql-login",
             provider=os.environ["CONSUMER_DB"],

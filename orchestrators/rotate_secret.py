@@ -376,7 +376,7 @@ def _restart_consumers(
     failures: list[StepError] = []
     for consumer in consumers:
         payload = ConsumerInput(
-            saga.context.instance_id, consumer, request.policy.consumer_ready_timeout_seconds
+            saga.context.instance_id, consumer, request.policy.consumer_ready_timeout_seconds, request.secret
         )
         try:
             yield from saga.call("restart", "restart_consumer", payload)

@@ -3,6 +3,13 @@
 An app that read the secret at start keeps the old value until it restarts; after promotion
 the old value no longer logs in, so each consumer is restarted and watched until App Service
 reports it running.
+
+An app that reads the secret through a Key Vault reference in its app settings
+(``@Microsoft.KeyVault(...)``) is different: App Service caches the value for up to 24 hours and
+a restart does not fetch it again; a change of the app's configuration does. So when settings
+reference the rotated secret (without a version), the hub writes the app settings back exactly
+as they were plus one setting, ``REFRESH_SETTING``, set to the rotation id: App Service restarts
+the app and fetches every reference afresh.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from azure.mgmt.web import WebSiteManagementClient
+from azure.mgmt.web.models import StringDictionary
 
 from rotation.azure_errors import translated
 from rotation.errors import InvalidRequest, TransientError
-from rotation.model import ConsumerRestarted
+from rotation.model import ConsumerRestarted, SecretRef
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +35,41 @@ _SITE_ID = re.compile(
     re.IGNORECASE,
 )
 POLL_SECONDS = 1.0
+REFRESH_SETTING = "KEYVAULT_ROTATION_HUB_REFRESH"
+# The two forms App Service reads: SecretUri=https://<vault>.<suffix>/secrets/<name>[/<version>]
+# and VaultName=<vault>;SecretName=<name>[;SecretVersion=<version>].
+_REFERENCE = re.compile(r"^\s*@Microsoft\.KeyVault\((?P<body>[^)]*)\)\s*$", re.IGNORECASE)
+_SECRET_URI = re.compile(
+    r"^https://(?P<vault>[a-z0-9-]+)\.[^/]+/secrets/(?P<name>[a-z0-9-]+)(?:/(?P<version>[0-9a-f]*))?/?$",
+    re.IGNORECASE,
+)
+
+
+def reference_to(value: str, secret: SecretRef) -> str | None:
+    """Whether an app setting's value is a Key Vault reference to ``secret``: "latest" (no version,
+    so a refetch gets the new one), "pinned" (a version), or None (not a reference to it)."""
+    match = _REFERENCE.match(value)
+    if match is None:
+        return None
+    parts = {
+        key.strip().lower(): val.strip()
+        for key, sep, val in (item.partition("=") for item in match["body"].split(";"))
+        if sep
+    }
+    if "secreturi" in parts:
+        uri = _SECRET_URI.match(parts["secreturi"])
+        if uri is None:
+            return None
+        vault, name, version = uri["vault"], uri["name"], uri["version"]
+    else:
+        vault, name, version = (
+            parts.get("vaultname", ""),
+            parts.get("secretname", ""),
+            parts.get("secretversion"),
+        )
+    if vault.lower() != secret.vault_name.lower() or name.lower() != secret.secret_name.lower():
+        return None
+    return "pinned" if version else "latest"
 
 
 @dataclass(frozen=True)
@@ -49,11 +92,15 @@ def restart_and_wait(
     *,
     client_for: Callable[[str], WebSiteManagementClient],
     ready_timeout_seconds: float,
+    secret: SecretRef | None = None,
+    rotation_id: str = "",
     sleep: Callable[[float], None] = time.sleep,
 ) -> ConsumerRestarted:
-    """Restart one app and wait until it reports ``Running``.
+    """Restart one app (or, when its app settings reference ``secret`` through Key Vault, change
+    its configuration so it fetches them again) and wait until it reports ``Running``.
 
-    Restarting twice is harmless, so a retried step just restarts again.
+    Restarting twice is harmless, so a retried step just restarts again; the configuration
+    change writes the same settings again.
 
     Raises:
         InvalidRequest: not an App Service id, or the site does not exist.
@@ -63,16 +110,62 @@ def restart_and_wait(
     site = SiteRef.parse(consumer_id)
     client = client_for(site.subscription_id)
     what = f"app {site.name!r} in resource group {site.resource_group!r}"
-    with translated(what, service="Azure Resource Manager"):
-        client.web_apps.restart(site.resource_group, site.name, synchronous=True)
-    logger.info("restarted %s", what)
+    refreshed: tuple[str, ...] = ()
+    pinned: tuple[str, ...] = ()
+    if secret is not None:
+        refreshed, pinned = _refresh_references(client, site, what, secret, rotation_id)
+    if not refreshed:
+        with translated(what, service="Azure Resource Manager"):
+            client.web_apps.restart(site.resource_group, site.name, synchronous=True)
+        logger.info("restarted %s", what)
     deadline = time.monotonic() + ready_timeout_seconds
     state = "Unknown"
     while True:
         with translated(what, service="Azure Resource Manager"):
             state = str(client.web_apps.get(site.resource_group, site.name).state or "Unknown")
         if state == "Running":
-            return ConsumerRestarted(consumer_id=consumer_id, state=state)
+            return ConsumerRestarted(
+                consumer_id=consumer_id, state=state, refreshed_settings=refreshed, pinned_settings=pinned
+            )
         if time.monotonic() >= deadline:
             raise TransientError(f"{what} reports {state!r} {ready_timeout_seconds:g}s after its restart")
         sleep(POLL_SECONDS)
+
+
+def _refresh_references(
+    client: WebSiteManagementClient, site: SiteRef, what: str, secret: SecretRef, rotation_id: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Make the app fetch its Key Vault references to ``secret`` again, if it has any: write its
+    app settings back as they are, plus ``REFRESH_SETTING``. Returns the names of the settings
+    that reference the secret, and of those pinned to a version (left as they are: the refetch
+    brings them the same version; moving them is the app owner's choice). The values read here
+    are the app's own secrets among others: they stay in this function, never in a log."""
+    with translated(what, service="Azure Resource Manager"):
+        current = dict(
+            client.web_apps.list_application_settings(site.resource_group, site.name).properties or {}
+        )
+    kinds = {name: reference_to(value, secret) for name, value in current.items()}
+    pinned = tuple(sorted(name for name, kind in kinds.items() if kind == "pinned"))
+    if pinned:
+        logger.warning(
+            "%s: settings %s reference %s at a fixed version; they keep it",
+            what,
+            ", ".join(pinned),
+            secret.secret_name,
+        )
+    refreshed = tuple(sorted(name for name, kind in kinds.items() if kind == "latest"))
+    if not refreshed:
+        return (), pinned
+    with translated(what, service="Azure Resource Manager"):
+        client.web_apps.update_application_settings(
+            site.resource_group,
+            site.name,
+            StringDictionary(properties={**current, REFRESH_SETTING: rotation_id}),
+        )
+    logger.info(
+        "changed the configuration of %s so that it fetches %s again (settings %s)",
+        what,
+        secret.secret_name,
+        ", ".join(refreshed),
+    )
+    return refreshed, pinned

@@ -329,12 +329,19 @@ class ConsumerInput(Record):
     rotation_id: str
     consumer_id: str
     ready_timeout_seconds: float
+    # The secret rotated: app settings that are Key Vault references to it are fetched afresh.
+    secret: SecretRef | None = None
 
 
 @dataclass(frozen=True)
 class ConsumerRestarted(Record):
     consumer_id: str
     state: str
+    # Names (never values) of the app settings that reference the secret through Key Vault: made
+    # to fetch it again by a configuration change instead of a restart; and those pinned to a
+    # version, which no refetch moves to the new one.
+    refreshed_settings: tuple[str, ...] = ()
+    pinned_settings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

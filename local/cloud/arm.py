@@ -1,7 +1,9 @@
 """Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites``, ``Microsoft.Storage/storageAccounts``
 and the caller's permissions at any scope.
 
-Sites: GET, POST restart, stop and start, as ``WebSiteManagementClient.web_apps`` calls them.
+Sites: GET, POST restart, stop and start, and the app settings (POST config/appsettings/list, PUT
+config/appsettings: replaces them all, restarts the site and fetches its Key Vault references
+afresh), as ``WebSiteManagementClient.web_apps`` calls them.
 Storage accounts: see ``arm_storage.py``; permissions: ``arm_permissions.py``. ARM's order of checks is kept: token, api-version, RBAC
 on the requested scope, then whether the subscription, resource group and resource exist (so a
 caller without rights learns nothing).
@@ -29,13 +31,16 @@ from local.cloud.state import STATE, CloudState
 
 _SITE_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.web/sites/(?P<name>[^/]+)"
-    r"(?:/(?P<verb>restart|stop|start))?/?$"
+    r"(?:/(?P<verb>restart|stop|start|config/appsettings/list|config/appsettings))?/?$"
 )
 _OPERATIONS = {
     (None, "GET"): ("get_site", "Microsoft.Web/sites/read"),
     ("restart", "POST"): ("restart", "Microsoft.Web/sites/restart/action"),
     ("stop", "POST"): ("stop", "Microsoft.Web/sites/stop/action"),
     ("start", "POST"): ("start", "Microsoft.Web/sites/start/action"),
+    # web_apps.list_application_settings / update_application_settings
+    ("config/appsettings/list", "POST"): ("list_app_settings", "Microsoft.Web/sites/config/list/action"),
+    ("config/appsettings", "PUT"): ("update_app_settings", "Microsoft.Web/sites/config/write"),
 }
 SYNCHRONOUS_RESTART_TIMEOUT = 30.0
 
@@ -80,6 +85,29 @@ async def _site_document(state: CloudState, runtime: SiteRuntime) -> dict[str, A
     return doc
 
 
+def _settings_document(runtime: SiteRuntime, settings: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": f"{runtime.site.arm_id}/config/appsettings",
+        "name": "appsettings",
+        "type": "Microsoft.Web/sites/config",
+        "location": runtime.site.location,
+        "properties": dict(settings),
+    }
+
+
+async def _settings_body(request: web.Request) -> dict[str, str] | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    properties = body.get("properties") if isinstance(body, dict) else None
+    if not isinstance(properties, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in properties.items()
+    ):
+        return None
+    return dict(properties)
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     caller, refusal = authenticate(request, state)
@@ -113,7 +141,12 @@ async def _handle_site(
     op_name, action = operation
     sub, rg, name = match["sub"], match["rg"], match["name"]
     # Echo the caller's spelling of the scope, as ARM does in its messages.
-    scope = re.sub(r"/(restart|stop|start)/?$", "", request.path, flags=re.IGNORECASE).rstrip("/")
+    scope = re.sub(
+        r"/(restart|stop|start|config/appsettings/list|config/appsettings)/?$",
+        "",
+        request.path,
+        flags=re.IGNORECASE,
+    ).rstrip("/")
     refusal = authorization_failed(state, caller, scope, action) or container_not_found(
         state, request, sub, rg
     )
@@ -129,6 +162,16 @@ async def _handle_site(
 
     if op_name == "get_site":
         return json_response(200, await _site_document(state, runtime))
+    if op_name == "list_app_settings":
+        return json_response(200, _settings_document(runtime, runtime.settings))
+    if op_name == "update_app_settings":
+        settings = await _settings_body(request)
+        if settings is None:
+            return arm_error(
+                400, "BadRequest", 'The request body must be {"properties": {name: string value}}.'
+            )
+        await state.sites.update_settings(runtime, settings)
+        return json_response(200, _settings_document(runtime, settings))
     if op_name == "stop":
         await state.sites.do_stop(runtime)
     elif op_name == "start":

@@ -28,7 +28,7 @@ KEYVAULT_OPERATIONS = (
     "backup_secret",
     "restore_secret",
 )
-SITE_OPERATIONS = ("get_site", "restart", "stop", "start")
+SITE_OPERATIONS = ("get_site", "restart", "stop", "start", "list_app_settings", "update_app_settings")
 STORAGE_OPERATIONS = ("get_storage_account", "list_keys", "regenerate_key")  # ARM, target: the account
 # ARM's permissions API; the target is the resource's name (vault, site, account).
 PERMISSION_OPERATIONS = ("list_permissions",)

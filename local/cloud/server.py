@@ -197,6 +197,7 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
         env=env,
         storage=storage,
     )
+    site_manager.read_secret = state.read_referenced_secret
 
     tls_app = web.Application(middlewares=[log_requests], client_max_size=1024 * 1024)
     tls_app.router.add_route("*", "/{tail:.*}", _dispatch_tls)

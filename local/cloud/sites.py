@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 
+from local.cloud.kv_references import ReferenceCache, SecretReader
 from local.cloud.topology import Identity, Site
 from local.ports import free_port
 
@@ -47,6 +48,10 @@ class SiteRuntime:
     started_at: float = 0.0
     restarts: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Its app settings (the topology's ``env`` until ARM replaces them) and the Key Vault
+    # references among them, resolved and cached as App Service does (kv_references.py).
+    settings: dict[str, str] = field(default_factory=dict)
+    references: ReferenceCache = field(default_factory=ReferenceCache)
 
     @property
     def alive(self) -> bool:
@@ -76,10 +81,13 @@ class SiteManager:
                 identity_header=secrets.token_urlsafe(24),
                 log_path=log_dir / f"{site.name}.log",
                 desired=site.initial_state,
+                settings=dict(site.env),
             )
             for key, site in sites.items()
         }
         self._session: aiohttp.ClientSession | None = None
+        # Reads a referenced secret as the site (set by the server, which holds the vaults).
+        self.read_secret: SecretReader = lambda _reference, _identities: None
 
     def identity_headers(self) -> dict[str, tuple[str, ...]]:
         """IDENTITY_HEADER value -> names of the identities that site may get tokens for."""
@@ -112,7 +120,7 @@ class SiteManager:
         env["WEBSITE_HOSTNAME"] = f"{site.name}.azurewebsites.net"
         env["WEBSITE_RESOURCE_GROUP"] = site.resource_group
         env["WEBSITE_OWNER_NAME"] = f"{site.subscription_id}+{site.resource_group}-{site.location}webspace"
-        env.update(site.env)
+        env.update(runtime.references.resolve(runtime.settings, site.identities, self.read_secret))
         return env
 
     async def _spawn(self, runtime: SiteRuntime) -> None:
@@ -193,6 +201,17 @@ class SiteManager:
         async with runtime.lock:
             runtime.desired = "Stopped"
             await self._terminate(runtime)
+
+    async def update_settings(self, runtime: SiteRuntime, settings: Mapping[str, str]) -> None:
+        """Replace the app settings, as ARM's PUT .../config/appsettings does: the site restarts
+        (if it runs) and fetches every Key Vault reference afresh."""
+        async with runtime.lock:
+            runtime.settings = dict(settings)
+            runtime.references.clear()
+            if runtime.desired == "Running":
+                await self._terminate(runtime)
+                runtime.restarts += 1
+                await self._spawn(runtime)
 
     async def do_restart(self, runtime: SiteRuntime) -> None:
         async with runtime.lock:

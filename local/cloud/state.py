@@ -16,7 +16,8 @@ from local.cloud.azurite import BlobService
 from local.cloud.eventgrid_delivery import EventDelivery
 from local.cloud.faults import FaultInjector
 from local.cloud.kv_backup import BackupCodec
-from local.cloud.kv_store import KeyVaultStore
+from local.cloud.kv_references import Reference
+from local.cloud.kv_store import KeyVaultStore, NoSuchSecret
 from local.cloud.sites import SiteManager
 from local.cloud.storage import StorageKeyStore
 from local.cloud.tokens import TokenIssuer
@@ -80,6 +81,25 @@ class CloudState:
                 return identity.name
         app = self.topology.application_by_principal_id(principal_id)
         return app.name if app is not None else principal_id
+
+    def read_referenced_secret(self, reference: Reference, identities: tuple[str, ...]) -> str | None:
+        """A Key Vault reference of a site's settings, read as App Service does with the site's
+        identity (the first that may read it): the value, or None when it cannot be resolved."""
+        vault = self.topology.vaults.get(reference.vault)
+        if vault is None:
+            return None
+        try:
+            version = self.store.get(vault.name, reference.secret, reference.version)
+        except NoSuchSecret:
+            return None
+        if not version.enabled:
+            return None
+        action = "Microsoft.KeyVault/vaults/secrets/getSecret/action"
+        for name in identities:
+            principal = self.topology.identities[name].principal_id
+            if rbac.is_allowed(self.grants, principal, vault.arm_id, action, data=True):
+                return version.value
+        return None
 
     def publish(self, vault: Vault, event: dict[str, Any]) -> int:
         return self.events.publish(vault.arm_id, vault.name, event)

@@ -867,7 +867,9 @@ def test_consumers_are_restarted_in_order_after_promotion(hub: Hub) -> None:
     assert done["runtimeStatus"] == "Completed"
     assert rotation.activities() == [*HAPPY_ORDER[:5], *["restart_consumer"] * 3]
     assert rotation.inputs("restart_consumer") == [
-        ConsumerInput(rotation.id, consumer, POLICY.consumer_ready_timeout_seconds).to_dict()
+        ConsumerInput(
+            rotation.id, consumer, POLICY.consumer_ready_timeout_seconds, rotation.request.secret
+        ).to_dict()
         for consumer in CONSUMERS
     ]
     assert done["output"]["result"] == "rotated"
