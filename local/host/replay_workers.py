@@ -28,6 +28,7 @@ from pathlib import Path
 from local.host.app_config import ConfigError
 from local.host.function_index import load_app
 from local.host.orchestrator_call import OrchestratorAnswer, call_orchestrator
+from local.host.timestamp_memo import memoize_history_timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ def _worker_main(connection: Connection, script_root: str, parent_pid: int, log_
     """A worker process: import the app, say ready, then answer one orchestrator call at a time."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    # The SDK re-parses every earlier timestamp each episode; see timestamp_memo.py.
+    memoize_history_timestamps()
     try:
         index = load_app(Path(script_root))
     except Exception as exc:
