@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import importlib
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from dateutil.parser import ParserError
 from dateutil.parser import parse as dateutil_parse
 
+from local.host.store import HISTORY_CACHE_INSTANCES, Store, encode_event
 from local.host.timestamp_memo import HISTORY_EVENT_MODULE, memoize_history_timestamps
 
 
@@ -56,3 +58,78 @@ def test_the_sdk_replays_through_the_memo(monkeypatch: pytest.MonkeyPatch) -> No
     again = module.HistoryEvent(EventType=12, EventId=-1, IsPlayed=False, Timestamp="2026-12-03T11:38:43.5Z")
     assert event.timestamp == dateutil_parse("2026-12-03T11:38:43.5Z")
     assert again.timestamp is event.timestamp
+
+
+def _table_history(store: Store, instance_id: str) -> list[str]:
+    return [
+        row[0]
+        for row in store._db.execute(
+            "SELECT event FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,)
+        )
+    ]
+
+
+def _assert_cache_matches_table(store: Store, *instance_ids: str) -> None:
+    for instance_id in instance_ids:
+        assert store.history_texts(instance_id) == _table_history(store, instance_id)
+        assert store.history_length(instance_id) == len(_table_history(store, instance_id))
+
+
+def test_the_history_kept_in_memory_always_equals_the_table(tmp_path: Path) -> None:
+    store = Store(tmp_path / "durable.sqlite")
+    first = {"EventType": 12, "EventId": -1, "Timestamp": "2026-12-03T11:38:43.5Z"}
+    second = {"EventType": 13, "EventId": -1, "Timestamp": "2026-12-03T11:38:44.5Z"}
+    with store.transaction():
+        assert store.append_history("a", 0, [first, second]) == 2
+    assert store.history_texts("a") == [encode_event(first), encode_event(second)]
+    _assert_cache_matches_table(store, "a")
+    # The copy handed out is the caller's: changing it changes nothing stored.
+    store.history_texts("a").append("junk")
+    _assert_cache_matches_table(store, "a")
+
+    # A transaction that fails leaves neither the rows nor the in-memory copy changed.
+    def fail_halfway() -> None:
+        with store.transaction():
+            store.append_history("a", 2, [first])
+            store.truncate_history("a", 1)
+            store.clear_history("b")
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fail_halfway()
+    _assert_cache_matches_table(store, "a", "b")
+    assert store.history_length("a") == 2
+
+    with store.transaction():
+        store.append_history_texts("a", 2, [encode_event(first)])
+        store.truncate_history("a", 1)
+    _assert_cache_matches_table(store, "a")
+    assert store.history_length("a") == 1
+
+    # An append that does not continue the copy (a caller's wrong start) drops it; reads see the table.
+    with store.transaction():
+        store.append_history("a", 5, [second])
+    _assert_cache_matches_table(store, "a")
+
+    with store.transaction():
+        store.delete_instance("a")
+    _assert_cache_matches_table(store, "a")
+    assert store.history_length("a") == 0
+    store.close()
+
+
+def test_histories_beyond_the_memory_bound_are_read_from_the_table(tmp_path: Path) -> None:
+    store = Store(tmp_path / "durable.sqlite")
+    count = HISTORY_CACHE_INSTANCES + 5
+    with store.transaction():
+        for number in range(count):
+            event = {"EventType": 12, "EventId": number, "Timestamp": "t"}
+            store.append_history(f"i{number}", 0, [event])
+    for number in range(count):
+        store.history_texts(f"i{number}")  # a read keeps the history in memory
+    assert len(store._histories) == HISTORY_CACHE_INSTANCES
+    _assert_cache_matches_table(store, "i0", f"i{count - 1}")
+    reopened = Store(tmp_path / "durable.sqlite")
+    _assert_cache_matches_table(reopened, "i0", "i3")
+    store.close()
+    reopened.close()
