@@ -92,6 +92,7 @@ class PendingReplay:
     state: EngineState
     selection: _Selection
     now_epoch: float
+    timestamp: str  # now_epoch as history events carry it
     # OrchestratorStarted + the delivered events, encoded once for the orchestrator and the history.
     new_event_texts: list[str]
     context_json: str  # empty when the orchestrator is unknown (the episode fails it)
@@ -277,6 +278,7 @@ class EpisodeRunner:
             state=state,
             selection=selection,
             now_epoch=now_epoch,
+            timestamp=timestamp,
             new_event_texts=new_event_texts,
             context_json=context_json,
             version=(instance.execution_id, instance.status, instance.updated_at),
@@ -290,7 +292,7 @@ class EpisodeRunner:
         instance, state, selection = pending.instance, pending.state, pending.selection
         now_epoch = pending.now_epoch
         now = from_epoch(now_epoch)
-        timestamp = to_iso(now)
+        timestamp = pending.timestamp
         plan = _Plan()
         result = EpisodeResult(
             instance.instance_id,

@@ -150,14 +150,18 @@ _INSTANCE_COLUMNS = (
 )
 
 
+# json.dumps with separators builds a new encoder per call; this one is built once (same output).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def encode_event(event: dict[str, Any]) -> str:
     """A history or inbox event as stored: compact JSON."""
-    return json.dumps(event, separators=(",", ":"))
+    return _COMPACT_JSON.encode(event)
 
 
 def encode_engine(engine: dict[str, Any]) -> str:
     """The engine state as stored with the instance and in each episode snapshot."""
-    return json.dumps(engine, separators=(",", ":"))
+    return _COMPACT_JSON.encode(engine)
 
 
 def _instance_from_row(row: tuple[Any, ...]) -> Instance:
