@@ -1,11 +1,14 @@
 """What makes episodes cheaper must not change what the SDK or a user sees.
 
 In-process tests: the worker processes' memo of the SDK's timestamp parsing returns exactly what
-dateutil returns; the store's in-memory copy of each history always equals the table.
+dateutil returns; the store's in-memory copy of each history always equals the table; writes that
+share a commit keep their own outcome; episodes of an instance stay with one worker process
+without leaving another idle.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +17,9 @@ import pytest
 from dateutil.parser import ParserError
 from dateutil.parser import parse as dateutil_parse
 
+from local.host.orchestrator_call import OrchestratorAnswer
+from local.host.replay_workers import STEAL_AFTER_SECONDS, ReplayWorkers, _Worker
+from local.host.shared_commits import SharedCommitRolledBack, SharedCommits
 from local.host.store import HISTORY_CACHE_INSTANCES, Store, encode_event
 from local.host.timestamp_memo import HISTORY_EVENT_MODULE, memoize_history_timestamps
 
@@ -133,3 +139,99 @@ def test_histories_beyond_the_memory_bound_are_read_from_the_table(tmp_path: Pat
     _assert_cache_matches_table(reopened, "i0", "i3")
     store.close()
     reopened.close()
+
+
+class _FailingWrite(Exception):
+    pass
+
+
+def test_writes_of_one_loop_iteration_share_a_commit_and_a_failure_spares_the_others(tmp_path: Path) -> None:
+    store = Store(tmp_path / "durable.sqlite")
+    event = {"EventType": 12, "EventId": -1, "Timestamp": "2026-12-03T11:38:43.5Z"}
+
+    def append(instance_id: str) -> int:
+        return store.append_history(instance_id, store.history_length(instance_id), [event])
+
+    def fail() -> None:
+        store.append_history("c", 0, [event])
+        raise _FailingWrite
+
+    async def scenario() -> None:
+        commits = SharedCommits(store)
+        # Together, committed once the loop turns: each write gets its own result.
+        assert await asyncio.gather(
+            commits.write(lambda: append("a")), commits.write(lambda: append("b"))
+        ) == [
+            1,
+            1,
+        ]
+        # One write fails: it gets its error, a re-runnable write is committed alone, the others
+        # are told nothing of theirs was written.
+        results = await asyncio.gather(
+            commits.write(lambda: append("a"), retry_alone=True),
+            commits.write(fail),
+            commits.write(lambda: append("b")),
+            return_exceptions=True,
+        )
+        assert results[0] == 2
+        assert isinstance(results[1], _FailingWrite)
+        assert isinstance(results[2], SharedCommitRolledBack)
+        # Stopping drops what is queued.
+        queued = commits.write(lambda: append("a"))
+        commits.close()
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        assert commits.write(lambda: append("a")).cancelled()
+
+    asyncio.run(scenario())
+    _assert_cache_matches_table(store, "a", "b", "c")
+    assert (store.history_length("a"), store.history_length("b"), store.history_length("c")) == (2, 1, 0)
+    store.close()
+
+
+class _FakeConnection:
+    def __init__(self, sent: list[tuple[str, str]], name: str) -> None:
+        self.sent, self.name = sent, name
+
+    def send(self, message: tuple[str, str]) -> None:
+        self.sent.append((self.name, message[1]))
+
+
+def test_episodes_of_an_instance_go_to_the_same_worker_unless_another_idles(tmp_path: Path) -> None:
+    sent: list[tuple[str, str]] = []
+    pool = ReplayWorkers(tmp_path, 2)
+    first, second = (_Worker(None, _FakeConnection(sent, name)) for name in ("first", "second"))  # type: ignore[arg-type]
+    pool._workers = [first, second]
+    pool._idle = [first, second]
+    # Two instance ids, one mapped to each worker.
+    ids = [f"instance-{n}" for n in range(50)]
+    to_first = next(i for i in ids if pool._preferred(i) is first)
+    to_second = next(i for i in ids if pool._preferred(i) is second)
+
+    def answer(worker: _Worker) -> None:
+        call, worker.call = worker.call, None
+        assert call is not None
+        call.answer.set_result(OrchestratorAnswer(state={}, error=None))
+        pool._release(worker)
+
+    async def scenario() -> None:
+        calls = [
+            asyncio.ensure_future(pool.replay("f", f"{to_first}#{n}", affinity=to_first)) for n in range(3)
+        ]
+        await asyncio.sleep(0)
+        # The first call took its worker; the others wait for it although the second worker idles...
+        assert sent == [("first", f"{to_first}#0")]
+        answer(first)
+        assert sent[-1] == ("first", f"{to_first}#1")
+        # ...until the idle one takes the oldest waiting call after STEAL_AFTER_SECONDS.
+        await asyncio.sleep(STEAL_AFTER_SECONDS * 5)
+        assert sent[-1] == ("second", f"{to_first}#2")
+        answer(first)
+        answer(second)
+        other = asyncio.ensure_future(pool.replay("f", f"{to_second}#0", affinity=to_second))
+        await asyncio.sleep(0)
+        assert sent[-1] == ("second", f"{to_second}#0")
+        answer(second)
+        assert all(result.error is None for result in await asyncio.gather(*calls, other))
+
+    asyncio.run(scenario())
