@@ -21,6 +21,7 @@ are simply still in their table.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +37,7 @@ from local.host.failures import activity_failure, missing_activity_failure
 from local.host.function_index import FunctionIndex
 from local.host.invoker import Invoker
 from local.host.replay_workers import ReplayWorkers, WorkerDied
+from local.host.shared_commits import SharedCommitRolledBack, SharedCommits
 from local.host.store import TERMINAL_STATUSES, ActivityItem, Store
 
 logger = logging.getLogger(__name__)
@@ -77,8 +79,9 @@ class DurableEngine:
         self._timer_wakeup = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._activities: set[asyncio.Task[None]] = set()
-        # Activity results waiting for the next commit (see _commit_results).
-        self._results: list[tuple[ActivityItem, dict[str, Any], asyncio.Future[bool]]] = []
+        # Episode commits (with worker processes) and activity results ready in the same loop
+        # iteration share one transaction.
+        self._commits = SharedCommits(store)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.episodes_run = 0
         self.activities_run = 0
@@ -111,6 +114,8 @@ class DurableEngine:
         ]
 
     async def stop(self) -> None:
+        # Writes still queued are dropped: their events stay in the inbox, their activities run again.
+        self._commits.close()
         for task in [*self._loops, *self._episodes, *self._activities]:
             task.cancel()
         await asyncio.gather(*self._loops, *self._episodes, *self._activities, return_exceptions=True)
@@ -176,13 +181,13 @@ class DurableEngine:
             if isinstance(step, PendingReplay):
                 answer = None
                 if step.name in self.index.orchestrators:
-                    answer = await workers.replay(step.name, step.context_json)
-                step = self.runner.finish(step, answer)
+                    answer = await workers.replay(step.name, step.context_json, affinity=instance_id)
+                step = await self._commits.write(functools.partial(self.runner.finish, step, answer))
             if step is not None:
                 self._after_episode(step, (time.perf_counter() - started) * 1000)
         except asyncio.CancelledError:
             raise
-        except WorkerDied as exc:
+        except (WorkerDied, SharedCommitRolledBack) as exc:
             # Nothing was committed: the episode runs again (in another worker).
             self._episode_failed(instance_id, exc)
             self._woken_in_flight.add(instance_id)
@@ -236,11 +241,12 @@ class DurableEngine:
             started = time.perf_counter()
             event, outcome = await self._execute_activity(item)
             elapsed_ms = (time.perf_counter() - started) * 1000
-        committed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if not self._results:
-            asyncio.get_running_loop().call_soon(self._commit_results)
-        self._results.append((item, event, committed))
-        delivered = await committed
+        # Committed before its orchestrator can see it; results that finish together share the commit.
+        delivered = await self._commits.write(
+            functools.partial(self._commit_result, item, event), retry_alone=True
+        )
+        if delivered:
+            self.wake(item.instance_id)
         self.activities_run += 1
         logger.info(
             "activity %s [%s task %d] %s (%.1f ms)%s",
@@ -251,28 +257,6 @@ class DurableEngine:
             elapsed_ms,
             "" if delivered else ", result dropped: the instance moved on",
         )
-
-    def _commit_results(self) -> None:
-        """Commit every activity result that finished in this loop iteration in one transaction.
-
-        Each result is committed before its orchestrator can see it, as before; grouping them only
-        saves a commit per activity when many finish together."""
-        results, self._results = self._results, []
-        delivered: list[bool] = []
-        try:
-            with self.store.transaction():
-                for item, event, _ in results:
-                    delivered.append(self._commit_result(item, event))
-        except Exception as exc:
-            for _, _, committed in results:
-                if not committed.done():
-                    committed.set_exception(exc)
-            return
-        for (item, _, committed), was_delivered in zip(results, delivered, strict=True):
-            if was_delivered:
-                self.wake(item.instance_id)
-            if not committed.done():
-                committed.set_result(was_delivered)
 
     def _commit_result(self, item: ActivityItem, event: dict[str, Any]) -> bool:
         # The row is gone if the instance ended (terminated, failed) while the activity ran.

@@ -38,7 +38,7 @@ from local.host.function_index import FunctionIndex
 from local.host.history import EventType, OrchestrationStatus
 from local.host.lifecycle import RUNNING_STATUSES, create_instance, notify_parent, start_new_execution
 from local.host.orchestrator_call import OrchestratorAnswer, build_context_json, call_orchestrator
-from local.host.store import ActivityItem, InboxItem, Instance, Store
+from local.host.store import ActivityItem, InboxItem, Instance, Store, encode_engine, encode_event
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class PendingReplay:
     state: EngineState
     selection: _Selection
     now_epoch: float
-    new_events: list[dict[str, Any]]
+    timestamp: str  # now_epoch as history events carry it
+    # OrchestratorStarted + the delivered events, encoded once for the orchestrator and the history.
+    new_event_texts: list[str]
     context_json: str  # empty when the orchestrator is unknown (the episode fails it)
     version: tuple[str, str, float]  # the instance row as read; finish() commits only if unchanged
 
@@ -261,6 +263,7 @@ class EpisodeRunner:
     ) -> PendingReplay:
         timestamp = to_iso(from_epoch(now_epoch))
         new_events = [history.orchestrator_started(timestamp), *selection.control, *selection.batch]
+        new_event_texts = [encode_event(event) for event in new_events]
         context_json = ""
         if instance.name in self.index.orchestrators:
             context_json = build_context_json(
@@ -268,14 +271,15 @@ class EpisodeRunner:
                 parent_instance_id=(instance.parent or {}).get("instanceId"),
                 input_text=instance.input,
                 past_events=self.store.history_texts(instance.instance_id),
-                new_events=[json.dumps(event, separators=(",", ":")) for event in new_events],
+                new_events=new_event_texts,
             )
         return PendingReplay(
             instance=instance,
             state=state,
             selection=selection,
             now_epoch=now_epoch,
-            new_events=new_events,
+            timestamp=timestamp,
+            new_event_texts=new_event_texts,
             context_json=context_json,
             version=(instance.execution_id, instance.status, instance.updated_at),
         )
@@ -288,8 +292,7 @@ class EpisodeRunner:
         instance, state, selection = pending.instance, pending.state, pending.selection
         now_epoch = pending.now_epoch
         now = from_epoch(now_epoch)
-        timestamp = to_iso(now)
-        new_events = pending.new_events
+        timestamp = pending.timestamp
         plan = _Plan()
         result = EpisodeResult(
             instance.instance_id,
@@ -361,7 +364,10 @@ class EpisodeRunner:
         instance.custom_status = custom_status
         instance.updated_at = now_epoch
 
-        events = new_events + plan.host_events + completion + [history.orchestrator_completed(timestamp)]
+        event_texts = pending.new_event_texts + [
+            encode_event(event)
+            for event in [*plan.host_events, *completion, history.orchestrator_completed(timestamp)]
+        ]
         with self.store.transaction():
             current = self.store.instance_version(instance.instance_id)
             if current != pending.version:
@@ -380,9 +386,10 @@ class EpisodeRunner:
                 self.store.put_instance(instance)
                 result.wake.add(instance.instance_id)
             else:
-                new_length = self.store.append_history(instance.instance_id, length, events)
+                new_length = self.store.append_history_texts(instance.instance_id, length, event_texts)
                 instance.engine = state.to_dict()
-                self.store.put_instance(instance)
+                engine_text = encode_engine(instance.engine)
+                self.store.update_instance(instance, engine_text=engine_text)
                 if instance.is_terminal:
                     self.store.clear_timers(instance.instance_id)
                     self.store.clear_activities(instance.instance_id)
@@ -391,7 +398,7 @@ class EpisodeRunner:
                     if parent:
                         result.wake.add(parent)
                 else:
-                    self.store.save_episode(instance.instance_id, new_length, instance.engine)
+                    self.store.save_episode(instance.instance_id, new_length, engine_text)
         result.status = instance.status
         result.scheduled = len(plan.activities) + len(plan.timers) + len(plan.children)
         result.more = (

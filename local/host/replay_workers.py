@@ -15,6 +15,7 @@ applied, but no threads or sockets of the host). A worker exits on its own when 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -22,12 +23,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from local.host.app_config import ConfigError
 from local.host.function_index import load_app
 from local.host.orchestrator_call import OrchestratorAnswer, call_orchestrator
+from local.host.timestamp_memo import memoize_history_timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,8 @@ logger = logging.getLogger(__name__)
 WORKER_COUNT_SETTING = "FUNCTIONS_WORKER_PROCESS_COUNT"
 MAX_WORKER_PROCESSES = 10
 PARENT_CHECK_SECONDS = 0.5
+# How long a call waits for the worker that replayed its instance before an idle one takes it.
+STEAL_AFTER_SECONDS = 0.002
 STARTUP_TIMEOUT_SECONDS = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +72,8 @@ def _worker_main(connection: Connection, script_root: str, parent_pid: int, log_
     """A worker process: import the app, say ready, then answer one orchestrator call at a time."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
+    # The SDK re-parses every earlier timestamp each episode; see timestamp_memo.py.
+    memoize_history_timestamps()
     try:
         index = load_app(Path(script_root))
     except Exception as exc:
@@ -85,25 +92,46 @@ class WorkerDied(Exception):
     """A worker process ended while replaying; the episode is not committed and runs again."""
 
 
+@dataclass
+class _Call:
+    """One orchestrator call: waiting for a worker, then in flight in ``worker``."""
+
+    affinity: str
+    name: str
+    context_json: str
+    answer: asyncio.Future[OrchestratorAnswer]
+    worker: _Worker | None = None
+
+
 class _Worker:
     """One worker process and the host's end of its pipe (one call in flight at a time)."""
 
     def __init__(self, process: subprocess.Popen[bytes], connection: Connection) -> None:
         self.process = process
         self.connection = connection
-        self.answer: asyncio.Future[OrchestratorAnswer] | None = None
+        self.call: _Call | None = None
 
 
 class ReplayWorkers:
     """``count`` worker processes running orchestrator calls, driven from the host's event loop.
 
     Pipes are read with ``loop.add_reader``: no helper threads in the host process, whose GIL is
-    already busy with the store and the activities."""
+    already busy with the store and the activities. A worker that answers is handed its next call
+    in the same callback, so it does not wait for the host's next loop iteration.
+
+    Episodes of one instance go to the same worker when they can: each worker keeps its own memo
+    of parsed timestamps (timestamp_memo.py), so the worker that replayed an instance's earlier
+    episodes has already parsed most of its history (without affinity each worker ended up parsing
+    most timestamps of every instance: one episode elsewhere costs a re-parse of the history so
+    far). A worker that becomes free takes the oldest call that prefers it; a call whose worker is
+    busy while another one idles waits at most STEAL_AFTER_SECONDS (a replay takes about a
+    millisecond) before the idle one takes it, so no worker stays idle while calls wait."""
 
     def __init__(self, script_root: Path, count: int) -> None:
         self.script_root = script_root
         self.count = count
-        self._idle: asyncio.Queue[_Worker] = asyncio.Queue()
+        self._idle: list[_Worker] = []
+        self._waiting: list[_Call] = []  # oldest first
         self._workers: list[_Worker] = []
         self._respawns: set[asyncio.Task[_Worker]] = set()
 
@@ -137,53 +165,90 @@ class ReplayWorkers:
         worker = _Worker(process, host_end)
         loop.add_reader(host_end.fileno(), self._on_readable, worker)
         self._workers.append(worker)
-        self._idle.put_nowait(worker)
+        self._release(worker)
         return worker
 
+    def pids(self) -> list[int]:
+        """The live worker processes (for measurements)."""
+        return [worker.process.pid for worker in self._workers]
+
+    async def replay(self, name: str, context_json: str, *, affinity: str = "") -> OrchestratorAnswer:
+        """One orchestrator call, preferably in the worker that ``affinity`` (the instance id) maps
+        to; raises WorkerDied if the worker dies during the call."""
+        loop = asyncio.get_running_loop()
+        call = _Call(affinity, name, context_json, loop.create_future())
+        preferred = self._preferred(affinity)
+        if preferred is not None and preferred in self._idle:
+            self._idle.remove(preferred)
+            self._send(preferred, call)
+        else:
+            self._waiting.append(call)
+            if self._idle:
+                loop.call_later(STEAL_AFTER_SECONDS, self._hand_waiting_to_idle)
+        try:
+            return await call.answer
+        except asyncio.CancelledError:
+            if call in self._waiting:
+                self._waiting.remove(call)
+            worker = call.worker
+            if worker is not None and worker.call is call and worker in self._workers:
+                # Cancelled mid-call (shutdown): the worker is busy and is not reused.
+                self._retire(worker)
+                worker.process.kill()
+                worker.process.wait()
+            raise
+
+    def _preferred(self, affinity: str) -> _Worker | None:
+        if not self._workers:
+            return None
+        return self._workers[hash(affinity) % len(self._workers)]
+
+    def _send(self, worker: _Worker, call: _Call) -> None:
+        call.worker, worker.call = worker, call
+        # If the process is gone, its reader sees the end of the pipe, fails the call and replaces it.
+        with contextlib.suppress(OSError):
+            worker.connection.send((call.name, call.context_json))
+
+    def _release(self, worker: _Worker) -> None:
+        """``worker`` is free: give it the oldest call that prefers it, else keep it idle (and let it
+        take the oldest call if that call's own worker is still busy after STEAL_AFTER_SECONDS)."""
+        chosen = next((call for call in self._waiting if self._preferred(call.affinity) is worker), None)
+        if chosen is not None:
+            self._waiting.remove(chosen)
+            self._send(worker, chosen)
+            return
+        self._idle.append(worker)
+        if self._waiting:
+            asyncio.get_running_loop().call_later(STEAL_AFTER_SECONDS, self._hand_waiting_to_idle)
+
+    def _hand_waiting_to_idle(self) -> None:
+        while self._idle and self._waiting:
+            self._send(self._idle.pop(0), self._waiting.pop(0))
+
     def _on_readable(self, worker: _Worker) -> None:
-        future, worker.answer = worker.answer, None
+        call, worker.call = worker.call, None
         try:
             answer = worker.connection.recv()
         except (EOFError, OSError):
             self._retire(worker)
-            if future is not None and not future.done():
-                future.set_exception(WorkerDied(f"worker process {worker.process.pid} ended"))
+            if call is not None and not call.answer.done():
+                call.answer.set_exception(WorkerDied(f"worker process {worker.process.pid} ended"))
             logger.error("worker process %s ended; starting another", worker.process.pid)
             task = asyncio.get_running_loop().create_task(self._spawn())
             self._respawns.add(task)
             task.add_done_callback(self._respawns.discard)
             return
-        if future is not None and not future.done():
-            future.set_result(answer)
+        if call is not None and not call.answer.done():
+            call.answer.set_result(answer)
+        self._release(worker)
 
     def _retire(self, worker: _Worker) -> None:
         asyncio.get_running_loop().remove_reader(worker.connection.fileno())
         worker.connection.close()
         if worker in self._workers:
             self._workers.remove(worker)
-
-    async def replay(self, name: str, context_json: str) -> OrchestratorAnswer:
-        """One orchestrator call in the next idle worker; raises WorkerDied if that worker dies."""
-        worker = await self._idle.get()
-        while worker not in self._workers:  # it died while idle; a replacement is on its way
-            worker = await self._idle.get()
-        answer: asyncio.Future[OrchestratorAnswer] = asyncio.get_running_loop().create_future()
-        worker.answer = answer
-        try:
-            try:
-                worker.connection.send((name, context_json))
-            except OSError as exc:
-                raise WorkerDied(f"worker process {worker.process.pid} ended") from exc
-            return await answer
-        finally:
-            if worker in self._workers:
-                if answer.done():
-                    self._idle.put_nowait(worker)
-                else:
-                    # Cancelled mid-call (shutdown): the worker is busy and is not reused.
-                    self._retire(worker)
-                    worker.process.kill()
-                    worker.process.wait()
+        if worker in self._idle:
+            self._idle.remove(worker)
 
     def stop(self) -> None:
         """Close the pipes (an idle worker exits on EOF) and wait a little for the processes."""

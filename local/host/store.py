@@ -5,13 +5,17 @@ client operation) happens inside one ``transaction()``, so a SIGKILL leaves eith
 none of it. WAL with synchronous=NORMAL loses nothing when the *process* dies (only an OS crash
 could lose the last commits), which is the failure the host is tested against.
 
-All methods run on the event loop's thread; nothing else touches the connection.
+All methods run on the event loop's thread; nothing else touches the connection. That makes the
+store the one writer of every history, so it keeps the histories it last read or wrote in memory
+(write-through, bounded): an episode reads its instance's history from memory instead of the
+table. A rolled-back transaction forgets the copies it changed, so the next read goes to the table.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -76,6 +80,8 @@ CREATE INDEX IF NOT EXISTS timers_by_instance ON timers (instance_id);
 """
 
 TERMINAL_STATUSES = frozenset({"Completed", "Failed", "Terminated", "Canceled"})
+# Histories kept in memory (least recently used dropped first); a miss only costs a table read.
+HISTORY_CACHE_INSTANCES = 1024
 
 
 @dataclass
@@ -144,6 +150,20 @@ _INSTANCE_COLUMNS = (
 )
 
 
+# json.dumps with separators builds a new encoder per call; this one is built once (same output).
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def encode_event(event: dict[str, Any]) -> str:
+    """A history or inbox event as stored: compact JSON."""
+    return _COMPACT_JSON.encode(event)
+
+
+def encode_engine(engine: dict[str, Any]) -> str:
+    """The engine state as stored with the instance and in each episode snapshot."""
+    return _COMPACT_JSON.encode(engine)
+
+
 def _instance_from_row(row: tuple[Any, ...]) -> Instance:
     return Instance(
         instance_id=row[0],
@@ -174,6 +194,10 @@ class Store:
         self._db.execute("PRAGMA foreign_keys=OFF")
         self._db.executescript(SCHEMA)
         self._depth = 0
+        # instance id -> every stored history event text, in order (see the module docstring).
+        self._histories: OrderedDict[str, list[str]] = OrderedDict()
+        # Instances whose cached history the open transaction changed: forgotten if it rolls back.
+        self._histories_changed: set[str] = set()
 
     def close(self) -> None:
         self._db.close()
@@ -194,10 +218,21 @@ class Store:
             yield
         except BaseException:
             self._depth = 0
+            self._forget_changed_histories()
             self._db.execute("ROLLBACK")
             raise
         self._depth = 0
-        self._db.execute("COMMIT")
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._forget_changed_histories()
+            raise
+        self._histories_changed.clear()
+
+    def _forget_changed_histories(self) -> None:
+        for instance_id in self._histories_changed:
+            self._histories.pop(instance_id, None)
+        self._histories_changed.clear()
 
     # -- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str) -> str | None:
@@ -225,6 +260,25 @@ class Store:
         ).fetchone()
         return None if row is None else (row[0], row[1], row[2])
 
+    def update_instance(self, instance: Instance, *, engine_text: str | None = None) -> None:
+        """Write back an existing row's changing columns (cheaper than put_instance's replace, which
+        also rewrites the creation-time index); ``engine_text`` is ``instance.engine`` already encoded."""
+        self._db.execute(
+            "UPDATE instances SET execution_id = ?, status = ?, input = ?, output = ?, custom_status = ?, "
+            "updated_at = ?, parent = ?, engine = ? WHERE instance_id = ?",
+            (
+                instance.execution_id,
+                instance.status,
+                instance.input,
+                instance.output,
+                instance.custom_status,
+                instance.updated_at,
+                json.dumps(instance.parent) if instance.parent else None,
+                engine_text if engine_text is not None else encode_engine(instance.engine),
+                instance.instance_id,
+            ),
+        )
+
     def put_instance(self, instance: Instance) -> None:
         self._db.execute(
             f"INSERT OR REPLACE INTO instances ({_INSTANCE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",  # noqa: S608
@@ -240,7 +294,7 @@ class Store:
                 instance.created_at,
                 instance.updated_at,
                 json.dumps(instance.parent) if instance.parent else None,
-                json.dumps(instance.engine, separators=(",", ":")),
+                encode_engine(instance.engine),
             ),
         )
 
@@ -248,6 +302,7 @@ class Store:
         """Remove every trace of an instance (purge, or replacing it with a new one of the same id)."""
         for table in ("instances", "history", "episodes", "inbox", "activities", "timers"):
             self._db.execute(f"DELETE FROM {table} WHERE instance_id = ?", (instance_id,))  # noqa: S608
+        self._cache_history(instance_id, [])
 
     def query_instances(
         self, query: InstanceQuery, *, limit: int | None = None, after: tuple[float, str] | None = None
@@ -287,12 +342,22 @@ class Store:
 
     # -- history ----------------------------------------------------------------------------
     def history_texts(self, instance_id: str) -> list[str]:
+        """Every stored event of the instance's history as JSON text, in order (a copy)."""
+        cached = self._histories.get(instance_id)
+        if cached is not None:
+            self._histories.move_to_end(instance_id)
+            return list(cached)
         rows = self._db.execute(
             "SELECT event FROM history WHERE instance_id = ? ORDER BY seq", (instance_id,)
         )
-        return [row[0] for row in rows]
+        texts = [row[0] for row in rows]
+        self._cache_history(instance_id, list(texts))
+        return texts
 
     def history_length(self, instance_id: str) -> int:
+        cached = self._histories.get(instance_id)
+        if cached is not None:
+            return len(cached)
         row = self._db.execute(
             "SELECT count(*) FROM history WHERE instance_id = ?", (instance_id,)
         ).fetchone()
@@ -300,28 +365,56 @@ class Store:
 
     def append_history(self, instance_id: str, start_seq: int, events: Iterable[dict[str, Any]]) -> int:
         """Append events after ``start_seq`` existing ones; returns the new length."""
-        seq = start_seq
-        rows = []
-        for event in events:
-            rows.append((instance_id, seq, json.dumps(event, separators=(",", ":"))))
-            seq += 1
-        self._db.executemany("INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)", rows)
-        return seq
+        return self.append_history_texts(instance_id, start_seq, [encode_event(event) for event in events])
+
+    def append_history_texts(self, instance_id: str, start_seq: int, texts: list[str]) -> int:
+        """``append_history`` for events already encoded with ``encode_event``."""
+        self._db.executemany(
+            "INSERT INTO history (instance_id, seq, event) VALUES (?, ?, ?)",
+            [(instance_id, start_seq + offset, text) for offset, text in enumerate(texts)],
+        )
+        cached = self._histories.get(instance_id)
+        if cached is not None and len(cached) == start_seq:
+            cached.extend(texts)
+            self._note_history_change(instance_id)
+        else:
+            self._forget_history(instance_id)
+        return start_seq + len(texts)
 
     def truncate_history(self, instance_id: str, length: int) -> None:
         self._db.execute("DELETE FROM history WHERE instance_id = ? AND seq >= ?", (instance_id, length))
         self._db.execute(
             "DELETE FROM episodes WHERE instance_id = ? AND history_len > ?", (instance_id, length)
         )
+        cached = self._histories.get(instance_id)
+        if cached is not None:
+            del cached[length:]
+            self._note_history_change(instance_id)
 
     def clear_history(self, instance_id: str) -> None:
         self._db.execute("DELETE FROM history WHERE instance_id = ?", (instance_id,))
         self._db.execute("DELETE FROM episodes WHERE instance_id = ?", (instance_id,))
+        self._cache_history(instance_id, [])
 
-    def save_episode(self, instance_id: str, history_len: int, engine: dict[str, Any]) -> None:
+    def _cache_history(self, instance_id: str, texts: list[str]) -> None:
+        self._histories[instance_id] = texts
+        self._histories.move_to_end(instance_id)
+        self._note_history_change(instance_id)
+        while len(self._histories) > HISTORY_CACHE_INSTANCES:
+            self._histories.popitem(last=False)
+
+    def _forget_history(self, instance_id: str) -> None:
+        self._histories.pop(instance_id, None)
+
+    def _note_history_change(self, instance_id: str) -> None:
+        if self._depth:
+            self._histories_changed.add(instance_id)
+
+    def save_episode(self, instance_id: str, history_len: int, engine_text: str) -> None:
+        """Snapshot the engine state (``encode_engine``'s text) after an episode (rewind reads it)."""
         self._db.execute(
             "INSERT OR REPLACE INTO episodes (instance_id, history_len, engine) VALUES (?, ?, ?)",
-            (instance_id, history_len, json.dumps(engine, separators=(",", ":"))),
+            (instance_id, history_len, engine_text),
         )
 
     def episode_before(self, instance_id: str, history_len: int) -> tuple[int, dict[str, Any]] | None:
@@ -337,7 +430,7 @@ class Store:
     def add_inbox(self, instance_id: str, execution_id: str | None, event: dict[str, Any]) -> None:
         self._db.execute(
             "INSERT INTO inbox (instance_id, execution_id, event) VALUES (?, ?, ?)",
-            (instance_id, execution_id, json.dumps(event, separators=(",", ":"))),
+            (instance_id, execution_id, encode_event(event)),
         )
 
     def inbox_for(self, instance_id: str) -> list[InboxItem]:
