@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from local.cloud.process import AdminClient
 from local.stack import MYSQL, POSTGRESQL, LocalStack
 
 
@@ -25,3 +26,19 @@ def kind(request: pytest.FixtureRequest) -> str:
     """The database target a scenario runs against: every scenario that takes ``kind`` runs
     once against PostgreSQL and once against MariaDB (``mysql-login``)."""
     return str(request.param)
+
+
+@pytest.fixture
+def cloud(stack: LocalStack) -> Iterator[AdminClient]:
+    """The local cloud's fault injection; afterwards no fault is left and the host runs again
+    (a test may have killed it), pass or fail."""
+    assert stack.cloud is not None
+    assert stack.host is not None
+    admin = stack.cloud.admin
+    admin.clear_faults()
+    try:
+        yield admin
+    finally:
+        admin.clear_faults()
+        if not stack.host.running:
+            stack.host.start()

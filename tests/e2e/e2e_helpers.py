@@ -252,12 +252,16 @@ def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
 
 
 def module_stack(
-    tmp_path_factory: pytest.TempPathFactory, app_settings: Mapping[str, str]
+    tmp_path_factory: pytest.TempPathFactory,
+    app_settings: Mapping[str, str],
+    *,
+    databases: tuple[str, ...] = (),
 ) -> Iterator[LocalStack]:
-    """A module's stack without database servers, for targets the local cloud itself serves (a
-    module's ``stack`` fixture yields from it)."""
+    """A module's stack with its own settings (a module's ``stack`` fixture yields from it);
+    without database servers unless ``databases`` names some (targets the local cloud itself
+    serves need none)."""
     with LocalStack(
-        Path(tmp_path_factory.mktemp("stack")), app_settings=app_settings, databases=()
+        Path(tmp_path_factory.mktemp("stack")), app_settings=app_settings, databases=databases
     ) as running:
         # Only the tests start rotations: a NearExpiry event racing them would rotate first.
         quiet_expiry_scan(running)

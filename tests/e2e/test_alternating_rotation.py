@@ -44,19 +44,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[AdminClient]:
-    assert stack.cloud is not None
-    assert stack.host is not None
-    stack.cloud.admin.clear_faults()
-    try:
-        yield stack.cloud.admin
-    finally:
-        stack.cloud.admin.clear_faults()
-        if not stack.host.running:
-            stack.host.start()
-
-
 def seed(stack: LocalStack, kind: str, **tags: str) -> tuple[Seeded, dict[str, str], str]:
     """Two logins in one group role, the secret holding the first; returns it, the passwords,
     and the admin login."""

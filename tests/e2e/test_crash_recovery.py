@@ -55,21 +55,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[AdminClient]:
-    """Fault injection; afterwards no fault is left and the host runs again, pass or fail."""
-    assert stack.cloud is not None
-    assert stack.host is not None
-    admin = stack.cloud.admin
-    admin.clear_faults()
-    try:
-        yield admin
-    finally:
-        admin.clear_faults()
-        if not stack.host.running:
-            stack.host.start()
-
-
 def assert_rotated_once(stack: LocalStack, seeded: Seeded, old: str, ended: dict[str, Any]) -> None:
     assert ended["runtimeStatus"] == "Completed", ended["status"]
     assert ended["output"]["result"] == "rotated"

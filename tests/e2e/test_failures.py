@@ -72,18 +72,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[AdminClient]:
-    """The local cloud's fault injection; every fault is cleared when the test ends, pass or fail."""
-    assert stack.cloud is not None
-    admin = stack.cloud.admin
-    admin.clear_faults()
-    try:
-        yield admin
-    finally:
-        admin.clear_faults()
-
-
 def assert_failed(ended: dict[str, Any], step: str, error_class: str, *message_parts: str) -> None:
     assert ended["runtimeStatus"] == "Failed", ended
     status = ended["status"]

@@ -52,21 +52,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield running
 
 
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[AdminClient]:
-    """Fault injection; afterwards no fault is left and the host runs again, pass or fail."""
-    assert stack.cloud is not None
-    assert stack.host is not None
-    admin = stack.cloud.admin
-    admin.clear_faults()
-    try:
-        yield admin
-    finally:
-        admin.clear_faults()
-        if not stack.host.running:
-            stack.host.start()
-
-
 def seed_group(stack: LocalStack, per_vault: dict[str, int], **tags: str) -> tuple[str, list[Seeded]]:
     """Secrets tagged with a filter value of their own, far from expiry (no event starts them)."""
     group = unique("grp")

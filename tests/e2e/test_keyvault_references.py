@@ -7,15 +7,14 @@ cache references as App Service does (local/cloud/kv_references.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from azure.mgmt.web.models import StringDictionary
-from e2e_helpers import hold_back, quiet_expiry_scan, start_rotation, value_of, wait_until
+from e2e_helpers import hold_back, module_stack, start_rotation, value_of, wait_until
 
 from local.cloud.process import AdminClient
 from local.scenario import consumer_health, seed_consumer_secret, start_consumer, wait_for
-from local.stack import CONSUMER_SECRET, CONSUMER_SITE, LocalStack
+from local.stack import CONSUMER_SECRET, CONSUMER_SITE, POSTGRESQL, LocalStack
 from rotation.consumers import REFRESH_SETTING
 
 REFERENCE = f"@Microsoft.KeyVault(SecretUri=https://spoke1-kv.vault.azure.net/secrets/{CONSUMER_SECRET}/)"
@@ -23,20 +22,7 @@ REFERENCE = f"@Microsoft.KeyVault(SecretUri=https://spoke1-kv.vault.azure.net/se
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as running:
-        quiet_expiry_scan(running)
-        yield running
-
-
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[AdminClient]:
-    assert stack.cloud is not None
-    admin = stack.cloud.admin
-    admin.clear_faults()
-    try:
-        yield admin
-    finally:
-        admin.clear_faults()
+    yield from module_stack(tmp_path_factory, {}, databases=(POSTGRESQL,))
 
 
 def test_a_consumer_reading_the_secret_through_a_reference_gets_it_from_a_configuration_change(

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from e2e_helpers import (
     assert_consistent,
     assert_no_value_leaked,
     enabled_pending,
-    quiet_expiry_scan,
+    module_stack,
     seed,
     start_rotation,
     value_of,
@@ -23,7 +22,7 @@ from e2e_helpers import (
 
 from local.cloud.process import AdminClient
 from local.scenario import wait_for
-from local.stack import LocalStack
+from local.stack import POSTGRESQL, LocalStack
 
 SETTINGS = {
     "ROTATION_RETRY_MAX_ATTEMPTS": "2",
@@ -37,20 +36,7 @@ HELD_MS = 3000
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(Path(tmp_path_factory.mktemp("stack")), app_settings=SETTINGS) as running:
-        quiet_expiry_scan(running)
-        yield running
-
-
-@pytest.fixture
-def cloud(stack: LocalStack) -> Iterator[AdminClient]:
-    assert stack.cloud is not None
-    admin = stack.cloud.admin
-    admin.clear_faults()
-    try:
-        yield admin
-    finally:
-        admin.clear_faults()
+    yield from module_stack(tmp_path_factory, SETTINGS, databases=(POSTGRESQL,))
 
 
 @pytest.mark.slow
