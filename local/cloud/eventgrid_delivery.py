@@ -21,8 +21,9 @@ by the CloudEvents abuse-protection handshake instead: ``OPTIONS`` with ``WebHoo
 eventgrid.azure.net``, answered by a 200 whose ``WebHook-Allowed-Origin`` is that origin or ``*``.
 Retries and dead letters are the same for both schemas.
 
-Every delivery not yet done is kept in ``<data>/eventgrid.sqlite3`` (``eventgrid_pending``) with
-its attempts and the time of its next attempt, so a restarted cloud carries on where it stopped.
+Every delivery not yet done is kept in ``<data>/eventgrid.sqlite3`` (``eventgrid_store``) with
+its attempts and the time of its next attempt, so a restarted cloud carries on where it stopped;
+so are the subscriptions created or deleted through the admin endpoint.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from typing import Any
 import aiohttp
 
 from local.cloud.eventgrid_events import as_cloud_event, event_time
-from local.cloud.eventgrid_pending import Pending, PendingDeliveries
+from local.cloud.eventgrid_store import EventGridStore, Pending
 from local.cloud.topology import EventGridSettings, EventSubscription
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class EventDelivery:
     def __init__(self, data_dir: Path, settings: EventGridSettings, validation_base_url: str) -> None:
         self.settings = settings
         self.dead_letter_path = data_dir / "deadletter.jsonl"
-        self.pending = PendingDeliveries(data_dir / "eventgrid.sqlite3")
+        self.store = EventGridStore(data_dir / "eventgrid.sqlite3")
         self._validation_base_url = validation_base_url
         self._subscriptions: dict[str, SubscriptionState] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -117,15 +118,18 @@ class EventDelivery:
         self._pending_manual: dict[str, SubscriptionState] = {}
 
     async def start(self) -> None:
-        """Open the HTTP session and resume the deliveries a previous run left pending.
-
-        Call it after the topology's subscriptions are added: a pending delivery whose
-        subscription is gone (one added through the admin endpoint, which a restart forgets) is
-        dropped with a warning.
-        """
+        """Open the HTTP session, apply the admin endpoint's subscription changes of earlier runs
+        on top of the topology's subscriptions (call it after adding those), and resume the
+        deliveries a previous run left pending."""
         # trust_env stays off: webhooks are local and must never go through a proxy.
         self._session = aiohttp.ClientSession()
-        resumed = self.pending.all()
+        for name, spec in self.store.subscription_changes():
+            if spec is None:
+                self._subscriptions.pop(name, None)
+            else:
+                # It passed its handshake when it was created; Azure does not validate it again.
+                self._subscriptions[name] = SubscriptionState(spec, validated=True)
+        resumed = self.store.pending()
         for pending in resumed:
             self._spawn(self._deliver(pending))
         if resumed:
@@ -140,7 +144,7 @@ class EventDelivery:
                 await task
         if self._session is not None:
             await self._session.close()
-        self.pending.close()
+        self.store.close()
 
     def update_settings(self, **changes: Any) -> EventGridSettings:
         self.settings = replace(self.settings, **changes)
@@ -149,7 +153,7 @@ class EventDelivery:
     # -- subscriptions ------------------------------------------------------------------------
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        pending = self.pending.all()
+        pending = self.store.pending()
         return [
             {
                 **s.spec.__dict__,
@@ -172,12 +176,14 @@ class EventDelivery:
         state = SubscriptionState(spec)
         await self._handshake(state)
         self._subscriptions[spec.name] = state
+        self.store.save_subscription(spec)
 
     def remove(self, name: str) -> bool:
         """Delete a subscription; its pending deliveries stop (the next attempt finds it gone)."""
         removed = self._subscriptions.pop(name, None) is not None
         if removed:
-            self.pending.drop_subscription(name)
+            self.store.delete_subscription(name)
+            self.store.drop_pending(name)
         return removed
 
     def validate_by_url(self, name: str, code: str) -> bool:
@@ -283,7 +289,7 @@ class EventDelivery:
             if state.spec.vault != vault or not state.spec.accepts(event["eventType"], event["subject"]):
                 continue
             matched += 1
-            pending = self.pending.add(
+            pending = self.store.add(
                 state.spec.name, event, published_at=published_at, publish_time=publish_time
             )
             self._spawn(self._deliver(pending))
@@ -311,7 +317,7 @@ class EventDelivery:
                 logger.warning(
                     "event %s dropped: subscription %s no longer exists", event["id"], pending.subscription
                 )
-                self.pending.done(pending)
+                self.store.done(pending)
                 return
             spec = state.spec
             status: int | None
@@ -339,10 +345,10 @@ class EventDelivery:
             )
             if status in SUCCESS:
                 logger.info("delivered %s to %s (attempt %d)", event["id"], spec.name, attempts)
-                self.pending.done(pending)
+                self.store.done(pending)
                 if self.settings.duplicates and not pending.duplicate:
                     # Event Grid is at least once; this switch makes "at least" visible on purpose.
-                    copy = self.pending.add(
+                    copy = self.store.add(
                         spec.name,
                         event,
                         published_at=pending.published_at,
@@ -364,13 +370,13 @@ class EventDelivery:
                 reason = "TimeToLiveExceeded"
             if reason is not None:
                 self._dead_letter(spec, event, reason, attempts, outcome, status, pending.publish_time)
-                self.pending.done(pending)
+                self.store.done(pending)
                 return
             logger.info(
                 "delivery of %s to %s failed (%s); retry in %.3fs", event["id"], spec.name, outcome, delay
             )
             pending.next_attempt_at = time.time() + delay
-            self.pending.retry_later(pending)
+            self.store.retry_later(pending)
 
     async def _post(
         self, spec: EventSubscription, event: dict[str, Any], delivery_count: int

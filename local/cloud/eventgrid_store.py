@@ -1,6 +1,10 @@
-"""Event Grid deliveries not yet done, in ``<data>/eventgrid.sqlite3``, so they survive a restart.
+"""Event Grid state kept in ``<data>/eventgrid.sqlite3``, so it survives a restart of the local cloud.
 
-One row per event and subscription: the event (in the Event Grid schema, as published), the
+Event subscriptions created or deleted through the admin endpoint: in Azure a subscription is a
+resource, so it outlives a restart of the service; here the topology's subscriptions are added at
+each start and these changes are applied on top (a deleted topology subscription stays deleted).
+
+Deliveries not yet done: one row per event and subscription: the event (in the Event Grid schema, as published), the
 attempts made so far and the wall-clock time of the next one. A row is written before the first
 attempt and removed once the event is delivered or dead-lettered; after each failed attempt its
 counters are updated. Each change is one autocommitted statement, hence atomic.
@@ -13,9 +17,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from local.cloud.topology import EventSubscription
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -27,6 +33,11 @@ CREATE TABLE IF NOT EXISTS pending (
     published_at REAL NOT NULL,     -- epoch seconds; the time to live counts from here
     publish_time TEXT NOT NULL,     -- the same, as dead letters spell it
     duplicate INTEGER NOT NULL      -- a deliberate second copy (the duplicates switch)
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    name TEXT PRIMARY KEY,
+    spec TEXT,                      -- JSON of the EventSubscription; NULL once deleted
+    changed_seq INTEGER NOT NULL    -- order of the admin changes
 );
 """
 
@@ -43,7 +54,7 @@ class Pending:
     duplicate: bool
 
 
-class PendingDeliveries:
+class EventGridStore:
     def __init__(self, path: Path) -> None:
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -90,11 +101,37 @@ class PendingDeliveries:
     def done(self, pending: Pending) -> None:
         self._db.execute("DELETE FROM pending WHERE id = ?", (pending.row_id,))
 
-    def drop_subscription(self, subscription: str) -> int:
+    def drop_pending(self, subscription: str) -> int:
         """Forget every pending delivery of a deleted subscription (Azure drops them too)."""
         return self._db.execute("DELETE FROM pending WHERE subscription = ?", (subscription,)).rowcount
 
-    def all(self) -> list[Pending]:
+    def save_subscription(self, spec: EventSubscription) -> None:
+        self._record(spec.name, json.dumps(asdict(spec)))
+
+    def delete_subscription(self, name: str) -> None:
+        self._record(name, None)
+
+    def _record(self, name: str, spec: str | None) -> None:
+        self._db.execute(
+            "INSERT INTO subscriptions (name, spec, changed_seq)"
+            " VALUES (?, ?, (SELECT COALESCE(MAX(changed_seq), 0) + 1 FROM subscriptions))"
+            " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, changed_seq = excluded.changed_seq",
+            (name, spec),
+        )
+
+    def subscription_changes(self) -> list[tuple[str, EventSubscription | None]]:
+        """The admin changes, oldest first: (name, the subscription, or None once deleted)."""
+        changes: list[tuple[str, EventSubscription | None]] = []
+        for row in self._db.execute("SELECT name, spec FROM subscriptions ORDER BY changed_seq"):
+            if row["spec"] is None:
+                changes.append((row["name"], None))
+                continue
+            doc = json.loads(row["spec"])
+            doc["included_event_types"] = tuple(doc["included_event_types"])
+            changes.append((row["name"], EventSubscription(**doc)))
+        return changes
+
+    def pending(self) -> list[Pending]:
         return [
             Pending(
                 row_id=row["id"],
