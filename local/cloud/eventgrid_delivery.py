@@ -1,7 +1,7 @@
 """Webhook delivery as Event Grid does it: validation handshake, retries, dead letters, duplicates.
 
-Each event goes to each matching subscription as a one-element JSON array, ``aeg-event-type:
-Notification``. Only 200-204 count as delivered; 400, 401, 403 and 413 are not retried; any
+Each event goes to each matching subscription as a one-element JSON array (Event Grid schema) or
+one CloudEvent (see below), ``aeg-event-type: Notification``. Only 200-204 count as delivered; 400, 401, 403 and 413 are not retried; any
 other outcome is retried on Azure's schedule (10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h,
 3 h, 6 h, then every 12 h) multiplied by ``retry_schedule_scale``, until ``max_delivery_attempts``
 or the event's time to live runs out; then the event is appended to ``<data>/deadletter.jsonl``

@@ -4,8 +4,8 @@ Event subscriptions created or deleted through the admin endpoint: in Azure a su
 resource, so it outlives a restart of the service; here the topology's subscriptions are added at
 each start and these changes are applied on top (a deleted topology subscription stays deleted).
 
-Deliveries not yet done: one row per event and subscription: the event (in the Event Grid schema, as published), the
-attempts made so far and the wall-clock time of the next one. A row is written before the first
+Deliveries not yet done: one row per event and subscription: the event (in the Event Grid
+schema, as published), the attempts made so far and the wall-clock time of the next one. A row is written before the first
 attempt and removed once the event is delivered or dead-lettered; after each failed attempt its
 counters are updated. Each change is one autocommitted statement, hence atomic.
 
