@@ -1,7 +1,7 @@
 """Webhook delivery as Event Grid does it: validation handshake, retries, dead letters, duplicates.
 
-Each event goes to each matching subscription as a one-element JSON array, ``aeg-event-type:
-Notification``. Only 200-204 count as delivered; 400, 401, 403 and 413 are not retried; any
+Each event goes to each matching subscription as a one-element JSON array (Event Grid schema) or
+one CloudEvent (see below), ``aeg-event-type: Notification``. Only 200-204 count as delivered; 400, 401, 403 and 413 are not retried; any
 other outcome is retried on Azure's schedule (10 s, 30 s, 1 min, 5 min, 10 min, 30 min, 1 h,
 3 h, 6 h, then every 12 h) multiplied by ``retry_schedule_scale``, until ``max_delivery_attempts``
 or the event's time to live runs out; then the event is appended to ``<data>/deadletter.jsonl``
@@ -13,6 +13,17 @@ is created and refuses to create it when the handshake fails. The webhooks of a 
 usually started after the local cloud (they need its environment), so a topology subscription is
 validated lazily, before its first delivery, and a failed handshake counts as a failed attempt.
 Subscriptions added through the admin endpoint are validated at once, as in Azure.
+
+A subscription with ``event_delivery_schema: CloudEventSchemaV1_0`` gets each event as one
+CloudEvents 1.0 object in structured mode (``Content-Type: application/cloudevents+json;
+charset=utf-8``; the ``aeg-*`` headers as for the Event Grid schema), and its endpoint is validated
+by the CloudEvents abuse-protection handshake instead: ``OPTIONS`` with ``WebHook-Request-Origin:
+eventgrid.azure.net``, answered by a 200 whose ``WebHook-Allowed-Origin`` is that origin or ``*``.
+Retries and dead letters are the same for both schemas.
+
+Every delivery not yet done is kept in ``<data>/eventgrid.sqlite3`` (``eventgrid_store``) with
+its attempts and the time of its next attempt, so a restarted cloud carries on where it stopped;
+so are the subscriptions created or deleted through the admin endpoint.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ from typing import Any
 
 import aiohttp
 
-from local.cloud.eventgrid_events import event_time
+from local.cloud.eventgrid_events import as_cloud_event, event_time
+from local.cloud.eventgrid_store import EventGridStore, Pending
 from local.cloud.topology import EventGridSettings, EventSubscription
 
 logger = logging.getLogger(__name__)
@@ -41,6 +53,10 @@ RETRY_SCHEDULE_SECONDS = (10, 30, 60, 300, 600, 1800, 3600, 10800, 21600)
 AFTER_SCHEDULE_SECONDS = 43200
 SUCCESS = frozenset({200, 201, 202, 203, 204})
 NOT_RETRIED = frozenset({400, 401, 403, 413})
+# What Azure's public cloud puts in WebHook-Request-Origin; a webhook may also allow "*".
+REQUEST_ORIGIN = "eventgrid.azure.net"
+EVENT_GRID_CONTENT_TYPE = "application/json; charset=utf-8"
+CLOUD_EVENTS_CONTENT_TYPE = "application/cloudevents+json; charset=utf-8"
 
 
 def retry_delay(attempts_made: int, scale: float) -> float:
@@ -85,13 +101,14 @@ class AttemptRecord:
 
 
 class ValidationFailed(Exception):
-    """The webhook did not complete the SubscriptionValidation handshake."""
+    """The webhook did not complete the validation handshake (SubscriptionValidation or OPTIONS)."""
 
 
 class EventDelivery:
     def __init__(self, data_dir: Path, settings: EventGridSettings, validation_base_url: str) -> None:
         self.settings = settings
         self.dead_letter_path = data_dir / "deadletter.jsonl"
+        self.store = EventGridStore(data_dir / "eventgrid.sqlite3")
         self._validation_base_url = validation_base_url
         self._subscriptions: dict[str, SubscriptionState] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -101,10 +118,25 @@ class EventDelivery:
         self._pending_manual: dict[str, SubscriptionState] = {}
 
     async def start(self) -> None:
+        """Open the HTTP session, apply the admin endpoint's subscription changes of earlier runs
+        on top of the topology's subscriptions (call it after adding those), and resume the
+        deliveries a previous run left pending."""
         # trust_env stays off: webhooks are local and must never go through a proxy.
         self._session = aiohttp.ClientSession()
+        for name, spec in self.store.subscription_changes():
+            if spec is None:
+                self._subscriptions.pop(name, None)
+            else:
+                # It passed its handshake when it was created; Azure does not validate it again.
+                self._subscriptions[name] = SubscriptionState(spec, validated=True)
+        resumed = self.store.pending()
+        for pending in resumed:
+            self._spawn(self._deliver(pending))
+        if resumed:
+            logger.info("resuming %d pending event delivery(ies)", len(resumed))
 
     async def stop(self) -> None:
+        # Deliveries in flight are cancelled; their rows stay, so the next start delivers them.
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
@@ -112,6 +144,7 @@ class EventDelivery:
                 await task
         if self._session is not None:
             await self._session.close()
+        self.store.close()
 
     def update_settings(self, **changes: Any) -> EventGridSettings:
         self.settings = replace(self.settings, **changes)
@@ -120,11 +153,13 @@ class EventDelivery:
     # -- subscriptions ------------------------------------------------------------------------
 
     def subscriptions(self) -> list[dict[str, Any]]:
+        pending = self.store.pending()
         return [
             {
                 **s.spec.__dict__,
                 "included_event_types": list(s.spec.included_event_types),
                 "validated": s.validated,
+                "pending": sum(1 for p in pending if p.subscription == s.spec.name),
             }
             for s in self._subscriptions.values()
         ]
@@ -141,9 +176,15 @@ class EventDelivery:
         state = SubscriptionState(spec)
         await self._handshake(state)
         self._subscriptions[spec.name] = state
+        self.store.save_subscription(spec)
 
     def remove(self, name: str) -> bool:
-        return self._subscriptions.pop(name, None) is not None
+        """Delete a subscription; its pending deliveries stop (the next attempt finds it gone)."""
+        removed = self._subscriptions.pop(name, None) is not None
+        if removed:
+            self.store.delete_subscription(name)
+            self.store.drop_pending(name)
+        return removed
 
     def validate_by_url(self, name: str, code: str) -> bool:
         """The validationUrl flow: a GET with the right code validates the subscription."""
@@ -160,6 +201,10 @@ class EventDelivery:
     async def _handshake(self, state: SubscriptionState) -> None:
         async with state.lock:
             if state.validated:
+                return
+            if state.spec.cloud_events:
+                await self._options_handshake(state.spec)
+                state.validated = True
                 return
             state.validation_code = str(uuid.uuid4()).upper()
             state.manually_validated.clear()
@@ -179,7 +224,9 @@ class EventDelivery:
                     "metadataVersion": "1",
                     "dataVersion": "2",
                 }
-                status, body = await self._post(state.spec, [event], "SubscriptionValidation", 0)
+                status, body = await self._send(
+                    state.spec, json.dumps([event]), EVENT_GRID_CONTENT_TYPE, "SubscriptionValidation", 0
+                )
                 echoed = _validation_response(body)
                 if status == 200 and echoed is not None and echoed.upper() == state.validation_code:
                     state.validated = True
@@ -198,16 +245,54 @@ class EventDelivery:
             finally:
                 self._pending_manual.pop(state.spec.name, None)
 
+    async def _options_handshake(self, spec: EventSubscription) -> None:
+        """CloudEvents 1.0 abuse protection (HTTP Webhook spec, section 4), as Event Grid runs it.
+
+        Raises:
+            ValidationFailed: no 200, or a WebHook-Allowed-Origin that is neither the origin nor ``*``.
+        """
+        assert self._session is not None
+        status: int | str
+        allowed = ""
+        try:
+            async with self._session.options(
+                spec.endpoint,
+                headers={"WebHook-Request-Origin": REQUEST_ORIGIN},
+                timeout=aiohttp.ClientTimeout(total=self.settings.delivery_timeout_seconds),
+            ) as response:
+                status = response.status
+                allowed = response.headers.get("WebHook-Allowed-Origin", "")
+        except TimeoutError:
+            status = "TimedOut"
+        except aiohttp.ClientError as exc:
+            logger.info("validation of %s failed: %s", spec.name, type(exc).__name__)
+            status = "CannotConnect"
+        origins = {o.strip().lower() for o in allowed.split(",")}
+        if status == 200 and (REQUEST_ORIGIN in origins or "*" in origins):
+            return
+        detail = f"response code {status}" if status != 200 else f"WebHook-Allowed-Origin {allowed!r}"
+        raise ValidationFailed(
+            f"Webhook validation handshake failed for {spec.endpoint}. Http OPTIONS request failed with {detail}."
+        )
+
     # -- delivery -----------------------------------------------------------------------------
 
     def publish(self, topic: str, vault: str, event: dict[str, Any]) -> int:
-        """Queue ``event`` for every matching subscription; returns how many matched."""
+        """Queue ``event`` for every matching subscription; returns how many matched.
+
+        Each queued delivery is written to the pending store before this returns, so an event
+        the cloud accepted survives a restart.
+        """
         matched = 0
+        published_at, publish_time = time.time(), event_time()
         for state in list(self._subscriptions.values()):
             if state.spec.vault != vault or not state.spec.accepts(event["eventType"], event["subject"]):
                 continue
             matched += 1
-            self._spawn(self._deliver(state, event, duplicate=False))
+            pending = self.store.add(
+                state.spec.name, event, published_at=published_at, publish_time=publish_time
+            )
+            self._spawn(self._deliver(pending))
         logger.info(
             "event %s %s subject=%s matched %d subscription(s)",
             event["id"],
@@ -222,21 +307,29 @@ class EventDelivery:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, state: SubscriptionState, event: dict[str, Any], *, duplicate: bool) -> None:
-        spec = state.spec
-        published = time.monotonic()
-        publish_time = event_time()
-        attempts = 0
+    async def _deliver(self, pending: Pending) -> None:
+        event = pending.event
         while True:
+            await asyncio.sleep(max(0.0, pending.next_attempt_at - time.time()))
+            # Looked up at each attempt: a deleted subscription stops, a replaced one takes over.
+            state = self._subscriptions.get(pending.subscription)
+            if state is None:
+                logger.warning(
+                    "event %s dropped: subscription %s no longer exists", event["id"], pending.subscription
+                )
+                self.store.done(pending)
+                return
+            spec = state.spec
             status: int | None
             try:
                 if not state.validated:
                     await self._handshake(state)
-                status, body = await self._post(spec, [event], "Notification", attempts)
+                status, body = await self._post(spec, event, pending.attempts)
                 outcome = outcome_name(status, body if status is None else None)
             except ValidationFailed:
                 status, outcome = None, "ValidationFailed"
-            attempts += 1
+            pending.attempts += 1
+            attempts = pending.attempts
             self.attempts.append(
                 AttemptRecord(
                     spec.name,
@@ -247,17 +340,25 @@ class EventDelivery:
                     status,
                     outcome,
                     event_time(),
-                    duplicate,
+                    pending.duplicate,
                 )
             )
             if status in SUCCESS:
                 logger.info("delivered %s to %s (attempt %d)", event["id"], spec.name, attempts)
-                if self.settings.duplicates and not duplicate:
+                self.store.done(pending)
+                if self.settings.duplicates and not pending.duplicate:
                     # Event Grid is at least once; this switch makes "at least" visible on purpose.
-                    self._spawn(self._deliver(state, event, duplicate=True))
+                    copy = self.store.add(
+                        spec.name,
+                        event,
+                        published_at=pending.published_at,
+                        publish_time=pending.publish_time,
+                        duplicate=True,
+                    )
+                    self._spawn(self._deliver(copy))
                 return
             ttl_left = spec.event_time_to_live_minutes * 60 * self.settings.retry_schedule_scale - (
-                time.monotonic() - published
+                time.time() - pending.published_at
             )
             delay = retry_delay(attempts, self.settings.retry_schedule_scale)
             reason: str | None = None
@@ -268,29 +369,48 @@ class EventDelivery:
             elif delay > ttl_left:
                 reason = "TimeToLiveExceeded"
             if reason is not None:
-                self._dead_letter(spec, event, reason, attempts, outcome, status, publish_time)
+                self._dead_letter(spec, event, reason, attempts, outcome, status, pending.publish_time)
+                self.store.done(pending)
                 return
             logger.info(
                 "delivery of %s to %s failed (%s); retry in %.3fs", event["id"], spec.name, outcome, delay
             )
-            await asyncio.sleep(delay)
+            pending.next_attempt_at = time.time() + delay
+            self.store.retry_later(pending)
 
     async def _post(
-        self, spec: EventSubscription, events: list[dict[str, Any]], kind: str, delivery_count: int
+        self, spec: EventSubscription, event: dict[str, Any], delivery_count: int
+    ) -> tuple[int | None, str]:
+        """One notification in the subscription's schema: a one-event array, or one CloudEvent."""
+        if spec.cloud_events:
+            return await self._send(
+                spec,
+                json.dumps(as_cloud_event(event)),
+                CLOUD_EVENTS_CONTENT_TYPE,
+                "Notification",
+                delivery_count,
+            )
+        return await self._send(
+            spec, json.dumps([event]), EVENT_GRID_CONTENT_TYPE, "Notification", delivery_count
+        )
+
+    async def _send(
+        self, spec: EventSubscription, body: str, content_type: str, kind: str, delivery_count: int
     ) -> tuple[int | None, str]:
         assert self._session is not None
+        # The headers are the same for both schemas but for the content type (Azure's docs).
         headers = {
             "aeg-event-type": kind,
             "aeg-subscription-name": spec.name.upper(),
             "aeg-delivery-count": str(delivery_count),
-            "aeg-data-version": str(events[0].get("dataVersion", "1")),
+            "aeg-data-version": "1" if kind == "Notification" else "2",
             "aeg-metadata-version": "1",
-            "Content-Type": "application/json; charset=utf-8",
+            "Content-Type": content_type,
         }
         try:
             async with self._session.post(
                 spec.endpoint,
-                data=json.dumps(events).encode("utf-8"),
+                data=body.encode("utf-8"),
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.settings.delivery_timeout_seconds),
             ) as response:
@@ -316,8 +436,9 @@ class EventDelivery:
         )
         if not spec.dead_letter:
             return
+        # The event as the subscription delivers it (a local choice for CloudEvents subscriptions).
         record = {
-            **event,
+            **(as_cloud_event(event) if spec.cloud_events else event),
             "deadLetterReason": reason,
             "deliveryAttempts": attempts,
             "lastDeliveryOutcome": outcome,

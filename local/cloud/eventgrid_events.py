@@ -1,4 +1,4 @@
-"""Key Vault's Event Grid events, in the Event Grid schema, and the expiry scan that raises them.
+"""Key Vault's Event Grid events, in the Event Grid schema (or as CloudEvents 1.0), and the expiry scan.
 
 SecretNewVersionCreated is raised by the Key Vault routes on every new version; SecretNearExpiry
 and SecretExpired come from a periodic scan of every vault's current versions, each sent once
@@ -45,6 +45,26 @@ def secret_event(vault: Vault, version: SecretVersion, event_type: str) -> dict[
         },
         "dataVersion": "1",
         "metadataVersion": "1",
+    }
+
+
+def as_cloud_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The same event in the CloudEvents 1.0 schema, as Event Grid delivers a Key Vault event in it.
+
+    Azure's mapping (the Key Vault event schema page, "Cloud event schema" tab): ``topic`` becomes
+    ``source``, ``eventType`` ``type``, ``eventTime`` ``time``; ``id``, ``subject`` and ``data``
+    stay as they are; ``dataVersion``/``metadataVersion`` give way to ``specversion: "1.0"``. No
+    ``datacontenttype``: Azure's sample has none, and a JSON-format CloudEvent without it means
+    ``application/json`` (CloudEvents JSON format 3.1).
+    """
+    return {
+        "id": event["id"],
+        "source": event["topic"],
+        "subject": event["subject"],
+        "type": event["eventType"],
+        "time": event["eventTime"],
+        "data": event["data"],
+        "specversion": "1.0",
     }
 
 

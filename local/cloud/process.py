@@ -125,14 +125,20 @@ class AdminClient:
         included_event_types: list[str] | None = None,
         max_delivery_attempts: int = 30,
         event_time_to_live_minutes: int = 1440,
+        event_delivery_schema: str = "EventGridSchema",
     ) -> None:
-        """Add or replace; the webhook must answer the validation handshake now, as in Azure."""
+        """Add or replace; the webhook must answer the validation handshake now, as in Azure.
+
+        ``event_delivery_schema="CloudEventSchemaV1_0"`` delivers CloudEvents 1.0 and validates
+        with the OPTIONS handshake instead.
+        """
         body: dict[str, Any] = {
             "name": name,
             "vault": vault,
             "endpoint": endpoint,
             "max_delivery_attempts": max_delivery_attempts,
             "event_time_to_live_minutes": event_time_to_live_minutes,
+            "event_delivery_schema": event_delivery_schema,
         }
         if included_event_types is not None:
             body["included_event_types"] = included_event_types

@@ -28,8 +28,11 @@ _VAULT_NAME = re.compile(r"^[a-zA-Z](?!.*--)[a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
 _STORAGE_NAME = re.compile(r"^[a-z0-9]{3,24}$")
 # Event Grid's rule for custom topic names: 3-50 letters, digits and dashes.
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9-]{3,50}$")
-# The input schema of a custom topic; the local cloud serves CloudEvents 1.0 only.
+# The input schema of a custom topic (the local cloud serves CloudEvents 1.0 only) and one of the two
+# delivery schemas of an event subscription (ARM's ``eventDeliverySchema`` values).
 CLOUD_EVENT_SCHEMA = "CloudEventSchemaV1_0"
+EVENT_GRID_SCHEMA = "EventGridSchema"
+DELIVERY_SCHEMAS = (EVENT_GRID_SCHEMA, CLOUD_EVENT_SCHEMA)
 _SITE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -260,6 +263,11 @@ class EventSubscription:
     max_delivery_attempts: int = 30
     event_time_to_live_minutes: int = 1440
     dead_letter: bool = True
+    event_delivery_schema: str = EVENT_GRID_SCHEMA
+
+    @property
+    def cloud_events(self) -> bool:
+        return self.event_delivery_schema == CLOUD_EVENT_SCHEMA
 
     def accepts(self, event_type: str, subject: str) -> bool:
         return (
@@ -778,6 +786,14 @@ def event_subscription_from_doc(
         raise TopologyError(f"{where}: max_delivery_attempts must be between 1 and 30")
     if not 1 <= ttl <= 1440:
         raise TopologyError(f"{where}: event_time_to_live_minutes must be between 1 and 1440")
+    # ARM's own spelling is accepted too, so a subscription copied from a template keeps its schema.
+    schema = str(raw.get("event_delivery_schema", raw.get("eventDeliverySchema", EVENT_GRID_SCHEMA)))
+    # ARM matches enum values case-insensitively; the canonical spelling is kept.
+    canonical = {s.lower(): s for s in DELIVERY_SCHEMAS}.get(schema.lower())
+    if canonical is None:
+        raise TopologyError(
+            f"{where}: event_delivery_schema {schema!r} is not one of {', '.join(DELIVERY_SCHEMAS)}"
+        )
     return EventSubscription(
         name=name,
         vault=vault,
@@ -788,6 +804,7 @@ def event_subscription_from_doc(
         max_delivery_attempts=attempts,
         event_time_to_live_minutes=ttl,
         dead_letter=bool(raw.get("dead_letter", True)),
+        event_delivery_schema=canonical,
     )
 
 

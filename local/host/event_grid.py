@@ -1,6 +1,11 @@
-"""The Event Grid webhook: ``POST /runtime/webhooks/eventgrid?functionName=<fn>``.
+"""The Event Grid webhook: ``POST /runtime/webhooks/eventgrid?functionName=<fn>`` (and ``OPTIONS``).
 
 Behaviour of the Event Grid extension (HttpRequestProcessor and EventGridExtensionConfigProvider):
+- ``OPTIONS`` (the CloudEvents 1.0 abuse-protection handshake of a subscription delivering in the
+  CloudEvents schema): 200 with ``Webhook-Allowed-Origin`` = the request's ``WebHook-Request-Origin``
+  when it is one of Azure's clouds' Event Grid origins, else ``eventgrid.azure.net``. (The extension
+  answers 409 only for a .NET function bound to ``EventGridEvent``; a Python function's binding type
+  is unknown to it, so both handshakes succeed, as here.)
 - ``aeg-event-type: SubscriptionValidation``: 200 ``{"validationResponse": code}``, the code taken
   from ``[0].data.validationCode`` (or from the double-encoded ``data`` of a CloudEvent object);
 - ``Notification``: the body is an array (or one object); the function runs once per event, all
@@ -32,6 +37,24 @@ logger = logging.getLogger(__name__)
 
 def _bad_request(message: str) -> web.Response:
     return web.json_response({"Message": message}, status=400)
+
+
+# WebHook-Request-Origin values the extension echoes back; anything else gets the public cloud's.
+PUBLIC_CLOUD_ORIGIN = "eventgrid.azure.net"
+KNOWN_ORIGINS = frozenset(
+    {
+        PUBLIC_CLOUD_ORIGIN,
+        "eventgrid.azure.us",
+        "eventgrid.azure.eaglex.ic.gov",
+        "eventgrid.azure.microsoft.scloud",
+        "eventgrid.azure.cn",
+    }
+)
+
+
+def allowed_origin(request_origin: str | None) -> str:
+    """The ``Webhook-Allowed-Origin`` the extension answers an OPTIONS handshake with."""
+    return request_origin if request_origin in KNOWN_ORIGINS else PUBLIC_CLOUD_ORIGIN
 
 
 def validation_code(payload: Any) -> str:
@@ -67,6 +90,14 @@ class EventGridWebhook:
         entry = self.functions.get(name)
         if entry is None:
             return web.Response(status=404, text=f"cannot find function: '{name}'")
+        if request.method == "OPTIONS":
+            logger.info("event grid CloudEvents handshake for function %s", name)
+            return web.Response(
+                status=200,
+                headers={
+                    "Webhook-Allowed-Origin": allowed_origin(request.headers.get("WebHook-Request-Origin"))
+                },
+            )
         event_type = (request.headers.get("aeg-event-type") or "").lower()
         body = await request.read()
         if event_type == "subscriptionvalidation":

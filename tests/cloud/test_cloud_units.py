@@ -52,6 +52,10 @@ def test_placeholders_are_resolved_and_missing_ones_named() -> None:
         (lambda d: d["role_assignments"][0].update(scope="vault:nowhere-kv"), "unknown vault"),
         (lambda d: d["event_subscriptions"][0].update(max_delivery_attempts=31), "between 1 and 30"),
         (lambda d: d["event_subscriptions"][0].update(included_event_types=["Foo"]), "not emitted"),
+        (
+            lambda d: d["event_subscriptions"][0].update(event_delivery_schema="CustomInputSchema"),
+            "event_delivery_schema 'CustomInputSchema' is not one of EventGridSchema, CloudEventSchemaV1_0",
+        ),
         (lambda d: d["identities"][0].update(client_id="nope"), "not a GUID"),
     ],
 )
@@ -60,6 +64,24 @@ def test_invalid_topologies_name_the_bad_entry(change: Any, message: str) -> Non
     change(doc)
     with pytest.raises(TopologyError, match=message):
         parse(doc, ENV)
+
+
+@pytest.mark.parametrize(
+    ("given", "schema"),
+    [
+        ({}, "EventGridSchema"),
+        ({"event_delivery_schema": "cloudeventschemav1_0"}, "CloudEventSchemaV1_0"),  # ARM ignores case
+        ({"eventDeliverySchema": "CloudEventSchemaV1_0"}, "CloudEventSchemaV1_0"),  # ARM's spelling
+    ],
+)
+def test_event_delivery_schema_defaults_to_event_grid_and_is_canonical(
+    given: dict[str, str], schema: str
+) -> None:
+    doc = _doc()
+    doc["event_subscriptions"][0].update(given)
+    subscription = parse(doc, ENV).event_subscriptions[0]
+    assert subscription.event_delivery_schema == schema
+    assert subscription.cloud_events == (schema == "CloudEventSchemaV1_0")
 
 
 def test_role_assignments_cover_resources_below_their_scope_only() -> None:

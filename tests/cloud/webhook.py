@@ -1,7 +1,8 @@
 """A real HTTP webhook for the Event Grid tests: records every request and answers as told.
 
 It runs an aiohttp server on 127.0.0.1 in a thread of the test process. Each path behaves on its
-own: answer the validation handshake (or not), fail the next N notifications with a status.
+own: answer the validation handshake (or not), answer the CloudEvents OPTIONS handshake (or not),
+fail the next N notifications with a status.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ class Received:
     headers: dict[str, str]
     body: Any
     at: float
+    method: str = "POST"
 
 
 @dataclass
 class Behaviour:
     handshake: str = "echo"  # "echo" the code, "refuse" with 403, or "silent" (200 without the code)
     failures: list[int] = field(default_factory=list)  # statuses for the next notifications
+    # The OPTIONS handshake: "echo" the WebHook-Request-Origin, "star", "other" (another origin) or "refuse"
+    allowed_origin: str = "echo"
 
 
 class Webhook:
@@ -69,6 +73,7 @@ class Webhook:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/{tail:.*}", self._handle)
+        app.router.add_route("OPTIONS", "/{tail:.*}", self._options)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -92,6 +97,23 @@ class Webhook:
             if behaviour.failures:
                 return web.Response(status=behaviour.failures.pop(0))
         return web.Response(status=200)
+
+    async def _options(self, request: web.Request) -> web.Response:
+        with self._lock:
+            self.received.append(
+                Received(request.path, dict(request.headers), None, time.monotonic(), "OPTIONS")
+            )
+            behaviour = self.behaviours.setdefault(request.path, Behaviour())
+        origin = request.headers.get("WebHook-Request-Origin", "")
+        if behaviour.allowed_origin == "refuse":
+            return web.Response(status=403)
+        allowed = {"echo": origin, "star": "*", "other": "example.com"}[behaviour.allowed_origin]
+        return web.Response(status=200, headers={"WebHook-Allowed-Origin": allowed})
+
+    def options(self, path: str) -> list[Received]:
+        """The CloudEvents abuse-protection handshakes received on ``path``."""
+        with self._lock:
+            return [r for r in self.received if r.path == path and r.method == "OPTIONS"]
 
     def notifications(self, path: str) -> list[Received]:
         with self._lock:

@@ -122,3 +122,25 @@ def test_admin_endpoint_runs_the_event_grid_function(host: RunningHost) -> None:
     reply = host.api.call("POST", "/admin/functions/on_secret_event", json_body={"input": json.dumps(event)})
     assert reply.status == 202
     assert host.api.wait(f"eg-{event['id']}")["output"] == 1
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("eventgrid.azure.net", "eventgrid.azure.net"),
+        ("eventgrid.azure.us", "eventgrid.azure.us"),  # another Azure cloud's origin is echoed
+        ("attacker.example", "eventgrid.azure.net"),  # anything else gets the public cloud's
+        (None, "eventgrid.azure.net"),
+    ],
+)
+def test_cloudevents_options_handshake(host: RunningHost, origin: str | None, allowed: str) -> None:
+    headers = {"WebHook-Request-Origin": origin} if origin is not None else {}
+    reply = host.api.call("OPTIONS", WEBHOOK, headers=headers)
+    assert reply.status == 200
+    assert reply.headers["Webhook-Allowed-Origin"] == allowed
+    unknown = host.api.call(
+        "OPTIONS",
+        WEBHOOK.replace("on_secret_event", "nope"),
+        headers={"WebHook-Request-Origin": "eventgrid.azure.net"},
+    )
+    assert unknown.status == 404

@@ -90,6 +90,9 @@ def test_system_keys_guard_the_webhooks_and_reach_the_client(keyed_host: Running
     headers = {"aeg-event-type": "Unsubscribe"}
     assert api.call("POST", grid, json_body=[], headers=headers).status == 401
     assert api.call("POST", grid + f"&code={grid_key}", json_body=[], headers=headers).status == 202
+    # The CloudEvents OPTIONS handshake is guarded by the same key (Event Grid sends it to the same URL).
+    assert api.call("OPTIONS", grid).status == 401
+    assert api.call("OPTIONS", grid + f"&code={grid_key}").status == 200
 
     keyed = Api(keyed_host.base_url, key=keys["functionKeys"]["default"])
     links = keyed.call("POST", "/api/orchestrators/fan_out/keyed-1", json_body={"count": 2}).json()
