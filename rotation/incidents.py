@@ -30,8 +30,10 @@ CONTROL_ACTIONS = ("pause", "resume", "cancel")
 # At most this many secrets per incident: the listing's result and every sub-orchestration's
 # events are in the incident's history; a larger scope is split into several incidents.
 MAX_SECRETS = 5000
-# Completions per execution before the incident continues as new, keeping its history small.
-COMPLETIONS_PER_EXECUTION = 200
+# Completions per execution before the incident continues as new, keeping its history small:
+# every episode replays the whole execution, so at 200 an incident over 1,000 secrets spent most
+# of the host's time replaying (benchmarks/incident_rotation.py: 148-168 ms an episode; 65 at 50).
+COMPLETIONS_PER_EXECUTION = 50
 # Failures named in the status (the counts hold them all; the status must stay small).
 MAX_FAILURES_SHOWN = 20
 

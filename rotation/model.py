@@ -8,6 +8,7 @@ adapter edge; ``from_dict`` checks types so a malformed payload fails with a cle
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -113,6 +114,12 @@ def _to_plain(value: object) -> object:
     return value
 
 
+@functools.cache
+def _type_hints(tp: type) -> dict[str, Any]:
+    # Resolving a class's annotations is slow, and orchestrators parse records on every replay.
+    return typing.get_type_hints(tp)
+
+
 def _from_plain(tp: Any, data: object, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -143,7 +150,7 @@ def _from_plain(tp: Any, data: object, where: str) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, Mapping):
             raise InvalidRequest(f"{where} must be an object")
-        hints = typing.get_type_hints(tp)
+        hints = _type_hints(tp)
         kwargs = {}
         for f in dataclasses.fields(tp):
             if f.name in data:

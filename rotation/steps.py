@@ -161,6 +161,22 @@ def _tags_of(step: StepInput, vault: Vault) -> dict[str, str]:
     return dict(info.tags)
 
 
+def _check_companion(step: StepInput, versions: list[VersionInfo]) -> None:
+    """The companion name must hold only values this hub staged for this secret (tagged
+    ``rotation-of``): another secret by that name is someone else's, and is never touched.
+
+    Raises:
+        InvalidRequest: the name is taken by another secret (nothing was changed).
+    """
+    foreign = [v.version for v in versions if v.tags.get(metadata.PENDING_OF) != step.secret.secret_name]
+    if foreign:
+        raise InvalidRequest(
+            f"secret {step.secret.pending_name!r} exists and is not this hub's pending companion of "
+            f"{step.secret.secret_name!r} ({len(foreign)} version(s) without the tag {metadata.PENDING_OF}="
+            f"{step.secret.secret_name}): rename one of them; nothing was changed"
+        )
+
+
 def stage_pending(inp: StageInput, vault: Vault, settings: Settings, *, now: datetime) -> Staged:
     """Write a new value into the companion ``<name>-pending``, or reuse this rotation's.
 
@@ -172,6 +188,7 @@ def stage_pending(inp: StageInput, vault: Vault, settings: Settings, *, now: dat
     step = inp.step
     companion = step.secret.pending_name
     versions = vault.versions(companion)
+    _check_companion(step, versions)
     mine = _ours(versions, step.rotation_id)
     if mine:
         return Staged(

@@ -24,6 +24,7 @@ from rotation import clients, metadata, steps
 from rotation.clients import vault_named
 from rotation.errors import (
     AuthenticationFailed,
+    InvalidRequest,
     TargetError,
     TransientError,
     VerificationFailed,
@@ -264,6 +265,31 @@ def test_stage_disables_a_pending_value_left_by_another_rotation(stack: LocalSta
     mine = stage(step, vault)
     assert enabled_pending(stack, seeded.name) == [mine.pending_version]
     assert leftover.pending_version != mine.pending_version
+
+
+def test_stage_refuses_and_leaves_alone_another_secret_that_took_the_companion_name(
+    stack: LocalStack, vault: Vault
+) -> None:
+    seeded, step = seed(stack)
+    client = stack.secret_client(VAULT)
+    # Someone's own secret happens to be called "<name>-pending": not a companion of this hub.
+    theirs = client.set_secret(seeded.name + "-pending", "their-value", tags={"owner": "team-x"})
+
+    with pytest.raises(InvalidRequest, match="is not this hub's pending companion"):
+        steps.stage_pending(
+            StageInput(step, POSTGRESQL, 24),
+            vault,
+            Settings.from_environ({**os.environ}),
+            now=datetime.now(UTC),
+        )
+
+    kept = client.get_secret(seeded.name + "-pending")
+    assert (kept.properties.version, kept.properties.enabled) == (theirs.properties.version, True)
+    assert kept.value == "their-value"
+    assert [p.version for p in client.list_properties_of_secret_versions(seeded.name + "-pending")] == [
+        theirs.properties.version
+    ]
+    assert value_of(stack, seeded.name) == value_of(stack, seeded.name, seeded.version)  # untouched
 
 
 def test_plan_skips_a_version_that_is_no_longer_current(stack: LocalStack, vault: Vault) -> None:
