@@ -30,8 +30,11 @@ import argparse
 import os
 import re
 import secrets
+import shutil
+import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -59,6 +62,7 @@ STALL_SECONDS = 180
 DUE_IN = timedelta(days=10)
 NOT_DUE_IN = timedelta(days=90)
 SEED_THREADS = 8
+CORES = os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,24 @@ def instance_rows(stack: LocalStack) -> list[tuple[str, str, str, float, float]]
         ]
 
 
+def ended_count(stack: LocalStack, incident_id: str | None) -> tuple[int, bool]:
+    """(rotations ended, whether the incident, if any, has ended), counted by the store itself:
+    the poll must cost the machine next to nothing."""
+    assert stack.host is not None
+    path = stack.host.data_dir / "durable.sqlite"
+    ended = ",".join("?" * len(ENDED))
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        (rotations,) = db.execute(
+            f"SELECT count(*) FROM instances WHERE name = ? AND status IN ({ended})",  # noqa: S608 (placeholders)
+            (ROTATION, *ENDED),
+        ).fetchone()
+        incident = db.execute(
+            f"SELECT count(*) FROM instances WHERE instance_id = ? AND status IN ({ended})",  # noqa: S608
+            (incident_id, *ENDED),
+        ).fetchone()[0]
+    return int(rotations), incident_id is None or incident == 1
+
+
 def wait_until_ended(stack: LocalStack, expected: int, incident_id: str | None) -> None:
     """Poll the store until ``expected`` rotations (and the incident, if any) have ended.
 
@@ -147,11 +169,7 @@ def wait_until_ended(stack: LocalStack, expected: int, incident_id: str | None) 
     """
     ended_before, last_progress = -1, time.monotonic()
     while True:
-        rows = instance_rows(stack)
-        ended = sum(1 for _, name, status, _, _ in rows if name == ROTATION and status in ENDED)
-        incident_done = incident_id is None or any(
-            i == incident_id and status in ENDED for i, _, status, _, _ in rows
-        )
+        ended, incident_done = ended_count(stack, incident_id)
         if ended >= expected and incident_done:
             return
         if ended != ended_before:
@@ -195,6 +213,57 @@ def host_profile(log: str) -> dict[str, Any]:
     return {"activities": dict(activities), "episodes": dict(episodes)}
 
 
+class Sampler:
+    """py-spy sampling the stack's Python processes (host, its workers, the local cloud) while the
+    rotations run, only the stacks that hold the GIL (what bounds a process of Python threads);
+    one collapsed-stack file per process in ``directory``, summarised by ``summarise``."""
+
+    def __init__(self, directory: Path | None, label: str) -> None:
+        self.directory, self.label = directory, label
+        self._running: list[subprocess.Popen[bytes]] = []
+
+    def start(self, pids: dict[str, int]) -> None:
+        if self.directory is None:
+            return
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name, pid in pids.items():
+            output = self.directory / f"{self.label}-{name}.txt"
+            command = [spy, "record", "--pid", str(pid), "--format", "raw", "--gil", "--nonblocking"]
+            command += ["--rate", "50", "--output", str(output)]
+            if name == "host":
+                command.append("--subprocesses")
+            self._running.append(
+                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+
+    def stop(self) -> None:
+        for process in self._running:
+            process.send_signal(signal.SIGINT)
+        for process in self._running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self._running = []
+
+
+def summarise(path: Path, *, top: int = 25) -> list[tuple[str, str]]:
+    """The frames most samples of a collapsed-stack file pass through (inclusive), by function."""
+    inclusive: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        # A frame is "function (file:line)"; count each function once per stack.
+        for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";")}:
+            inclusive[frame] += int(count)
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return [(frame[:110], f"{100 * n / max(total, 1):.0f}%") for frame, n in ranked]
+
+
 def start(stack: LocalStack, run: Run) -> str | None:
     """Start the rotations as ``run`` says; returns the incident's id (None for the sweep)."""
     if run.how == "sweep":
@@ -214,7 +283,7 @@ def start(stack: LocalStack, run: Run) -> str | None:
     return str(body["id"])
 
 
-def measure(run: Run, *, workers: int, profile: bool) -> Result:
+def measure(run: Run, *, workers: int, profile: bool, spy_dir: Path | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="bench-incident-") as tmp:
         settings = {"FUNCTIONS_WORKER_PROCESS_COUNT": str(workers)}
         with LocalStack(
@@ -238,9 +307,14 @@ def measure(run: Run, *, workers: int, profile: bool) -> Result:
             log_start = log_file.stat().st_size
             groups = process_groups(stack)
             cpu_before = cpu_sample(groups)
+            sampler = Sampler(spy_dir, f"{run.secrets}-{run.how}-{run.max_per_vault or 'settings'}")
+            sampler.start({"host": stack.host.pid, "cloud": groups["local cloud"][0]})
             requested = time.time()
             incident_id = start(stack, run)
-            wait_until_ended(stack, run.secrets, incident_id)
+            try:
+                wait_until_ended(stack, run.secrets, incident_id)
+            finally:
+                sampler.stop()
             rows = instance_rows(stack)
             groups = process_groups(stack)  # workers replaced meanwhile count too
             cpu = {name: spent - cpu_before.get(name, 0.0) for name, spent in cpu_sample(groups).items()}
@@ -309,19 +383,30 @@ def report(results: Sequence[Result]) -> None:
     )
     for r in results:
         print(f"\n{r.run.secrets} secrets, {r.run.label}:")
-        wall = r.seconds
+        wall, n = r.seconds, len(r.durations)
+        total = sum(spent for name, spent in r.cpu.items() if name != "benchmark")
         rows = [
             ("seeding (logins and secrets)", _seconds(r.seed_seconds)),
             ("request to last completion", _seconds(wall)),
             ("first rotation started to last completion", _seconds(r.first_to_last)),
             ("mean rotation time", _seconds(statistics.fmean(r.durations))),
             *(
-                (f"CPU: {name}", f"{spent:.1f} s ({spent / wall:.2f} cores)")
+                (
+                    f"CPU: {name}",
+                    f"{spent:.1f} s ({spent / wall:.2f} cores, {1000 * spent / n:.0f} ms per rotation)",
+                )
                 for name, spent in sorted(r.cpu.items(), key=lambda item: -item[1])
             ),
             (
                 "CPU: all of the stack",
-                f"{sum(r.cpu.values()):.1f} s ({sum(r.cpu.values()) / wall:.2f} cores)",
+                f"{total:.1f} s ({total / wall:.2f} cores, {1000 * total / n:.0f} ms per rotation)",
+            ),
+            # What the CPU alone allows: every core busy with nothing else; one core for the host's
+            # process (one interpreter: its activity threads and episodes share one GIL).
+            (f"ceiling: {CORES} cores / all CPU per rotation", f"{n * CORES / total:.1f} rotations/s"),
+            (
+                "ceiling: one core / the host process's CPU per rotation",
+                f"{n / r.cpu['host']:.1f} rotations/s",
             ),
         ]
         if r.incident:
@@ -375,6 +460,12 @@ def plan(argv: Sequence[str] | None = None) -> tuple[list[Run], argparse.Namespa
     )
     parser.add_argument("--workers", type=int, default=1, help="FUNCTIONS_WORKER_PROCESS_COUNT of the host")
     parser.add_argument("--profile", action="store_true", help="also show activity and episode times")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        metavar="DIR",
+        help="sample the host and the local cloud with py-spy (requirements-dev) into DIR and summarise",
+    )
     args = parser.parse_args(argv)
     if args.vaults < 2:
         parser.error("--vaults must be at least 2 (the default topology's spoke vaults)")
@@ -391,8 +482,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = []
     for run in runs:
         print(f"-- {run.secrets} secrets in {run.vaults} vaults, {run.label} ...", flush=True)
-        results.append(measure(run, workers=args.workers, profile=args.profile))
+        results.append(measure(run, workers=args.workers, profile=args.profile, spy_dir=args.py_spy))
     report(results)
+    for sampled in sorted(args.py_spy.glob("*.txt")) if args.py_spy else []:
+        print(f"\nwhere {sampled.stem}'s samples holding the GIL are (inclusive):")
+        print_table(summarise(sampled))
     return 1 if any(r.failed for r in results) else 0
 
 
