@@ -260,7 +260,7 @@ def summarise(path: Path, *, top: int = 25) -> list[tuple[str, str]]:
         # A frame is "function (file:line)"; count each function once per stack.
         for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";")}:
             inclusive[frame] += int(count)
-    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    ranked = sorted(inclusive.items(), key=lambda item: (-item[1], item[0]))[:top]
     return [(frame[:110], f"{100 * n / max(total, 1):.0f}%") for frame, n in ranked]
 
 
@@ -398,7 +398,7 @@ def report(results: Sequence[Result]) -> None:
                 for name, spent in sorted(r.cpu.items(), key=lambda item: -item[1])
             ),
             (
-                "CPU: all of the stack",
+                "CPU: the whole stack (not the benchmark)",
                 f"{total:.1f} s ({total / wall:.2f} cores, {1000 * total / n:.0f} ms per rotation)",
             ),
             # What the CPU alone allows: every core busy with nothing else; one core for the host's
