@@ -21,7 +21,7 @@ times from its log).
     python -m benchmarks.incident_rotation [--secrets 1000,100] [--vaults 10]
         [--how incident,incident-raised,sweep] [--raised 50,50] [--workers 1] [--profile]
 
-Nothing here asserts a time (``make bench`` runs it with small sizes; the README has the figures).
+Nothing here asserts a time (``make bench`` runs it at 100 secrets; the README has the figures).
 """
 
 from __future__ import annotations

@@ -252,7 +252,7 @@ class PostgresCluster(ServerProcess):
     def create_logins(self, logins: Mapping[str, str]) -> None:
         """Create many login roles (name -> password) with one psql per ``BULK_ROLES`` of them:
         what ``create_login`` does for each, without a psql process and a TLS login per role
-        (seeding a benchmark's thousand logins one by one took about 40 ms each).
+        (measured while a benchmark ran beside it: 65 ms per login one by one, 10 ms in bulk).
 
         Raises:
             PostgresError: psql failed (the roles of a failed batch are not created).
