@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.table import print_grid
 from tests.deploy.deploy_package import SITE_PACKAGES, app_files, pip_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,20 +295,6 @@ def _mib(size: float) -> str:
     return f"{size / MIB:,.1f} MiB"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        return " | ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i]) for i, cell in enumerate(cells)
-        )
-
-    print(line(header))
-    print("-|-".join("-" * width for width in widths))
-    for row in rows:
-        print(line(row))
-
-
 def _spread(seconds: Sequence[float]) -> str:
     """Median [min–max] in milliseconds; a tenth of one below 10 ms."""
     median, low, high = (value * 1000 for value in (statistics.median(seconds), min(seconds), max(seconds)))
@@ -324,7 +311,7 @@ def report_packages(today: Package, graph: Package, graph_spec: str, work: Path)
     print(
         f"\nDeployment package (built app, .python_packages included); msgraph-sdk {version} from {graph_spec!r}"
     )
-    _table(
+    print_grid(
         ["package", "files", "folders", "on disk (du)", "apparent size", "zipped (deflate)", "pip"],
         [
             [today.label, f"{a.files:,}", f"{a.folders:,}", _mib(a.allocated), _mib(a.apparent), _mib(a_zip),
@@ -372,7 +359,7 @@ def report_imports(today: Package, graph: Package, probe_file: Path, runs: int, 
         rows.append([CLIENTS[client], CONTEXTS[context], _spread(client_s), _spread(first_s), _spread(total_s),
                      f"{reports[0]['stages']['client'][1]:,} + {reports[0]['stages']['first_use'][1]:,} = {modules:,}",
                      _mib(rss), _spread([r["wall"] for r in reports])])  # fmt: skip
-    _table(
+    print_grid(
         ["client", "context", "imports + client", "first use", "total", "modules (client + first use)",
          "peak RSS", "whole process"],
         rows,

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from benchmarks.processes import peak_rss_mib
 from benchmarks.table import print_table
 from local.scenario import ENDED, hub_call, rotations
 from local.stack import DATABASE_SERVERS, POSTGRESQL, LocalStack, Seeded
@@ -108,13 +109,6 @@ def request_lines(stack: LocalStack, start: int = 0) -> list[str]:
 def hub_vault_requests(stack: LocalStack) -> int:
     """Key Vault requests made by the hub's identity so far, from the local cloud's request log."""
     return sum(1 for line in request_lines(stack) if ".vault.azure.net" in line and HUB in line)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,6 +12,7 @@ requests-based sync SDK clients read when they are built or send.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import secrets
 import urllib.error
@@ -32,8 +33,9 @@ from azure.mgmt.storage.models import StorageAccountRegenerateKeyParameters
 from azure.mgmt.web import WebSiteManagementClient
 from azure.storage.blob import BlobServiceClient
 
-from local.cloud.process import LocalCloud
+from local.cloud.process import DEFAULT_TOPOLOGY, LocalCloud
 from local.cloud.tokens import TOKEN_KEY_FILE
+from local.cloud.topology import with_vaults_like
 from local.databases.base import LocalDatabase
 from local.databases.mariadb import MariaDBServer
 from local.databases.postgresql import PostgresCluster
@@ -69,6 +71,17 @@ BLOB_CONSUMER_SECRET = "ordersstore01-connection"  # noqa: S105 (a secret's name
 # The hub's own vault (not a spoke: not swept, holds the hub's own secrets such as a webhook URL)
 # and the Event Grid custom topic the hub's notifications go to (the hub is EventGrid Data Sender).
 HUB_VAULT = "hub-kv"
+# The default topology's spoke vaults are spoke1-kv and spoke2-kv; a stack asked for more adds
+# spoke3-kv, spoke4-kv, ... wired as spoke2-kv is (the hub's and the seeder's roles, an event
+# subscription to the hub), e.g. for the incident benchmark's ten vaults.
+DEFAULT_SPOKE_VAULTS = 2
+SPOKE_VAULT_TEMPLATE = "spoke2-kv"
+
+
+def spoke_vault_names(count: int) -> tuple[str, ...]:
+    return tuple(f"spoke{i}-kv" for i in range(1, count + 1))
+
+
 NOTIFY_TOPIC = "rotation-hub-events"
 # The database servers of a stack, by the rotation-target kind of the logins they hold. MariaDB
 # refuses logins with an expired password, as MySQL 8 (Azure's) does by default.
@@ -116,7 +129,10 @@ class LocalStack:
         databases: Sequence[str] = tuple(DATABASE_SERVERS),
         host_auth_keys: bool = False,
         easy_auth: bool = True,
+        spoke_vaults: int = DEFAULT_SPOKE_VAULTS,
     ) -> None:
+        if spoke_vaults < DEFAULT_SPOKE_VAULTS:
+            raise ValueError(f"a stack has at least {DEFAULT_SPOKE_VAULTS} spoke vaults, not {spoke_vaults}")
         self.data_dir = Path(data_dir).resolve()
         self.with_host = with_host
         # The host checks function keys, as in Azure (``func start`` checks none).
@@ -126,6 +142,7 @@ class LocalStack:
         self.extra_cloud_env = dict(cloud_env or {})
         # App Service authentication in front of the hub, as deployed: local/principals.py signs in.
         self.easy_auth = easy_auth
+        self.spoke_vaults = spoke_vault_names(spoke_vaults)
         self._sessions: dict[str, str] = {}
         self.hub_port = free_port()
         self.pg = PostgresCluster()
@@ -158,6 +175,7 @@ class LocalStack:
                 database.start()
             self.cloud = LocalCloud(
                 data_dir=self.data_dir / "cloud",
+                topology=self._topology(),
                 env={"HUB_URL": self.hub_url, "PG_PORT": str(self.pg.port), **self.extra_cloud_env},
             ).start()
             self._replaced_env = {name: os.environ.get(name) for name in self.cloud.client_env}
@@ -180,6 +198,16 @@ class LocalStack:
             self.stop()
             raise
         return self
+
+    def _topology(self) -> Path:
+        """The default topology, or (for more spoke vaults) a copy of it with them added."""
+        if len(self.spoke_vaults) == DEFAULT_SPOKE_VAULTS:
+            return DEFAULT_TOPOLOGY
+        doc = json.loads(DEFAULT_TOPOLOGY.read_text(encoding="utf-8"))
+        extra = self.spoke_vaults[DEFAULT_SPOKE_VAULTS:]
+        path = self.data_dir / "topology.json"
+        path.write_text(json.dumps(with_vaults_like(doc, extra, like=SPOKE_VAULT_TEMPLATE), indent=1))
+        return path
 
     def stop(self) -> None:
         if self.host is not None:
@@ -213,8 +241,8 @@ class LocalStack:
         return self.vault_arm_id(vault).split("/")[2]
 
     def app_settings(self) -> dict[str, str]:
-        """The hub's app settings for this stack: both spoke subscriptions allowed, both spoke
-        vaults swept, notifications to the local topic, and retries quick enough for tests
+        """The hub's app settings for this stack: the spoke subscriptions allowed, every spoke
+        vault swept, notifications to the local topic, and retries quick enough for tests
         (overridable through ``app_settings``)."""
         vaults = sorted(v for v in self.info["vaults"] if v != HUB_VAULT)
         # Every setting is present, as in Azure (the host resolves %NAME% in trigger arguments

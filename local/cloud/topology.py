@@ -15,7 +15,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -806,6 +806,53 @@ def event_subscription_from_doc(
         dead_letter=bool(raw.get("dead_letter", True)),
         event_delivery_schema=canonical,
     )
+
+
+def with_vaults_like(doc: Mapping[str, Any], names: Sequence[str], *, like: str) -> dict[str, Any]:
+    """A copy of the topology document ``doc`` with vaults ``names`` added, each wired as vault
+    ``like`` is: in a resource group of its own (``rg-<name>``) in ``like``'s subscription, with
+    the role assignments scoped to ``vault:<like>`` and the event subscriptions of ``like``
+    repeated for it. How a benchmark or test gets many spoke vaults without a second copy of the
+    default topology.
+
+    Raises:
+        TopologyError: ``like`` is not a vault of ``doc``, or a name is taken or not a valid vault name.
+    """
+    copied: dict[str, Any] = json.loads(json.dumps(doc))
+    home = next(
+        (
+            subscription
+            for subscription in copied.get("subscriptions", [])
+            for group in subscription.get("resource_groups", [])
+            if any(str(v.get("name", "")).lower() == like.lower() for v in group.get("vaults", []))
+        ),
+        None,
+    )
+    if home is None:
+        raise TopologyError(f"vault {like!r} is not in the topology")
+    taken = {
+        str(v.get("name", "")).lower()
+        for subscription in copied["subscriptions"]
+        for group in subscription.get("resource_groups", [])
+        for v in group.get("vaults", [])
+    }
+    like_scope = f"vault:{like}".lower()
+    assignments = [
+        a for a in copied.get("role_assignments", []) if str(a.get("scope", "")).lower() == like_scope
+    ]
+    subscriptions = [
+        s for s in copied.get("event_subscriptions", []) if str(s.get("vault", "")).lower() == like.lower()
+    ]
+    for name in names:
+        if name.lower() in taken or not _VAULT_NAME.match(name):
+            raise TopologyError(f"vault {name!r} is taken or not a valid vault name")
+        taken.add(name.lower())
+        home["resource_groups"].append({"name": f"rg-{name}", "vaults": [{"name": name}]})
+        copied.setdefault("role_assignments", []).extend({**a, "scope": f"vault:{name}"} for a in assignments)
+        copied.setdefault("event_subscriptions", []).extend(
+            {**s, "name": f"{name}-{s['name']}", "vault": name} for s in subscriptions
+        )
+    return copied
 
 
 def load(path: Path, env: Mapping[str, str] | None = None) -> Topology:

@@ -103,6 +103,11 @@ class ServerProcess(abc.ABC):
         return self.root / "data"
 
     @property
+    def pid(self) -> int | None:
+        """The server's main process (PostgreSQL's postmaster), while it runs: for measuring."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def ca_file(self) -> Path:
         """The PEM certificate of the CA that signed the server's certificate."""
         return self.root / "ca.pem"

@@ -217,3 +217,30 @@ def test_graph_routes_match_what_clients_send() -> None:
         with pytest.raises(GraphRefusal) as refused:
             graph_route(method, path)
         assert refused.value.status == status
+
+
+def test_vaults_added_like_another_get_its_roles_and_event_subscriptions() -> None:
+    from local.cloud.process import DEFAULT_TOPOLOGY
+    from local.cloud.topology import with_vaults_like
+
+    default = json.loads(DEFAULT_TOPOLOGY.read_text())
+    env = {"HUB_URL": "http://127.0.0.1:1", "PG_PORT": "1", "PYTHON": "python3"}
+    names = [f"spoke{i}-kv" for i in range(3, 11)]
+    topology = parse(with_vaults_like(default, names, like="spoke2-kv"), env)
+    like = topology.vaults["spoke2-kv"]
+    for name in names:
+        vault = topology.vaults[name]
+        assert (vault.subscription_id, vault.resource_group) == (like.subscription_id, f"rg-{name}")
+        granted = {(a.identity, a.role_id) for a in topology.role_assignments if a.scope == vault.arm_id}
+        assert granted == {
+            (a.identity, a.role_id) for a in topology.role_assignments if a.scope == like.arm_id
+        }
+        assert [s.endpoint for s in topology.event_subscriptions if s.vault == name] == [
+            s.endpoint for s in topology.event_subscriptions if s.vault == "spoke2-kv"
+        ]
+    # The document it was made from is unchanged.
+    assert "spoke3-kv" not in json.dumps(default)
+    with pytest.raises(TopologyError, match="not in the topology"):
+        with_vaults_like(default, ["spoke3-kv"], like="nowhere-kv")
+    with pytest.raises(TopologyError, match="taken or not a valid"):
+        with_vaults_like(default, ["spoke1-kv"], like="spoke2-kv")

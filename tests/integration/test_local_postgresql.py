@@ -70,3 +70,14 @@ def test_foreground_mode_prints_how_to_connect_but_no_password() -> None:
 def test_the_admin_password_file_is_private(postgres: PostgresCluster) -> None:
     assert postgres.passfile.stat().st_mode & 0o077 == 0
     assert postgres.admin_user in postgres.passfile.read_text()
+
+
+def test_many_logins_are_created_at_once_without_their_passwords_in_the_log(
+    postgres: PostgresCluster,
+) -> None:
+    logins = {f"local_pg_bulk_{i}": f"bulk-password-{i}" for i in range(3)}
+    postgres.create_logins(logins)
+    for login, password in logins.items():
+        assert postgres.can_login(login, password)
+        assert not postgres.can_login(login, password + "x")
+        assert password not in postgres.server_log()
