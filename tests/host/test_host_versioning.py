@@ -291,3 +291,14 @@ def _start_with_input(host: RunningHost, name: str, instance_id: str, payload: A
         return await client.start_new(name, instance_id, payload)
 
     return with_client(host.api, work)
+
+
+def test_worker_processes_check_versions_the_same_way(host_factory: HostFactory, deploy: Deploy) -> None:
+    """With FUNCTIONS_WORKER_PROCESS_COUNT > 1 the host process still decides before any replay."""
+    host = host_factory(app=deploy(defaultVersion="2.0"), workers=2)
+    _start(host, "wait_then_report", "too-new", version="2.0.1")
+    _start(host, "wait_then_report", "current")
+    for instance_id in ("too-new", "current"):
+        assert host.api.raise_event(instance_id, "Continue", {}).status == 202
+    assert host.api.wait("current")["output"] == "2.0"
+    assert host.api.status("too-new").json()["runtimeStatus"] == "Pending"
