@@ -12,6 +12,14 @@ the issued credential); its previous credential stays valid after promotion and 
 on a durable timer once the overlap is over. When nothing can withdraw what it issued (a
 regenerated storage key), a required approval comes before the stage instead of after it.
 
+Orchestration versions (README "Versioning and upgrades"): host.json's ``defaultVersion`` stamps
+each instance, and a rotation keeps the action sequence of the version it started under, so a
+deployment never changes the path of the rotations waiting in flight. Version 1 is the release
+of 2026-11-25, which predates versioning: its instances carry no version (``"1.0"`` names it
+explicitly). It had no notifications, no write settle and no roll-forward, and removed the
+pending value in a cleanup step after the consumers' restarts; those points branch on
+``_version_1``. Version 2.0 is everything else in this module.
+
 A secret tagged ``rotation-window`` changes nothing outside its window: before the first change
 (the stage) the orchestration waits on a durable timer until the window opens, and again after
 an approval wait (before apply or verify) and before retiring the previous credential, should
@@ -59,10 +67,16 @@ class RotationFailed(Exception):
     """Ends the orchestration as Failed; its message is the orchestration's output."""
 
 
+def _version_1(context: df.DurableOrchestrationContext) -> bool:
+    """Whether this rotation started under version 1 (no version: before versioning)."""
+    return context.version in (None, "", "1.0")
+
+
 @bp.orchestration_trigger(context_name="context")
 def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
     request = RotationRequest.from_dict(context.get_input())
     saga = Saga(context, request.secret, request.policy)
+    version_1 = _version_1(context)
     step = StepInput(rotation_id=context.instance_id, secret=request.secret, version=request.version)
 
     def outcome(result: str, **fields: Any) -> dict[str, Any]:
@@ -97,8 +111,9 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
         if new_version is None:
             approve_first = plan.approval_required and plan.issue_after_approval
             if approve_first:
-                decision, timed_out = yield from _await_decision(saga, request)
-                yield from notify.decided(saga, decision, timed_out)
+                decision, timed_out = yield from _await_decision(saga, request, version_1)
+                if not version_1:
+                    yield from notify.decided(saga, decision, timed_out)
                 if not decision.approved:
                     result = "timed_out" if timed_out else "rejected"
                     return outcome(result, decision=decision, detail="nothing was changed")
@@ -121,8 +136,9 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             step = replace(step, pending_version=staged.pending_version)
 
             if approve_after_stage:
-                decision, timed_out = yield from _await_decision(saga, request)
-                yield from notify.decided(saga, decision, timed_out)
+                decision, timed_out = yield from _await_decision(saga, request, version_1)
+                if not version_1:
+                    yield from notify.decided(saga, decision, timed_out)
                 if not decision.approved:
                     compensated = yield from saga.compensate()
                     result = "timed_out" if timed_out else "rejected"
@@ -137,13 +153,13 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
             promoted = Promoted.from_dict(
                 (yield from saga.step("promote", "promote_secret", PromoteInput(step, plan.validity_days)))
             )
-            new_version, promoted_on = yield from _promoted(saga, step, promoted)
+            new_version, promoted_on = yield from _promoted(saga, step, promoted, version_1)
         yield from _finish(saga, request, plan, step, promoted_on, window)
         return outcome("rotated", new_version=new_version, decision=decision)
     except StepFailed as failed:
         found: Promoted | None = None
         result = "rotated"
-        if plan is not None:
+        if plan is not None and not version_1:  # version 1 went straight to the undos
             found = yield from _settle(saga, step, plan, failed)
             if found is None:
                 # The target took the new value and its undo failed: the vault would hold a value
@@ -162,7 +178,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
                 return outcome(result, new_version=new_version, decision=decision, detail=detail)
             except StepFailed as failed_after:
                 failed = failed_after
-        yield from _fail(saga, failed)
+        yield from _fail(saga, failed, version_1)
         raise AssertionError("unreachable: _fail raises") from None
 
 
@@ -193,16 +209,21 @@ def _settle(
     return landed
 
 
-def _promoted(saga: Saga, step: StepInput, promoted: Promoted) -> Generator[Any, Any, tuple[str, str | None]]:
+def _promoted(
+    saga: Saga, step: StepInput, promoted: Promoted, version_1: bool = False
+) -> Generator[Any, Any, tuple[str, str | None]]:
     """After promotion: the undos of the target no longer apply, the status shows the new
     version, and the pending value is disabled (by promote's own activity, unless that half
-    failed: then as a step of its own, with its retries). Returns the new version and when."""
+    failed: then as a step of its own, with its retries; version 1: by the cleanup step that
+    ``_finish`` runs after the restarts). Returns the new version and when."""
     # From here the vault serves the new value and the target accepts it: that pair is the
     # truth now, and reverting the target or withdrawing the credential would break it.
     saga.forget("revert_target")
     saga.forget("withdraw_credential")
     saga.set_status(newVersion=promoted.new_version)
-    if promoted.pending_disabled:
+    if version_1:
+        pass  # its cleanup comes after the restarts (discarding a disabled value is a no-op)
+    elif promoted.pending_disabled:
         saga.done_within("cleanup", "promote")
     else:
         yield from saga.step("cleanup", "discard_pending", step)
@@ -267,8 +288,8 @@ def _roll_forward(
     return promoted
 
 
-def _fail(saga: Saga, failed: StepFailed) -> Generator[Any, Any, None]:
-    """Undo what can be undone, say so in the status and a notification, end Failed."""
+def _fail(saga: Saga, failed: StepFailed, version_1: bool = False) -> Generator[Any, Any, None]:
+    """Undo what can be undone, say so in the status and a notification (not version 1), end Failed."""
     compensated = [*saga.undone, *(yield from saga.compensate())]
     saga.set_status(
         step="failed",
@@ -278,7 +299,8 @@ def _fail(saga: Saga, failed: StepFailed) -> Generator[Any, Any, None]:
         **({"promoted": True} if "promote" in saga.steps_done else {}),
     )
     saga.log("failed in step %s (%s)", failed.error.step, failed.error.error_class)
-    yield from notify.failed(saga, failed.error, compensated, promoted="promote" in saga.steps_done)
+    if not version_1:
+        yield from notify.failed(saga, failed.error, compensated, promoted="promote" in saga.steps_done)
     raise RotationFailed(f"{failed}; {_undo_summary(compensated)}") from None
 
 
@@ -324,14 +346,17 @@ def _await_window(saga: Saga, window: windows.Window | None) -> Generator[Any, A
     return waited
 
 
-def _await_decision(saga: Saga, request: RotationRequest) -> Generator[Any, Any, tuple[Decision, bool]]:
+def _await_decision(
+    saga: Saga, request: RotationRequest, version_1: bool = False
+) -> Generator[Any, Any, tuple[Decision, bool]]:
     """Race the RotationDecision event against a durable timer; the timeout rejects.
 
     Returns the decision and whether it was the timeout's."""
     context = saga.context
     deadline = context.current_utc_datetime + timedelta(hours=request.policy.approval_timeout_hours)
     saga.enter("approval", awaitingDecisionUntil=deadline.isoformat())
-    yield from notify.approval_waiting(saga, deadline)
+    if not version_1:
+        yield from notify.approval_waiting(saga, deadline)
     decision_task = context.wait_for_external_event(DECISION_EVENT)
     timer = context.create_timer(deadline)
     winner = yield context.task_any([decision_task, timer])

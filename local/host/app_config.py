@@ -1,7 +1,8 @@
 """What the host reads from the script root besides the code: host.json and local.settings.json.
 
-The real host takes the task hub name, the activity concurrency and the HTTP route prefix from
-host.json, and app settings from the environment (``func start`` loads local.settings.json's
+The real host takes the task hub name, the activity concurrency, the orchestration versioning
+settings (``local/host/versioning.py``) and the HTTP route prefix from host.json, and app
+settings from the environment (``func start`` loads local.settings.json's
 ``Values`` into it first). Trigger arguments such as ``schedule="%ROTATION_SWEEP_SCHEDULE%"`` are
 resolved from those settings.
 """
@@ -12,9 +13,11 @@ import json
 import os
 import re
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from local.host.versioning import VersioningConfigError, VersioningSettings
 
 # The real host's default when host.json names no hub (Functions v2+ with Azure Storage).
 DEFAULT_HUB_NAME = "TestHubName"
@@ -34,6 +37,7 @@ class HostJson:
     hub_name: str
     max_concurrent_activities: int
     route_prefix: str
+    versioning: VersioningSettings = field(default_factory=VersioningSettings)
 
 
 def read_host_json(script_root: Path) -> HostJson:
@@ -61,7 +65,16 @@ def read_host_json(script_root: Path) -> HostJson:
     prefix = http.get("routePrefix", DEFAULT_ROUTE_PREFIX)
     if not isinstance(prefix, str):
         raise ConfigError("extensions.http.routePrefix must be a string")
-    return HostJson(hub_name=str(hub), max_concurrent_activities=activities, route_prefix=prefix.strip("/"))
+    try:
+        versioning = VersioningSettings.from_durable_task(durable)
+    except VersioningConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+    return HostJson(
+        hub_name=str(hub),
+        max_concurrent_activities=activities,
+        route_prefix=prefix.strip("/"),
+        versioning=versioning,
+    )
 
 
 def load_local_settings(script_root: Path, environ: MutableMapping[str, str]) -> list[str]:

@@ -171,7 +171,8 @@ class DurableHttpApi:
                 input_text = json.dumps(json.loads(body.decode("utf-8")))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ClientError(400, "Invalid JSON content", str(exc)) from exc
-        new_id = self.ops.start(name, instance_id or None, input_text)
+        # DurableOrchestrationClient.start_new(..., version=...) sends ?version= (HttpApiHandler).
+        new_id = self.ops.start(name, instance_id or None, input_text, version=request.query.get("version"))
         return await self._created(request, new_id)
 
     async def _created(self, request: web.Request, instance_id: str) -> web.StreamResponse:

@@ -39,6 +39,7 @@ from local.host.invoker import Invoker
 from local.host.replay_workers import ReplayWorkers, WorkerDied
 from local.host.shared_commits import SharedCommitRolledBack, SharedCommits
 from local.host.store import TERMINAL_STATUSES, ActivityItem, Store
+from local.host.versioning import VersioningSettings
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +61,14 @@ class DurableEngine:
         invoker: Invoker,
         max_activities: int,
         workers: ReplayWorkers | None = None,
+        versioning: VersioningSettings | None = None,
     ) -> None:
         self.store = store
         self.index = index
         self.clock = clock
         self.invoker = invoker
         self.max_activities = max_activities
-        self.runner = EpisodeRunner(store, index, clock)
+        self.runner = EpisodeRunner(store, index, clock, versioning=versioning)
         self.workers = workers
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
@@ -207,6 +209,12 @@ class DurableEngine:
         logger.debug("episode failure", exc_info=exc)
 
     def _after_episode(self, result: EpisodeResult, elapsed_ms: float) -> None:
+        if result.rejected is not None:
+            # Not retried by this host (its version never changes): a newer one runs the events.
+            logger.warning(
+                "episode %s [%s] left queued: %s", result.name, result.instance_id, result.rejected
+            )
+            return
         self.episodes_run += 1
         for item in result.activities:
             self._dispatch_activity(item)

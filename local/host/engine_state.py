@@ -24,6 +24,8 @@ class RetryGroup:
     attempt: int
     phase: str  # "task": waiting for the attempt's result; "timer": waiting for the retry delay
     child_instance_id: str | None = None
+    # A sub-orchestration's explicit version (None: each attempt gets the host's defaultVersion).
+    version: str | None = None
 
 
 @dataclass

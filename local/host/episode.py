@@ -39,6 +39,13 @@ from local.host.history import EventType, OrchestrationStatus
 from local.host.lifecycle import RUNNING_STATUSES, create_instance, notify_parent, start_new_execution
 from local.host.orchestrator_call import OrchestratorAnswer, build_context_json, call_orchestrator
 from local.host.store import ActivityItem, InboxItem, Instance, Store, encode_engine, encode_event
+from local.host.versioning import (
+    MISMATCH_ERROR_TYPE,
+    MISMATCH_MESSAGE,
+    Verdict,
+    VersioningSettings,
+    normalize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +68,8 @@ class EpisodeResult:
     timers_changed: bool = False
     more: bool = False
     ran_orchestrator: bool = False
+    # Why nothing ran: the instance's version is not one this host runs (versionFailureStrategy Reject).
+    rejected: str | None = None
 
 
 @dataclass
@@ -81,7 +90,8 @@ class _Plan:
     activities: list[tuple[int, str, str | None]] = field(default_factory=list)
     timers: list[tuple[int, float, str]] = field(default_factory=list)
     cancelled_timers: list[int] = field(default_factory=list)
-    children: list[tuple[str, str, str | None, int]] = field(default_factory=list)
+    # (instance id, orchestrator, input, task id, version)
+    children: list[tuple[str, str, str | None, int, str | None]] = field(default_factory=list)
 
 
 @dataclass
@@ -117,10 +127,18 @@ def _is_retry_trigger(event: dict[str, Any], state: EngineState) -> bool:
 class EpisodeRunner:
     """Runs episodes against the store; the engine decides when and for which instance."""
 
-    def __init__(self, store: Store, index: FunctionIndex, clock: HostClock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        index: FunctionIndex,
+        clock: HostClock,
+        *,
+        versioning: VersioningSettings | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.clock = clock
+        self.versioning = versioning or VersioningSettings()
 
     # -- selection ------------------------------------------------------------------------
     def _select(self, items: list[InboxItem], instance: Instance, state: EngineState) -> _Selection:
@@ -198,10 +216,23 @@ class EpisodeRunner:
         live = [
             item for item in items if not (item.execution_id and item.execution_id != instance.execution_id)
         ]
+        verdict = self.versioning.verdict(instance.version)
+        if verdict is Verdict.REJECT:
+            # DTFx abandons the work item: every event stays queued, nothing is written, and the
+            # instance runs when a host whose version admits it (a newer deployment) picks it up.
+            return EpisodeResult(
+                instance.instance_id,
+                instance.name,
+                instance.status,
+                rejected=f"version {normalize(instance.version) or '(none)'} is not run by this host "
+                f"({self.versioning.describe()})",
+            )
+        now_epoch = self.clock.now_epoch()
+        if verdict is Verdict.FAIL:
+            return self._version_mismatch(instance, live, stale, now_epoch)
         state = EngineState.from_dict(instance.engine)
         selection = self._select(live, instance, state)
         selection.consumed.extend(stale)
-        now_epoch = self.clock.now_epoch()
         if selection.terminate is not None:
             return self._terminate(instance, selection, now_epoch)
         if not selection.batch:
@@ -248,6 +279,39 @@ class EpisodeRunner:
             self.store.append_history(instance.instance_id, length, events)
             instance.status = "Terminated"
             instance.output = reason
+            instance.updated_at = now_epoch
+            self.store.put_instance(instance)
+            self.store.clear_timers(instance.instance_id)
+            self.store.clear_activities(instance.instance_id)
+            parent = notify_parent(self.store, instance, timestamp=timestamp)
+            if parent:
+                result.wake.add(parent)
+        result.timers_changed = True
+        return result
+
+    def _version_mismatch(
+        self, instance: Instance, live: list[InboxItem], stale: list[int], now_epoch: float
+    ) -> EpisodeResult:
+        """versionFailureStrategy Fail: the episode's events go to history and the instance fails
+        with DTFx's VersionMismatch failure, without running the orchestrator."""
+        timestamp = to_iso(from_epoch(now_epoch))
+        delivered = [item.event for item in live]
+        # ExecutionStarted first, as in every episode of a new execution.
+        delivered.sort(key=lambda event: event.get("EventType") != EventType.EXECUTION_STARTED)
+        failure = {"ErrorType": MISMATCH_ERROR_TYPE, "ErrorMessage": MISMATCH_MESSAGE, "IsNonRetriable": True}
+        events = [
+            history.orchestrator_started(timestamp),
+            *delivered,
+            history.execution_completed(timestamp, OrchestrationStatus.Failed, MISMATCH_MESSAGE, failure),
+            history.orchestrator_completed(timestamp),
+        ]
+        result = EpisodeResult(instance.instance_id, instance.name, "Failed", delivered=len(delivered))
+        with self.store.transaction():
+            self.store.delete_inbox([item.id for item in live] + stale)
+            length = self.store.history_length(instance.instance_id)
+            self.store.append_history(instance.instance_id, length, events)
+            instance.status = "Failed"
+            instance.output = MISMATCH_MESSAGE
             instance.updated_at = now_epoch
             self.store.put_instance(instance)
             self.store.clear_timers(instance.instance_id)
@@ -467,12 +531,18 @@ class EpisodeRunner:
             plan.activities.append((task_id, group.name, group.input))
         else:
             child_id = group.child_instance_id or ""
+            version = self.versioning.version_for(group.version)
             plan.host_events.append(
                 history.sub_orchestration_created(
-                    timestamp, task_id, name=group.name, instance_id=child_id, input_text=group.input
+                    timestamp,
+                    task_id,
+                    name=group.name,
+                    instance_id=child_id,
+                    input_text=group.input,
+                    version=version,
                 )
             )
-            plan.children.append((child_id, group.name, group.input, task_id))
+            plan.children.append((child_id, group.name, group.input, task_id, version))
 
     def _schedule_new_leaves(
         self,
@@ -564,15 +634,22 @@ class EpisodeRunner:
                 "orchestration."
             )
         input_text = leaf.data.get("input")
+        # call_sub_orchestrator(..., version=...) wins; without one the child gets this host's
+        # defaultVersion (not the parent's version), as the extension's shim resolves it.
+        explicit = leaf.data.get("version")
+        if explicit is not None and not isinstance(explicit, str):
+            raise HostRejection(f"a sub-orchestration's version must be a string, got {explicit!r}")
+        version = self.versioning.version_for(explicit)
         plan.host_events.append(
             history.sub_orchestration_created(
-                timestamp, task_id, name=name, instance_id=child_id, input_text=input_text
+                timestamp, task_id, name=name, instance_id=child_id, input_text=input_text, version=version
             )
         )
-        plan.children.append((child_id, name, input_text, task_id))
+        plan.children.append((child_id, name, input_text, task_id, version))
         if leaf.action_type is ActionType.CALL_SUB_ORCHESTRATOR_WITH_RETRY:
             group = _retry_group("sub-orchestration", name, input_text, leaf.data)
             group.child_instance_id = child_id
+            group.version = explicit
             state.retries[str(task_id)] = group
 
     def _deterministic_guid(self, instance: Instance, state: EngineState, now: Any) -> str:
@@ -598,7 +675,7 @@ class EpisodeRunner:
         for timer_id in plan.cancelled_timers:
             self.store.cancel_timer(instance.instance_id, instance.execution_id, timer_id)
             result.timers_changed = True
-        for child_id, name, input_text, task_id in plan.children:
+        for child_id, name, input_text, task_id, version in plan.children:
             existing = self.store.get_instance(child_id)
             if existing is not None and existing.status in RUNNING_STATUSES:
                 reason = (
@@ -623,7 +700,9 @@ class EpisodeRunner:
                     "executionId": instance.execution_id,
                     "taskScheduledId": task_id,
                     "name": instance.name,
+                    "version": normalize(instance.version),
                 },
+                version=version,
             )
             result.wake.add(child_id)
 

@@ -65,7 +65,7 @@ def execution_started(
     timestamp: str,
     *,
     name: str,
-    version: str,
+    version: str | None,
     input_text: str | None,
     instance_id: str,
     execution_id: str,
@@ -75,7 +75,7 @@ def execution_started(
     if parent:
         parent_instance = {
             "Name": parent.get("name"),
-            "Version": "",
+            "Version": parent.get("version"),
             "TaskScheduleId": parent["taskScheduledId"],
             "OrchestrationInstance": {
                 "InstanceId": parent["instanceId"],
@@ -119,14 +119,20 @@ def timer_fired(timestamp: str, timer_id: int, fire_at: str) -> dict[str, Any]:
 
 
 def sub_orchestration_created(
-    timestamp: str, event_id: int, *, name: str, instance_id: str, input_text: str | None
+    timestamp: str,
+    event_id: int,
+    *,
+    name: str,
+    instance_id: str,
+    input_text: str | None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     return _event(
         EventType.SUB_ORCHESTRATION_CREATED,
         timestamp,
         event_id,
         Name=name,
-        Version="",
+        Version=version,
         InstanceId=instance_id,
         Input=input_text,
     )

@@ -20,6 +20,7 @@ from local.host.function_index import FunctionIndex
 from local.host.history import EventType
 from local.host.lifecycle import RUNNING_STATUSES, create_instance, new_instance_id
 from local.host.store import ActivityItem, Instance, InstanceQuery, Store
+from local.host.versioning import VersioningSettings
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +68,21 @@ def _invalid_id_reason(instance_id: str) -> str | None:
 class InstanceOperations:
     """The task hub's client API, shared by the public webhook routes and the SDK's RPC routes."""
 
-    def __init__(self, store: Store, index: FunctionIndex, clock: HostClock, engine: EngineHooks) -> None:
+    def __init__(
+        self,
+        store: Store,
+        index: FunctionIndex,
+        clock: HostClock,
+        engine: EngineHooks,
+        *,
+        versioning: VersioningSettings | None = None,
+    ) -> None:
         self.store = store
         self.index = index
         self.clock = clock
         self.engine = engine
         self.wake = engine.wake
+        self.versioning = versioning or VersioningSettings()
 
     def _timestamp(self) -> str:
         return to_iso(self.clock.now())
@@ -84,8 +94,13 @@ class InstanceOperations:
         return instance
 
     # -- start ---------------------------------------------------------------------------------
-    def start(self, name: str, instance_id: str | None, input_text: str | None) -> str:
-        """Create an instance; raises ClientError 400 for an unknown orchestrator or a bad id, 500 if running."""
+    def start(
+        self, name: str, instance_id: str | None, input_text: str | None, *, version: str | None = None
+    ) -> str:
+        """Create an instance; raises ClientError 400 for an unknown orchestrator or a bad id, 500 if running.
+
+        ``version`` (the start route's ``version`` query parameter) wins over host.json's
+        defaultVersion; an empty one starts an unversioned instance."""
         if name not in self.index.orchestrators:
             raise ClientError(
                 400,
@@ -112,6 +127,7 @@ class InstanceOperations:
                 name=name,
                 input_text=input_text,
                 now=self.clock.now_epoch(),
+                version=self.versioning.version_for(version),
             )
         self.wake(instance_id)
         logger.info("started orchestration %s [%s]", name, instance_id)
@@ -158,7 +174,9 @@ class InstanceOperations:
 
     # -- restart ------------------------------------------------------------------------------------
     def restart(self, instance_id: str, with_new_id: bool) -> str:
-        """Start the instance's orchestrator again with its original input (DurableClient.RestartAsync)."""
+        """Start the instance's orchestrator again with its original input (DurableClient.RestartAsync).
+
+        It is a new start, so it gets this host's defaultVersion, not the old instance's version."""
         instance = self.store.get_instance(instance_id)
         if instance is None:
             raise ClientError(
@@ -325,7 +343,9 @@ class InstanceOperations:
                     "executionId": parent.execution_id,
                     "taskScheduledId": created["EventId"],
                     "name": parent.name,
+                    "version": parent.version or None,
                 },
+                version=created.get("Version"),
             )
             woken.add(created["InstanceId"])
         elif child.status == "Completed":

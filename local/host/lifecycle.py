@@ -13,6 +13,7 @@ from local.host import history
 from local.host.clock import from_epoch, to_iso
 from local.host.engine_state import EngineState
 from local.host.store import Instance, Store
+from local.host.versioning import normalize
 
 # Statuses in which an instance id cannot be reused (the extension's default
 # OverridableExistingInstanceStates.NonRunningStates dedupes exactly these).
@@ -36,15 +37,18 @@ def create_instance(
     input_text: str | None,
     now: float,
     parent: dict[str, Any] | None = None,
+    version: str | None = None,
 ) -> Instance:
-    """Replace whatever had this id with a Pending instance whose ExecutionStarted waits in the inbox."""
+    """Replace whatever had this id with a Pending instance whose ExecutionStarted waits in the inbox.
+
+    ``version`` is the orchestration version it keeps for good (None: unversioned; stored as '')."""
     store.delete_instance(instance_id)
     execution_id = new_execution_id()
     instance = Instance(
         instance_id=instance_id,
         execution_id=execution_id,
         name=name,
-        version="",
+        version=normalize(version) or "",
         status="Pending",
         input=input_text,
         output=None,
@@ -60,7 +64,9 @@ def create_instance(
 
 
 def start_new_execution(store: Store, instance: Instance, *, input_text: str | None, now: float) -> None:
-    """Continue-as-new: same id, fresh history, new input; events for the old execution are dropped."""
+    """Continue-as-new: same id, fresh history, new input; events for the old execution are dropped.
+
+    The version stays (DTFx: the new ExecutionStarted carries the old execution's version)."""
     instance.execution_id = new_execution_id()
     instance.input = input_text
     instance.output = None
@@ -78,7 +84,8 @@ def _started_event(instance: Instance, now: float) -> dict[str, Any]:
     return history.execution_started(
         to_iso(from_epoch(now)),
         name=instance.name,
-        version=instance.version,
+        # Unversioned is null, as the extension writes it when no version applies.
+        version=normalize(instance.version),
         input_text=instance.input,
         instance_id=instance.instance_id,
         execution_id=instance.execution_id,

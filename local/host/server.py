@@ -96,8 +96,9 @@ class LocalHost:
             invoker=invoker,
             max_activities=max_activities,
             workers=ReplayWorkers(script_root, worker_count) if worker_count > 1 else None,
+            versioning=host_json.versioning,
         )
-        operations = InstanceOperations(store, index, clock, engine)
+        operations = InstanceOperations(store, index, clock, engine, versioning=host_json.versioning)
         self._timers = timers = TimerTriggers(index.timers, invoker=invoker, clock=clock, environ=os.environ)
         durable_api = DurableHttpApi(operations, urls, clock, authorizer)
         http_router = HttpTriggerRouter(index.http, invoker=invoker, authorizer=authorizer)
@@ -132,10 +133,11 @@ class LocalHost:
         await site.start()
         await timers.start()
         logger.info(
-            "host listening on %s (task hub %s, %d worker processes, %d activity slots, time scale %g, "
-            "auth %s, easy auth %s)",
+            "host listening on %s (task hub %s, orchestration versions: %s, %d worker processes, "
+            "%d activity slots, time scale %g, auth %s, easy auth %s)",
             self.base_url,
             host_json.hub_name,
+            host_json.versioning.describe(),
             worker_count,
             max_activities,
             options.time_scale,

@@ -8,6 +8,7 @@ from typing import Any
 from local.host.clock import from_epoch, to_status_iso
 from local.host.history import EventType, OrchestrationStatus
 from local.host.store import Instance
+from local.host.versioning import normalize
 
 
 def parse_token(text: str | None) -> Any:
@@ -29,6 +30,12 @@ def status_payload(
     payload: dict[str, Any] = {
         "name": instance.name,
         "instanceId": instance.instance_id,
+    }
+    version = normalize(instance.version)
+    if version is not None:
+        # Since the extension's PR 3532 (2026): present for a versioned instance, omitted otherwise.
+        payload["version"] = version
+    payload |= {
         "runtimeStatus": instance.status,
         "input": parse_token(instance.input) if show_input else None,
         "customStatus": parse_token(instance.custom_status),
