@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 from local.host.process import HostProcess
@@ -31,14 +30,9 @@ from tests.unit.test_rotate_secret_orchestrator import (
     plan,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-# The last commit of the 2026-11-25 release: version 1 of rotate_secret.
-RELEASE_1 = "ba1de104b45453a733fb23e219c4661e0ddddd05"
-RELEASE_1_ORCHESTRATOR = (
-    "orchestrators/__init__.py",
-    "orchestrators/rotate_secret.py",
-    "orchestrators/saga.py",
-)
+# Version 1 of rotate_secret: the orchestrator of the 2026-11-25 release, frozen in
+# tests/apps/release_1 (its README says from which commit).
+RELEASE_1 = Path(__file__).resolve().parents[1] / "apps" / "release_1"
 APPROVED = {"approved": True, "approver": "alice", "reason": "change window agreed"}
 REJECTED = {"approved": False, "approver": "bob", "reason": "not this week"}
 
@@ -47,15 +41,7 @@ def _release_1_app(base: Path) -> Path:
     """The scripted app with version 1's orchestrator and version 1's host.json (no defaultVersion)."""
     root = base / "release-1"
     shutil.copytree(APP, root, ignore=shutil.ignore_patterns("__pycache__"))
-    for path in RELEASE_1_ORCHESTRATOR:
-        text = subprocess.run(
-            ["git", "-C", str(REPO), "show", f"{RELEASE_1}:{path}"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        (root / path).parent.mkdir(exist_ok=True)
-        (root / path).write_text(text, encoding="utf-8")
+    shutil.copytree(RELEASE_1 / "orchestrators", root / "orchestrators", dirs_exist_ok=True)
     host_json = json.loads((APP / "host.json").read_text())
     del host_json["extensions"]["durableTask"]["defaultVersion"]
     (root / "host.json").write_text(json.dumps(host_json))
