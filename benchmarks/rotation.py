@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,14 @@ def rotate_in_process(stack: LocalStack, seeded: Seeded) -> float:
     step = StepInput(secret.rotation_id(seeded.version), secret, seeded.version)
     started = time.perf_counter()
     plan = steps.plan(step, vault.memoizing(), settings)
+    step = replace(step, tags=plan.tags)  # as the orchestrator hands plan's tags on
     staged = steps.stage_pending(
-        StageInput(step, plan.target_kind, 24), vault.memoizing(), settings, now=datetime.now(UTC)
+        StageInput(step, plan.target_kind, 24, login=plan.login),
+        vault.memoizing(),
+        settings,
+        now=datetime.now(UTC),
     )
-    step = StepInput(step.rotation_id, secret, seeded.version, staged.pending_version)
+    step = replace(step, pending_version=staged.pending_version)
     steps.apply_target(step, vault.memoizing(), settings)
     steps.verify_target(step, vault.memoizing(), settings)
     steps.promote_and_clean_up(

@@ -35,6 +35,7 @@ from orchestrators.saga import StepError, StepFailed, call_with_retries
 from rotation.incidents import (
     ADMISSION_TIMEOUT_MINUTES,
     ADMIT_EVENT,
+    ADMITTING,
     CONTROL_ACTIONS,
     CONTROL_EVENT,
     MAX_FAILURES_SHOWN,
@@ -200,11 +201,14 @@ def incident(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
     request = IncidentRequest.from_dict(context.get_input())
     summary = _Summary(context, request)
     if request.progress is None:
+        summary.state = ADMITTING
         summary.publish()
         if not (yield from _admitted(context)):
             summary.state = "not admitted"
             summary.publish()
             return {"state": summary.state, "notStarted": []}
+        summary.state = "listing"
+        summary.publish()
         listing = yield from _list(context, request, summary)
         summary.listed(listing)
         queue = list(listing.items)

@@ -26,6 +26,9 @@ CONTROL_EVENT = "IncidentControl"
 # two), the incident ends "not admitted" after this long and changes nothing.
 ADMIT_EVENT = "IncidentAdmitted"
 ADMISSION_TIMEOUT_MINUTES = 5
+# The incident's state until its starter admitted it; how long another starter waits for that.
+ADMITTING = "admitting"
+ADMISSION_WAIT_SECONDS = 10.0
 CONTROL_ACTIONS = ("pause", "resume", "cancel")
 # At most this many secrets per incident: the listing's result and every sub-orchestration's
 # events are in the incident's history; a larger scope is split into several incidents.

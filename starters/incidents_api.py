@@ -22,8 +22,10 @@ subscription); every vault's subscription must be on ``ROTATION_ALLOWED_SUBSCRIP
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
+import time
 import uuid
 from typing import Any
 
@@ -34,7 +36,9 @@ from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrc
 from rotation.errors import InvalidRequest
 from rotation.events import check_allowed
 from rotation.incidents import (
+    ADMISSION_WAIT_SECONDS,
     ADMIT_EVENT,
+    ADMITTING,
     CONTROL_EVENT,
     INCIDENT_PREFIX,
     IncidentRequest,
@@ -136,29 +140,29 @@ def _bound(body: dict[str, Any], name: str, default: int) -> int:
 
 
 async def _overlapping(
-    client: df.DurableOrchestrationClient,
-    vaults: tuple[VaultId, ...],
-    *,
-    older_than: DurableOrchestrationStatus | None = None,
-) -> str | None:
-    """The oldest running incident whose scope shares a vault with ``vaults`` (its id and that
-    vault), if any; with ``older_than``, only those created before that incident (ties broken by
-    id), itself excluded. The oldest: when several requests race, it is the one admitted.
-    """
+    client: df.DurableOrchestrationClient, vaults: tuple[VaultId, ...], *, besides: str = ""
+) -> list[tuple[DurableOrchestrationStatus, str]]:
+    """The running incidents (other than ``besides``) whose scope shares a vault with ``vaults``,
+    oldest first, each with a shared vault's name."""
     wanted = {v.arm_id.lower() for v in vaults}
     running = await client.get_status_by(runtime_status=ACTIVE, instance_id_prefix=INCIDENT_PREFIX)
-    for found in sorted(running, key=functools.cmp_to_key(_age_order)):
-        if older_than is not None and not _created_before(found, older_than):
+    found: list[tuple[DurableOrchestrationStatus, str]] = []
+    for listed in sorted(running, key=functools.cmp_to_key(_age_order)):
+        if listed.instance_id == besides:
             continue
-        status = await client.get_status(found.instance_id, show_input=True)
+        status = await client.get_status(listed.instance_id, show_input=True)
         try:
             other = IncidentRequest.from_dict(rotation_input(status))
         except InvalidRequest:
             continue
         shared = wanted & {v.lower() for v in other.scope.vaults}
         if shared:
-            return f"{found.instance_id} (vault {VaultId.parse(sorted(shared)[0]).vault_name})"
-    return None
+            found.append((listed, VaultId.parse(sorted(shared)[0]).vault_name))
+    return found
+
+
+def _named(found: tuple[DurableOrchestrationStatus, str]) -> str:
+    return f"{found[0].instance_id} (vault {found[1]})"
 
 
 def _age_order(one: DurableOrchestrationStatus, other: DurableOrchestrationStatus) -> int:
@@ -166,7 +170,7 @@ def _age_order(one: DurableOrchestrationStatus, other: DurableOrchestrationStatu
 
 
 def _created_before(one: DurableOrchestrationStatus, other: DurableOrchestrationStatus) -> bool:
-    """The order every starter sees alike: the task hub's creation time, then the id."""
+    """One order every starter sees alike: the task hub's creation time, then the id."""
     if one.instance_id == other.instance_id:
         return False
     if one.created_time is None or other.created_time is None:
@@ -174,21 +178,47 @@ def _created_before(one: DurableOrchestrationStatus, other: DurableOrchestration
     return bool((one.created_time, one.instance_id) < (other.created_time, other.instance_id))
 
 
+async def _decision_of(client: df.DurableOrchestrationClient, incident_id: str) -> str:
+    """Whether another new incident was admitted or refused, waiting for its starter to decide
+    (it does within milliseconds); "admitted" when it takes too long, to stay on the safe side."""
+    deadline = time.monotonic() + ADMISSION_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        status = await client.get_status(incident_id)
+        if status is None or status.runtime_status not in ACTIVE:
+            return "refused"
+        custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+        if custom.get("state") not in (None, ADMITTING):
+            return "admitted"
+        await asyncio.sleep(0.05)
+    return "admitted"
+
+
 async def _admit(
     client: df.DurableOrchestrationClient, incident_id: str, vaults: tuple[VaultId, ...]
 ) -> None:
-    """Let the new incident go on unless an older one overlaps it: two requests at once both
-    pass the check before the start, but after it each sees the other, and only the younger
-    yields (Terminated, having listed nothing).
+    """Let the new incident go on unless another overlaps it. Requests arriving at once all
+    pass the check before their start; after it, each looks again. Creation times come in whole
+    seconds and an instance may become visible after a younger one checked, so: an older one
+    seen means yield; a younger one seen may not have seen this one, so wait for its starter's
+    decision and yield if it was admitted. Waits only go from older to younger: none is circular.
+    A refused instance ends Terminated, having listed nothing.
 
     Raises:
-        HttpError: 409, naming the older incident.
+        HttpError: 409, naming the incident that goes on.
     """
-    created = await client.get_status(incident_id)
-    older = await _overlapping(client, vaults, older_than=created)
-    if older:
-        await client.terminate(incident_id, f"refused: incident {older} runs on an overlapping scope")
-        raise HttpError(409, f"incident {older} is still running on an overlapping scope")
+    me = await client.get_status(incident_id)
+    others = await _overlapping(client, vaults, besides=incident_id)
+    winner = next((o for o in others if _created_before(o[0], me)), None)
+    for other in others:
+        if winner is not None:
+            break
+        if await _decision_of(client, other[0].instance_id) == "admitted":
+            winner = other
+    if winner is not None:
+        await client.terminate(
+            incident_id, f"refused: incident {_named(winner)} runs on an overlapping scope"
+        )
+        raise HttpError(409, f"incident {_named(winner)} is still running on an overlapping scope")
     await client.raise_event(incident_id, ADMIT_EVENT, {"admitted": True})
 
 
@@ -225,7 +255,7 @@ async def start_incident(req: func.HttpRequest, client: df.DurableOrchestrationC
         requested_by = decider_for(principal, text_field(body, "requester", required=False), settings).name
     running = await _overlapping(client, vaults)
     if running:
-        raise HttpError(409, f"incident {running} is still running on an overlapping scope")
+        raise HttpError(409, f"incident {_named(running[0])} is still running on an overlapping scope")
     request = IncidentRequest(
         scope=scope,
         scope_text=scope_text,
