@@ -28,7 +28,7 @@ ADMIT_EVENT = "IncidentAdmitted"
 ADMISSION_TIMEOUT_MINUTES = 5
 # The incident's state until its starter admitted it; how long another starter waits for that.
 ADMITTING = "admitting"
-ADMISSION_WAIT_SECONDS = 10.0
+ADMISSION_WAIT_SECONDS = 30.0
 CONTROL_ACTIONS = ("pause", "resume", "cancel")
 # At most this many secrets per incident: the listing's result and every sub-orchestration's
 # events are in the incident's history; a larger scope is split into several incidents.
