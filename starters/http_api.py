@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
@@ -21,6 +22,7 @@ from azure.durable_functions.models.OrchestrationRuntimeStatus import Orchestrat
 from rotation.errors import InvalidRequest, NotFound, RotationError, TransientError
 from rotation.events import check_allowed
 from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
+from rotation.notifications import STATUS_ROUTE
 from rotation.settings import Settings, current_settings
 from starters.decisions import decide, decider_for, find_rotation
 from starters.http_errors import MAX_TEXT, HttpError
@@ -119,6 +121,20 @@ def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
     }
 
 
+def rotation_links(request_url: str, rotation_id: str) -> dict[str, str]:
+    """This API's own routes for one rotation, on the host the caller reached. Never the Durable
+    HTTP API's management URLs: those carry the task hub's system key, which must not reach a
+    caller who only holds a function key."""
+    parts = urlsplit(request_url)
+    status = f"{parts.scheme}://{parts.netloc}{STATUS_ROUTE}{quote(rotation_id, safe='')}"
+    return {
+        "status": status,
+        "approve": f"{status}/approve",
+        "reject": f"{status}/reject",
+        "rerun": f"{status}/rerun",
+    }
+
+
 async def _existing(client: df.DurableOrchestrationClient, rotation_id: str) -> DurableOrchestrationStatus:
     return await find_rotation(client, rotation_id)
 
@@ -148,12 +164,8 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
         settings=settings,
     )
     if result.started and result.rotation_id:
-        response = client.create_check_status_response(req, result.rotation_id)
-        return json_response(
-            202,
-            {"id": result.rotation_id, "links": json.loads(response.get_body())},
-            {"Location": response.headers["Location"]},
-        )
+        links = rotation_links(req.url, result.rotation_id)
+        return json_response(202, {"id": result.rotation_id, "links": links}, {"Location": links["status"]})
     if result.outcome in ("duplicate", "busy") and result.rotation_id:
         hint = ""
         if result.outcome == "duplicate":
