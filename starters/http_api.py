@@ -19,7 +19,7 @@ import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from rotation.errors import InvalidRequest, NotFound, RotationError, TransientError
+from rotation.errors import Disabled, InvalidRequest, NotFound, RotationError, TransientError
 from rotation.events import check_allowed
 from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
 from rotation.notifications import STATUS_ROUTE
@@ -56,6 +56,8 @@ def json_errors(handler: Handler) -> Handler:
             return json_response(exc.status, {"error": exc.message})
         except NotFound as exc:
             return json_response(404, {"error": exc.detail})
+        except Disabled as exc:  # the secret's state forbids it, as for a rotation's state
+            return json_response(409, {"error": exc.detail})
         except InvalidRequest as exc:
             return json_response(400, {"error": exc.detail})
         except TransientError as exc:

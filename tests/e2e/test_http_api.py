@@ -206,6 +206,19 @@ def test_rotate_now_refuses_a_pending_companion(stack: LocalStack) -> None:
     assert versions_of(stack, owner) == [owner.version]
 
 
+def test_rotate_now_of_a_disabled_secret_is_a_conflict_with_the_reason(stack: LocalStack) -> None:
+    seeded = seed(stack, "spoke1-kv")
+    stack.secret_client(seeded.vault).update_secret_properties(seeded.name, seeded.version, enabled=False)
+    before = instance_ids(stack)
+
+    status, _, body = rotate_now(stack, seeded.vault, seeded.name)
+
+    assert status == 409, body
+    assert "disabled" in body["error"]
+    assert seeded.name in body["error"]
+    assert instance_ids(stack) == before
+
+
 # -- approve, reject, duplicates, busy, rerun (restart) -------------------------------------
 
 
