@@ -123,6 +123,13 @@ def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
     }
 
 
+async def _has_timers(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    full = await client.get_status(instance_id, show_history=True)
+    return any(
+        isinstance(event, dict) and event.get("EventType") == "TimerCreated" for event in (full.history or [])
+    )
+
+
 def rotation_links(request_url: str, rotation_id: str) -> dict[str, str]:
     """This API's own routes for one rotation, on the host the caller reached. Never the Durable
     HTTP API's management URLs: those carry the task hub's system key, which must not reach a
@@ -267,9 +274,15 @@ async def rerun_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
             # Every step is idempotent, so starting from the beginning is the faithful rerun.
             mode = "restart"
             note = "undos ran after the failure, so the rotation starts again from the beginning"
+        elif await _has_timers(client, status.instance_id):
+            # Azure Storage's rewind does not rewrite durable timers (retry back-off, waits).
+            mode = "restart"
+            note = "its history holds durable timers, which a rewind does not replay, so the rotation starts again"
     reason = text_field(body, "reason", required=False) or "rerun through the HTTP API"
     if mode == "rewind":
-        await client.rewind(status.instance_id, reason)
+        # The SDK puts the reason into the rewind URL's query as it is: escaped here, so a reason
+        # cannot add parameters (another taskHub, a connection) to the host's management call.
+        await client.rewind(status.instance_id, quote(reason, safe=""))
     else:
         await client.restart(status.instance_id, restart_with_new_instance_id=False)
     logger.info("rotation %s rerun (%s)", status.instance_id, mode)
