@@ -21,6 +21,7 @@ from azure.core.exceptions import (
 
 from rotation.errors import (
     AuthenticationFailed,
+    Disabled,
     InvalidRequest,
     NotFound,
     RotationError,
@@ -62,6 +63,8 @@ def translated(what: str, *, service: str = "Key Vault") -> Iterator[None]:
             raise TransientError(
                 f"{what}: {service} answered {status} {code}".rstrip(), retry_after_seconds=_retry_after(exc)
             ) from exc
+        if status == 403 and code == "SecretDisabled":  # Key Vault's 403 for a disabled version
+            raise Disabled(f"{what}: the version is disabled ({code})") from exc
         if status in (401, 403):
             raise AuthenticationFailed(
                 f"{what}: {service} refused the hub ({status} {code})".rstrip()

@@ -59,6 +59,10 @@ class NotFound(InvalidRequest):
     """The secret, version or resource named does not exist."""
 
 
+class Disabled(InvalidRequest):
+    """The secret's version is disabled: the state it is in, not the request, stops the rotation."""
+
+
 class AuthenticationFailed(RotationError):
     """A credential the hub needed (its own, an admin login, the current one) was refused."""
 

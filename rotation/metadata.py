@@ -273,3 +273,18 @@ def parse_window_tag(raw: str) -> windows.Window | None:
         return windows.parse_window(raw)
     except windows.InvalidWindow as exc:
         raise InvalidRequest(f"{WINDOW} {raw.strip()!r} is not a valid window: {exc}") from None
+
+
+def check_validity_outlasts_window(secret_name: str, meta: RotationMetadata, near_expiry_days: float) -> None:
+    """A new version must expire after the near-expiry window, or it is "near expiry" the moment
+    it is written: Key Vault's SecretNearExpiry event and every sweep would rotate it again.
+
+    Raises:
+        InvalidRequest: ``rotation-validity-days`` is not more than the window (names both).
+    """
+    if meta.validity_days <= near_expiry_days:
+        raise InvalidRequest(
+            f"{VALIDITY_DAYS} of {secret_name!r} is {meta.validity_days:g}, not more than "
+            f"ROTATION_NEAR_EXPIRY_DAYS ({near_expiry_days:g}): each new version would be near expiry "
+            f"at once and be rotated again; set {VALIDITY_DAYS} above {near_expiry_days:g}"
+        )

@@ -56,6 +56,7 @@ def plan(step: StepInput, vault: Vault, settings: Settings) -> RotationPlan:
         reason = f"version {step.version} is no longer current (the current version is {current.version})"
         return RotationPlan(target_kind="", approval_required=False, validity_days=0.0, skip_reason=reason)
     meta = metadata.parse_tags(name, current.tags)
+    metadata.check_validity_outlasts_window(name, meta, settings.near_expiry_days)
     kind = target_type(meta.target.kind)
     login = None
     if not promoted_here:

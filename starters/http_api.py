@@ -12,15 +12,17 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from rotation.errors import InvalidRequest, NotFound, RotationError, TransientError
+from rotation.errors import Disabled, InvalidRequest, NotFound, RotationError, TransientError
 from rotation.events import check_allowed
 from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
+from rotation.notifications import STATUS_ROUTE
 from rotation.settings import Settings, current_settings
 from starters.decisions import decide, decider_for, find_rotation
 from starters.http_errors import MAX_TEXT, HttpError
@@ -54,6 +56,8 @@ def json_errors(handler: Handler) -> Handler:
             return json_response(exc.status, {"error": exc.message})
         except NotFound as exc:
             return json_response(404, {"error": exc.detail})
+        except Disabled as exc:  # the secret's state forbids it, as for a rotation's state
+            return json_response(409, {"error": exc.detail})
         except InvalidRequest as exc:
             return json_response(400, {"error": exc.detail})
         except TransientError as exc:
@@ -119,6 +123,27 @@ def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
     }
 
 
+async def _has_timers(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
+    full = await client.get_status(instance_id, show_history=True)
+    return any(
+        isinstance(event, dict) and event.get("EventType") == "TimerCreated" for event in (full.history or [])
+    )
+
+
+def rotation_links(request_url: str, rotation_id: str) -> dict[str, str]:
+    """This API's own routes for one rotation, on the host the caller reached. Never the Durable
+    HTTP API's management URLs: those carry the task hub's system key, which must not reach a
+    caller who only holds a function key."""
+    parts = urlsplit(request_url)
+    status = f"{parts.scheme}://{parts.netloc}{STATUS_ROUTE}{quote(rotation_id, safe='')}"
+    return {
+        "status": status,
+        "approve": f"{status}/approve",
+        "reject": f"{status}/reject",
+        "rerun": f"{status}/rerun",
+    }
+
+
 async def _existing(client: df.DurableOrchestrationClient, rotation_id: str) -> DurableOrchestrationStatus:
     return await find_rotation(client, rotation_id)
 
@@ -148,12 +173,8 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
         settings=settings,
     )
     if result.started and result.rotation_id:
-        response = client.create_check_status_response(req, result.rotation_id)
-        return json_response(
-            202,
-            {"id": result.rotation_id, "links": json.loads(response.get_body())},
-            {"Location": response.headers["Location"]},
-        )
+        links = rotation_links(req.url, result.rotation_id)
+        return json_response(202, {"id": result.rotation_id, "links": links}, {"Location": links["status"]})
     if result.outcome in ("duplicate", "busy") and result.rotation_id:
         hint = ""
         if result.outcome == "duplicate":
@@ -253,9 +274,15 @@ async def rerun_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
             # Every step is idempotent, so starting from the beginning is the faithful rerun.
             mode = "restart"
             note = "undos ran after the failure, so the rotation starts again from the beginning"
+        elif await _has_timers(client, status.instance_id):
+            # Azure Storage's rewind does not rewrite durable timers (retry back-off, waits).
+            mode = "restart"
+            note = "its history holds durable timers, which a rewind does not replay, so the rotation starts again"
     reason = text_field(body, "reason", required=False) or "rerun through the HTTP API"
     if mode == "rewind":
-        await client.rewind(status.instance_id, reason)
+        # The SDK puts the reason into the rewind URL's query as it is: escaped here, so a reason
+        # cannot add parameters (another taskHub, a connection) to the host's management call.
+        await client.rewind(status.instance_id, quote(reason, safe=""))
     else:
         await client.restart(status.instance_id, restart_with_new_instance_id=False)
     logger.info("rotation %s rerun (%s)", status.instance_id, mode)

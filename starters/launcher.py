@@ -85,7 +85,8 @@ async def launch(
     if not metadata.is_opted_in(current.tags):
         return _said(Launch("ignored", f"secret {secret.secret_name!r} has no {metadata.TARGET} tag"), secret)
     try:
-        metadata.parse_tags(secret.secret_name, current.tags)
+        meta = metadata.parse_tags(secret.secret_name, current.tags)
+        metadata.check_validity_outlasts_window(secret.secret_name, meta, settings.near_expiry_days)
     except InvalidRequest as exc:
         return _said(Launch("refused", exc.detail), secret)
     if version is not None and version != current.version:

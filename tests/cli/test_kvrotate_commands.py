@@ -118,7 +118,7 @@ def test_rotate_without_wait_prints_the_api_answer_and_the_rotation_runs(stack: 
     answer = cli(stack, "rotate", seeded.vault, seeded.name, "--json").json()
 
     assert answer["id"] == stack.rotation_id(seeded)
-    assert answer["links"]["statusQueryGetUri"]
+    assert answer["links"]["status"].endswith(f"/api/rotations/{answer['id']}")
     assert_rotated(stack, seeded, old, wait_for(stack, answer["id"]))
     # A vault's ARM id names it as well as its name.
     again = cli(stack, "rotate", stack.vault_arm_id(seeded.vault), seeded.name)

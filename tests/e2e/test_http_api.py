@@ -99,21 +99,33 @@ def test_rotate_now_by_arm_id_answers_202_with_where_to_look(stack: LocalStack) 
     assert status == 202, body
     rotation_id = stack.rotation_id(seeded)
     assert body["id"] == rotation_id
+    # The project's own routes only: the Durable HTTP API's links would carry the system key.
     location = urlsplit(headers["Location"])
-    assert location.path == f"{DURABLE_API}/instances/{rotation_id}"
-    assert body["links"]["statusQueryGetUri"] == headers["Location"]
+    assert location.path == f"/api/rotations/{rotation_id}"
+    assert body["links"] == {
+        "status": headers["Location"],
+        "approve": headers["Location"] + "/approve",
+        "reject": headers["Location"] + "/reject",
+        "rerun": headers["Location"] + "/rerun",
+    }
+    assert not any("code=" in link or "durabletask" in link for link in body["links"].values())
     done = wait_for(stack, rotation_id)
     assert done["runtimeStatus"] == "Completed"
     assert done["output"]["result"] == "rotated"
     assert not stack.logs_in(seeded, old)
 
-    # The Location answers with the Durable HTTP API's status of the same instance.
-    status, _, durable = hub_request(stack, "GET", f"{location.path}?{location.query}")
+    # The Location answers with this rotation's status; the Durable HTTP API shows the same.
+    status, _, shown = hub_request(stack, "GET", location.path)
+    assert status == 200, shown
+    assert (shown["runtimeStatus"], shown["status"], shown["output"]) == (
+        "Completed",
+        done["status"],
+        done["output"],
+    )
+    status, _, durable = hub_request(stack, "GET", f"{DURABLE_API}/instances/{rotation_id}")
     assert status == 200, durable
     assert durable["instanceId"] == rotation_id
-    assert durable["runtimeStatus"] == "Completed"
     assert durable["customStatus"] == done["status"]
-    assert durable["output"] == done["output"]
     assert input_of(durable)["requested_by"] == principals.name(REQUESTER)
     assert input_of(durable)["requested_by_id"] == principals.object_id(REQUESTER)
     assert input_of(durable)["trigger"] == "manual"
@@ -192,6 +204,19 @@ def test_rotate_now_refuses_a_pending_companion(stack: LocalStack) -> None:
     assert instance_ids(stack) == before
     assert stack.logs_in(owner, password)
     assert versions_of(stack, owner) == [owner.version]
+
+
+def test_rotate_now_of_a_disabled_secret_is_a_conflict_with_the_reason(stack: LocalStack) -> None:
+    seeded = seed(stack, "spoke1-kv")
+    stack.secret_client(seeded.vault).update_secret_properties(seeded.name, seeded.version, enabled=False)
+    before = instance_ids(stack)
+
+    status, _, body = rotate_now(stack, seeded.vault, seeded.name)
+
+    assert status == 409, body
+    assert "disabled" in body["error"]
+    assert seeded.name in body["error"]
+    assert instance_ids(stack) == before
 
 
 # -- approve, reject, duplicates, busy, rerun (restart) -------------------------------------

@@ -113,7 +113,7 @@ def assert_clean(exc: BaseException, *values: str) -> None:
 
 
 def test_a_rotation_step_by_step_each_step_twice(stack: LocalStack, vault: Vault, settings: Settings) -> None:
-    seeded, step = seed(stack, overlap_hours=OVERLAP_HOURS, tags={metadata.VALIDITY_DAYS: "30"})
+    seeded, step = seed(stack, overlap_hours=OVERLAP_HOURS, tags={metadata.VALIDITY_DAYS: "45"})
     old = value_of(stack, seeded.name)
     [old_id] = credentials(stack)
 

@@ -98,11 +98,11 @@ def stage(step: StepInput, vault: Vault, kind: str = POSTGRESQL) -> StepInput:
 def test_a_rotation_step_by_step_each_step_twice(
     stack: LocalStack, vault: Vault, settings: Settings, kind: str
 ) -> None:
-    seeded, step = seed(stack, kind, tags={metadata.VALIDITY_DAYS: "30", "team": "payments"})
+    seeded, step = seed(stack, kind, tags={metadata.VALIDITY_DAYS: "45", "team": "payments"})
     old = value_of(stack, seeded.name)
 
     plan = steps.plan(step, vault, Settings.from_environ({**os.environ}))
-    assert (plan.target_kind, plan.validity_days, plan.skip_reason) == (kind, 30, None)
+    assert (plan.target_kind, plan.validity_days, plan.skip_reason) == (kind, 45, None)
 
     step = stage(step, vault, kind)
     assert stage(step, vault, kind).pending_version == step.pending_version  # reused, not a second value
@@ -134,7 +134,7 @@ def test_a_rotation_step_by_step_each_step_twice(
     assert tags[metadata.TARGET] == kind
     expires = current.properties.expires_on
     assert expires is not None
-    assert abs((expires - (now + timedelta(days=30))).total_seconds()) < 5
+    assert abs((expires - (now + timedelta(days=45))).total_seconds()) < 5
 
     assert steps.discard_pending(step, vault).changed is True
     assert steps.discard_pending(step, vault).changed is False
@@ -290,6 +290,24 @@ def test_stage_refuses_and_leaves_alone_another_secret_that_took_the_companion_n
         theirs.properties.version
     ]
     assert value_of(stack, seeded.name) == value_of(stack, seeded.name, seeded.version)  # untouched
+
+
+def test_plan_refuses_a_validity_that_ends_inside_the_near_expiry_window(
+    stack: LocalStack, vault: Vault
+) -> None:
+    """At or below ROTATION_NEAR_EXPIRY_DAYS (30 here) each new version would be near expiry at
+    once, and every sweep would rotate it again: refused before anything changes."""
+    seeded, step = seed(stack, tags={metadata.VALIDITY_DAYS: "30"})
+    with pytest.raises(
+        InvalidRequest,
+        match=r"rotation-validity-days of .* is 30, not more than ROTATION_NEAR_EXPIRY_DAYS \(30\)",
+    ):
+        steps.plan(step, vault, Settings.from_environ({**os.environ, "ROTATION_NEAR_EXPIRY_DAYS": "30"}))
+    assert enabled_pending(stack, seeded.name) == []
+    assert value_of(stack, seeded.name) == value_of(stack, seeded.name, seeded.version)
+    # The same tag is fine where the window is shorter.
+    plan = steps.plan(step, vault, Settings.from_environ({**os.environ, "ROTATION_NEAR_EXPIRY_DAYS": "14"}))
+    assert (plan.validity_days, plan.skip_reason) == (30, None)
 
 
 def test_plan_skips_a_version_that_is_no_longer_current(stack: LocalStack, vault: Vault) -> None:
