@@ -125,9 +125,10 @@ def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
 
 async def _has_timers(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
     full = await client.get_status(instance_id, show_history=True)
-    return any(
-        isinstance(event, dict) and event.get("EventType") == "TimerCreated" for event in (full.history or [])
-    )
+    # The SDK keeps the answer's "historyEvents" as an attribute of that name (its ``history``
+    # field is for another spelling), so read both.
+    events = getattr(full, "historyEvents", None) or full.history or []
+    return any(isinstance(event, dict) and event.get("EventType") == "TimerCreated" for event in events)
 
 
 def rotation_links(request_url: str, rotation_id: str) -> dict[str, str]:

@@ -273,12 +273,27 @@ class EpisodeRunner:
             history.orchestrator_completed(timestamp),
         ]
         result = EpisodeResult(instance.instance_id, instance.name, "Terminated", delivered=1)
+        return self._end(instance, result, selection.consumed, events, reason, now_epoch, timestamp)
+
+    def _end(
+        self,
+        instance: Instance,
+        result: EpisodeResult,
+        consumed: list[int],
+        events: list[dict[str, Any]],
+        output: Any,
+        now_epoch: float,
+        timestamp: str,
+    ) -> EpisodeResult:
+        """End ``instance`` without running its orchestrator (terminated, or refused by its
+        version): its final events go to history, its timers and activities are dropped, and a
+        parent learns of it, in one transaction."""
         with self.store.transaction():
-            self.store.delete_inbox(selection.consumed)
+            self.store.delete_inbox(consumed)
             length = self.store.history_length(instance.instance_id)
             self.store.append_history(instance.instance_id, length, events)
-            instance.status = "Terminated"
-            instance.output = reason
+            instance.status = result.status
+            instance.output = output
             instance.updated_at = now_epoch
             self.store.put_instance(instance)
             self.store.clear_timers(instance.instance_id)
@@ -306,21 +321,8 @@ class EpisodeRunner:
             history.orchestrator_completed(timestamp),
         ]
         result = EpisodeResult(instance.instance_id, instance.name, "Failed", delivered=len(delivered))
-        with self.store.transaction():
-            self.store.delete_inbox([item.id for item in live] + stale)
-            length = self.store.history_length(instance.instance_id)
-            self.store.append_history(instance.instance_id, length, events)
-            instance.status = "Failed"
-            instance.output = MISMATCH_MESSAGE
-            instance.updated_at = now_epoch
-            self.store.put_instance(instance)
-            self.store.clear_timers(instance.instance_id)
-            self.store.clear_activities(instance.instance_id)
-            parent = notify_parent(self.store, instance, timestamp=timestamp)
-            if parent:
-                result.wake.add(parent)
-        result.timers_changed = True
-        return result
+        consumed = [item.id for item in live] + stale
+        return self._end(instance, result, consumed, events, MISMATCH_MESSAGE, now_epoch, timestamp)
 
     def _prepare_replay(
         self, instance: Instance, state: EngineState, selection: _Selection, now_epoch: float

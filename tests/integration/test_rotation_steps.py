@@ -24,6 +24,7 @@ from rotation import clients, metadata, steps
 from rotation.clients import vault_named
 from rotation.errors import (
     AuthenticationFailed,
+    Disabled,
     InvalidRequest,
     TargetError,
     TransientError,
@@ -373,7 +374,7 @@ def test_a_memoizing_vault_reads_a_version_once_and_forgets_what_it_changes(
     )
     assert memo.current(seeded.name).version == written.version  # read again after the write
     memo.disable(seeded.name, written.version)
-    with pytest.raises(AuthenticationFailed, match="SecretDisabled"):  # read again, refused now
+    with pytest.raises(Disabled, match="SecretDisabled"):  # read again, refused now
         memo.get(seeded.name, written.version)
 
     hub = [line for line in request_lines(stack, start) if "identity=hub-rotation-identity" in line]
