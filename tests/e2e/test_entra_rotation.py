@@ -298,9 +298,12 @@ def test_retire_fails_while_graph_refuses_removals_and_a_rerun_retires(stack: Lo
     assert stack.current_value_logs_in(seeded.vault, seeded.name)
 
     answer, ended = rerun(stack, failed["id"])
-    assert answer["mode"] == "rewind"  # nothing was undone: the failed retire just runs again
+    # Nothing was undone, but the history holds the overlap's and the retries' durable timers,
+    # which Azure Storage's rewind does not replay: the rotation starts again, and its plan finds
+    # the new version promoted, so only the cleanup and the retirement run.
+    assert answer["mode"] == "restart"
     assert ended["runtimeStatus"] == "Completed", ended["status"]
-    assert ended["status"]["stepsDone"] == ["plan", "stage", "verify", "promote", "cleanup", "retire"]
+    assert ended["status"]["stepsDone"] == ["plan", "cleanup", "retire"]
     assert keys(stack) == {new_id}
     assert not stack.app_accepts(seeded.login, old)
     assert value_of(stack, seeded.vault, seeded.name) != old
