@@ -214,7 +214,8 @@ def call_with_retries(
     """Run one activity, retrying transient failures after a durable timer.
 
     The wait doubles from ``policy.retry_first_interval_seconds`` and is never shorter than the
-    service's ``Retry-After`` when the failure carried one. ``retrying(attempt, delay, error)``
+    service's ``Retry-After`` when the failure carried one, nor than
+    ``policy.write_settle_seconds`` after a write that got no answer. ``retrying(attempt, delay, error)``
     is told before each wait (for the log and the status).
 
     Raises:

@@ -43,8 +43,13 @@ def _retry_after(exc: HttpResponseError) -> float | None:
 
 
 @contextmanager
-def translated(what: str, *, service: str = "Key Vault") -> Iterator[None]:
-    """Translate Azure SDK errors raised inside the block into domain errors about ``what``."""
+def translated(what: str, *, service: str = "Key Vault", write: bool = False) -> Iterator[None]:
+    """Translate Azure SDK errors raised inside the block into domain errors about ``what``.
+
+    ``write``: the block creates something that a second attempt would create again (a Key Vault
+    version); when it got no answer, the error is marked unanswered, so the orchestrator waits
+    until it can no longer land before it checks again. A read that got no answer is only retried.
+    """
     try:
         yield
     except RotationError:
@@ -72,7 +77,7 @@ def translated(what: str, *, service: str = "Key Vault") -> Iterator[None]:
         raise InvalidRequest(f"{what}: {service} answered {status} {code}".rstrip()) from exc
     except ServiceRequestError as exc:  # not sent: nothing can have happened
         raise TransientError(f"{what}: {service} could not be reached ({type(exc).__name__})") from exc
-    except ServiceResponseError as exc:  # sent, no answer: it may still happen
+    except ServiceResponseError as exc:  # sent, no answer: a write may still happen
         raise TransientError(
-            f"{what}: {service} did not answer ({type(exc).__name__})", unanswered=True
+            f"{what}: {service} did not answer ({type(exc).__name__})", unanswered=write
         ) from exc

@@ -129,7 +129,7 @@ class Vault:
         content_type: str | None = None,
     ) -> VersionInfo:
         """Write a new, enabled version of ``name``."""
-        with translated(self._what(name)):
+        with translated(self._what(name), write=True):
             secret = self._client.set_secret(
                 name,
                 value.reveal(),
