@@ -20,6 +20,14 @@ def test_free_port_is_bindable() -> None:
         probe.bind(("127.0.0.1", port))
 
 
+def test_free_port_is_never_one_an_outgoing_connection_can_take() -> None:
+    # A server restarted on its port (the host mid-test) failed to bind when a client
+    # connection had meanwhile been given that port as its source port.
+    low, high = (int(part) for part in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = {free_port() for _ in range(20)}
+    assert not [port for port in ports if low <= port <= high]
+
+
 def test_context_manager_stop_and_restart_on_the_same_port(tmp_path: Path) -> None:
     host = HostProcess(DURABLE_APP, tmp_path / "data", env={"SAMPLE_SWEEP_SCHEDULE": NEVER})
     try:
