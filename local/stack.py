@@ -367,7 +367,8 @@ class LocalStack:
         secret = self.secret_client(vault).set_secret(
             name,
             password,
-            tags={metadata.CREDENTIAL: login},
+            # The server it belongs to: the hub sends an admin password to no other.
+            tags={metadata.CREDENTIAL: login, metadata.PROVIDER: self.database(kind).provider()},
             expires_on=datetime.now(UTC) + timedelta(days=365),
         )
         return Seeded(vault=vault, name=name, version=str(secret.properties.version), login=login, kind=kind)

@@ -84,6 +84,11 @@ def credential_of(tags: Mapping[str, str] | None) -> str | None:
     return _clean(tags).get(CREDENTIAL) or None
 
 
+def provider_of(tags: Mapping[str, str] | None) -> str | None:
+    """The ``rotation-provider`` tag (an admin secret names the server it belongs to this way)."""
+    return _clean(tags).get(PROVIDER) or None
+
+
 def parse_admin(value: str) -> AdminSpec:
     """Raises InvalidRequest for anything but ``self``, ``managed-identity`` or ``secret:<name>``."""
     value = value.strip()

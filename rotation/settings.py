@@ -127,8 +127,15 @@ SETTINGS: tuple[SettingSpec, ...] = (
     ),
     SettingSpec(
         "ROTATION_POSTGRESQL_SSLMODE",
-        "require",
-        "libpq sslmode for postgresql-login targets (require, verify-ca, verify-full ...).",
+        "verify-full",
+        "TLS of postgresql-login targets, always on: verify-full (certificate and host name), "
+        "verify-ca or require (encrypted, unverified).",
+    ),
+    SettingSpec(
+        "ROTATION_POSTGRESQL_SSL_CA",
+        "",
+        "CA bundle (PEM file) that PostgreSQL server certificates are verified against; empty: the "
+        "certifi bundle, which holds Azure's roots (DigiCert Global Root G2, Microsoft RSA Root CA 2017).",
     ),
     SettingSpec(
         "ROTATION_POSTGRESQL_ENTRA_ROLE",
@@ -335,6 +342,7 @@ class Settings:
     incident_max_per_server: int
     consumer_ready_timeout_seconds: float
     postgresql_sslmode: str
+    postgresql_ssl_ca: str
     postgresql_entra_role: str
     mysql_sslmode: str
     mysql_ssl_ca: str
@@ -427,6 +435,7 @@ class Settings:
                 "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS", get("ROTATION_CONSUMER_READY_TIMEOUT_SECONDS")
             ),
             postgresql_sslmode=get("ROTATION_POSTGRESQL_SSLMODE"),
+            postgresql_ssl_ca=get("ROTATION_POSTGRESQL_SSL_CA"),
             postgresql_entra_role=get("ROTATION_POSTGRESQL_ENTRA_ROLE"),
             mysql_sslmode=get("ROTATION_MYSQL_SSLMODE"),
             mysql_ssl_ca=get("ROTATION_MYSQL_SSL_CA"),

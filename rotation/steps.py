@@ -88,7 +88,8 @@ def check_ahead(
     step: StepInput, vault: Vault, settings: Settings, meta: metadata.RotationMetadata
 ) -> str | None:
     """What plan checks of the target before anything changes (the preflight too): alternating
-    logins may stand in for each other; a target that issues its credentials can issue one from
+    logins may stand in for each other; an admin secret belongs to the target's server
+    (``_Bound.check_admin``); a target that issues its credentials can issue one from
     the current value (``IssuingTarget.check``). Returns what the target check found, if any.
 
     Raises:
@@ -97,7 +98,9 @@ def check_ahead(
         TransientError: the target cannot be reached for now.
     """
     if meta.strategy == "alternating":
-        _check_alternates(step, vault, settings)
+        _check_alternates(step, vault, settings)  # as the admin: its secret is checked there
+    elif meta.target.admin.mode == "secret":
+        _Bound(step, vault, settings).check_admin()
     if isinstance(target_type(meta.target.kind), IssuingTargetType):
         _, value = vault.get(step.secret.secret_name, step.version)
         return _issuer(step, vault, settings).check(current=value)
@@ -327,12 +330,42 @@ class _Bound:
     @functools.cached_property
     def _admin(self) -> tuple[SecretValue | None, str | None]:
         """The admin's password and login for ``secret:<name>``, read when a change needs them
-        (verify does not)."""
+        (verify does not), once its secret is found to belong to the target's server.
+
+        Raises:
+            InvalidRequest: the admin secret names no server, or another one.
+        """
         admin = self.meta.target.admin
         if admin.mode != "secret" or not admin.secret_name:
             return None, None
         admin_info, value = self._vault.get(admin.secret_name)
+        self._check_admin_server(admin.secret_name, metadata.provider_of(admin_info.tags))
         return value, metadata.credential_of(admin_info.tags)
+
+    def check_admin(self) -> None:
+        """For ``rotation-admin: secret:<name>``: its secret belongs to the target's server (reads it)."""
+        self._admin  # noqa: B018 (reading it checks it)
+
+    def _check_admin_server(self, secret_name: str, admin_provider: str | None) -> None:
+        """An admin password goes only to the server its own secret names (``rotation-provider``,
+        host and port): whoever may tag the rotated secret cannot send it to another host."""
+        target = self.meta.target
+        server = self.shape.kind.endpoint(target)
+        if not admin_provider:
+            raise InvalidRequest(
+                f"the admin secret {secret_name!r} has no rotation-provider tag naming the server it "
+                f"belongs to; tag it rotation-provider={target.provider} (its password goes to no other server)"
+            )
+        try:
+            own = self.shape.kind.endpoint(replace(target, provider=admin_provider))
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"the admin secret {secret_name!r}: {exc.detail}") from None
+        if (own.host.lower().rstrip("."), own.port) != (server.host.lower().rstrip("."), server.port):
+            raise InvalidRequest(
+                f"the admin secret {secret_name!r} belongs to {own.host}:{own.port} (its rotation-provider), "
+                f"not to {server.host}:{server.port}, the server of {target.provider!r}: its password is "
+                "not sent there"
+            )
 
     def target_for(self, credential: str) -> PasswordLogin:
         """The target bound to one of the secret's logins."""

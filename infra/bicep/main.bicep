@@ -121,7 +121,11 @@ param incidentMaxPerVault int = 4
 @minValue(1)
 @maxValue(50)
 param incidentMaxPerServer int = 2
-param postgresqlSslmode string = 'require'
+@description('TLS of postgresql-login targets, always on: verify-full checks the certificate and host name.')
+@allowed(['verify-full', 'verify-ca', 'require'])
+param postgresqlSslmode string = 'verify-full'
+@description('Path of a CA bundle on the worker for PostgreSQL server certificates; empty: certifi, which holds the roots Azure Database for PostgreSQL chains to.')
+param postgresqlSslCa string = ''
 @description('PostgreSQL role of the hub identity on servers whose secrets say rotation-admin: managed-identity (the name given to pgaadauth_create_principal_with_oid; infra/README.md).')
 param postgresqlEntraRole string = ''
 param mysqlSslmode string = 'verify-full'
@@ -195,6 +199,7 @@ module hub 'modules/hub/hub.bicep' = {
     postgresqlEntraRole: postgresqlEntraRole
     mysqlSslmode: mysqlSslmode
     mysqlSslCa: mysqlSslCa
+    postgresqlSslCa: postgresqlSslCa
     sqlserverOdbcDriver: sqlserverOdbcDriver
     graphEndpoint: graphEndpoint
     entraAuthority: entraAuthority

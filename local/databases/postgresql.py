@@ -7,8 +7,8 @@ configured like an audited production server, so what the tests prove holds ther
 - ``-A scram-sha-256`` and ``password_encryption = scram-sha-256``: every login needs a password;
 - ``log_statement = ddl``: every ``ALTER ROLE`` lands in the server log, where the tests look
   for plaintext passwords (there must be none);
-- ``ssl = on`` with a certificate from its own CA (``ca_file``): the app's default
-  ``sslmode=require`` works as is.
+- ``ssl = on`` with a certificate for ``localhost`` and 127.0.0.1 from its own CA (``ca_file``),
+  which ``app_settings()`` hands the hub: its default ``sslmode=verify-full`` works as in Azure.
 
 ``initdb`` and ``postgres`` refuse to run as root, and CI runs as root: then the server runs as
 the ``postgres`` OS user (the temporary directory is handed to it).
@@ -100,8 +100,8 @@ class PostgresCluster(ServerProcess):
         return self.root / "pgpass"
 
     def app_settings(self) -> dict[str, str]:
-        """Nothing to add: the hub's default ``sslmode=require`` encrypts without verifying."""
-        return {}
+        """The hub verifies the server's certificate against this CA (``verify-full``)."""
+        return {"ROTATION_POSTGRESQL_SSL_CA": str(self.ca_file)}
 
     # -- creating it -----------------------------------------------------------------------
 
@@ -354,6 +354,22 @@ class PostgresCluster(ServerProcess):
 
     def _alter_role(self, login: str, clause: str) -> None:
         self.psql(f'ALTER ROLE :"role" {clause};\n', variables={"role": login})
+
+    def authenticate_with(self, role: str, method: str) -> None:
+        """Make the server ask ``role`` for ``method`` (``password``: the cleartext, ``md5``) when
+        it logs in over TCP, as a misconfigured or hostile server would: a line ahead of the
+        others in pg_hba.conf (the first match wins), then a reload."""
+        if not re.fullmatch(r"[a-z0-9_]+", role) or method not in ("password", "md5", "scram-sha-256"):
+            raise ValueError(f"unexpected role {role!r} or method {method!r}")
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(f"host all {role} {HOST}/32 {method}\n" + hba.read_text())
+        loaded = self.psql("SELECT pg_conf_load_time();\n")
+        self.psql("SELECT pg_reload_conf();\n")
+        deadline = time.monotonic() + 10
+        while self.psql("SELECT pg_conf_load_time();\n") == loaded:  # the reload is asynchronous
+            if time.monotonic() > deadline:
+                raise PostgresError("the server did not reload pg_hba.conf within 10 s")
+            time.sleep(0.05)
 
     def login_attempts(self) -> int:
         # log_connections writes this line for every attempt, before authentication.

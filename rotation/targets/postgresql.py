@@ -12,10 +12,18 @@ Tags (validated here, without connecting):
 - ``rotation-credential``: the role's exact name, as stored (case-sensitive, unquoted).
 - ``rotation-admin``: ``self`` (the role logs in with its current value and changes its own
   password), ``secret:<name>`` (another secret in the same vault whose value is the password
-  of an admin role, and whose own ``rotation-credential`` tag names that role) or
+  of an admin role, whose own ``rotation-credential`` tag names that role and whose
+  ``rotation-provider`` names this server: host and port must match) or
   ``managed-identity`` (the hub's identity logs in with an Entra access token as its
   password, as Azure Database for PostgreSQL flexible server accepts; its role is the setting
   ``ROTATION_POSTGRESQL_ENTRA_ROLE``). The admin role needs ``CREATEROLE``.
+
+Every session is TLS (``ROTATION_POSTGRESQL_SSLMODE``, ``verify-full`` by default, against
+``ROTATION_POSTGRESQL_SSL_CA`` or certifi's bundle, which holds the roots Azure's servers chain
+to) and authenticates by SCRAM-SHA-256 only (libpq's ``require_auth``): a server that asks for the
+cleartext or an MD5 password is refused before libpq answers it, so a host named in a tag cannot
+collect a password that way. The hub's Entra token is the one exception: Azure takes it as a
+cleartext password, over the verified TLS.
 
 The change is ``ALTER ROLE <role> WITH PASSWORD '<SCRAM-SHA-256 verifier>'``, the statement
 built by the server (``format('%I %L')``) and the verifier computed here, so the plaintext
@@ -27,9 +35,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
+import certifi
 import psycopg
 
 from rotation.errors import (
@@ -53,7 +63,13 @@ KIND = "postgresql-login"
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT_SECONDS = 15
 STATEMENT_TIMEOUT = "30s"
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# TLS is always on: "disable", "allow" and "prefer" would let a password travel in the clear.
+SSL_MODES = ("require", "verify-ca", "verify-full")
+# What a session may authenticate with: a password only by SCRAM (the server never sees it), the
+# hub's Entra token as the cleartext password Azure asks for (or by SCRAM, where a server
+# takes a token that way: the local one does).
+AUTH_FOR_PASSWORDS = "scram-sha-256"
+AUTH_FOR_TOKENS = "password,scram-sha-256"
 # PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1): a longer tag would change
 # the password of another role than the one named.
 MAX_IDENTIFIER_BYTES = 63
@@ -194,11 +210,7 @@ class PostgresEngine:
         self.login = spec.credential
         self.what = f"role {self.login!r} on {self.provider}"
         self.settle_seconds = 0.0
-        if settings.postgresql_sslmode not in SSL_MODES:
-            raise TargetError(
-                f"ROTATION_POSTGRESQL_SSLMODE {settings.postgresql_sslmode!r} is not one of {SSL_MODES}"
-            )
-        self._sslmode = settings.postgresql_sslmode
+        self._ssl = _tls_parameters(settings)
         self._entra_role = settings.postgresql_entra_role
         if spec.admin.mode == "managed-identity":
             if not self._entra_role:
@@ -221,7 +233,8 @@ class PostgresEngine:
                 dbname=self.provider.database,
                 user=principal.login,
                 password=principal.secret.reveal(),
-                sslmode=self._sslmode,
+                **self._ssl,
+                require_auth=AUTH_FOR_TOKENS if principal.token else AUTH_FOR_PASSWORDS,
                 connect_timeout=self._connect_timeout,
                 # Bounds every statement on the server's side (a lock wait included).
                 options=f"-c statement_timeout={STATEMENT_TIMEOUT}",
@@ -250,6 +263,25 @@ class PostgresEngine:
 
     def check_admin_login(self, name: str, *, tag: str) -> None:
         check_role_name(name, tag=tag)
+
+
+def _tls_parameters(settings: Settings) -> dict[str, Any]:
+    """libpq's TLS keywords for ``ROTATION_POSTGRESQL_SSLMODE`` and ``ROTATION_POSTGRESQL_SSL_CA``.
+
+    ``require`` gets no root certificate: libpq would then verify the chain after all.
+
+    Raises:
+        TargetError: an unknown mode, or a CA file that cannot be read.
+    """
+    mode = settings.postgresql_sslmode
+    if mode not in SSL_MODES:
+        raise TargetError(f"ROTATION_POSTGRESQL_SSLMODE {mode!r} is not one of {SSL_MODES}")
+    if mode == "require":
+        return {"sslmode": mode}
+    root = settings.postgresql_ssl_ca or certifi.where()
+    if not os.access(root, os.R_OK) or not os.path.isfile(root):
+        raise TargetError(f"ROTATION_POSTGRESQL_SSL_CA {root!r} cannot be read")
+    return {"sslmode": mode, "sslrootcert": root}
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -299,6 +331,17 @@ def _connect_error(
     where = f"logging in as {login!r} to {provider}"
     if any(marker in lowered for marker in _AUTH_REFUSED):
         return AuthenticationFailed(f"{where} was refused: {text}")
+    if "authentication method requirement" in lowered:
+        return TargetError(
+            f"{where} was stopped by the hub: the server asked for another method than SCRAM-SHA-256, "
+            f"the only one the hub answers with a password ({text}); store the role's password as "
+            "SCRAM (password_encryption = scram-sha-256) and allow scram-sha-256 in pg_hba.conf"
+        )
+    if "certificate verify failed" in lowered or "server certificate" in lowered:
+        return TargetError(
+            f"{where} failed: the server's certificate is not trusted for this host ({text}); "
+            "ROTATION_POSTGRESQL_SSL_CA names the CA bundle, ROTATION_POSTGRESQL_SSLMODE how much is checked"
+        )
     if isinstance(exc, psycopg.errors.ConnectionTimeout) or any(m in lowered for m in _TRANSIENT_TEXT):
         return TransientError(f"{where} failed: {text}")
     return TargetError(f"{where} failed: {text}")

@@ -148,3 +148,44 @@ def test_a_server_that_refuses_tls_is_a_permanent_error_and_gets_no_password(val
     assert received.startswith(struct.pack("!ii", 8, 80877103))
     for value in (old, new):
         assert value.reveal().encode() not in received
+
+
+def test_a_server_asking_for_the_cleartext_password_gets_none(
+    postgres: PostgresCluster, values: Values
+) -> None:
+    """A server (a host a tag names) that asks for the password itself instead of SCRAM: the
+    hub stops before libpq answers, with a permanent error saying why; psql, which answers,
+    proves the server would have let it in. (A server told ``md5`` for a role whose password is
+    stored as SCRAM uses SCRAM: nothing to refuse there.)"""
+    old = values.new()
+    role = make_login(postgres, old)
+    postgres.authenticate_with(role, "password")
+    assert logs_in(postgres, role, old), "the server takes the password it asks for"
+    attempts = postgres.login_attempts()
+
+    with pytest.raises(TargetError) as stopped:
+        target_for(postgres, role, AdminSpec("self")).verify(value=old)
+
+    assert "SCRAM-SHA-256" in str(stopped.value)
+    assert "[permanent]" in str(stopped.value)
+    assert postgres.login_attempts() == attempts + 1
+    assert (
+        f"connection authorized: user={role}" not in postgres.server_log().split("connection received:")[-1]
+    )
+
+
+def test_the_server_certificate_is_verified_by_default(postgres: PostgresCluster, values: Values) -> None:
+    """Without the local CA (certifi's roots, as in Azure) the local server's certificate is not
+    trusted: the hub stops before authenticating. ``require`` encrypts without verifying."""
+    old = values.new()
+    role = make_login(postgres, old)
+    assert Settings.from_environ({}).postgresql_sslmode == "verify-full"
+
+    with pytest.raises(TargetError) as untrusted:
+        target_for(postgres, role, AdminSpec("self"), settings=Settings.from_environ({})).verify(value=old)
+    assert "not trusted" in str(untrusted.value)
+    assert "[permanent]" in str(untrusted.value)
+
+    unverified = Settings.from_environ({"ROTATION_POSTGRESQL_SSLMODE": "require"})
+    target_for(postgres, role, AdminSpec("self"), settings=unverified).verify(value=old)
+    target_for(postgres, role, AdminSpec("self")).verify(value=old)  # verify-full with the local CA

@@ -337,7 +337,9 @@ def test_a_wrong_admin_password_is_reported_and_no_password_changes(stack: Local
     seeded = seed_login(stack, kind=kind, admin=f"secret:{admin.name}")
     # The admin secret no longer holds the admin's password (changed by hand on the server).
     stack.secret_client(VAULT).set_secret(
-        admin.name, "not-the-admin-password", tags={metadata.CREDENTIAL: admin.login}
+        admin.name,
+        "not-the-admin-password",
+        tags={metadata.CREDENTIAL: admin.login, metadata.PROVIDER: stack.database(kind).provider()},
     )
     password = value_of(stack, seeded.name)
     untouched = Untouched(stack, (kind, seeded.login), (kind, admin.login))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -197,6 +198,58 @@ def test_an_admin_secret_changes_the_login(
     # The undo restores what the vault held before: the target and the vault agree again.
     assert steps.revert_target(step, vault, settings).changed is True
     assert stack.logs_in(seeded, "stale")
+    assert stack.current_value_logs_in(VAULT, seeded.name)
+
+
+class _Listener:
+    """A TCP port that records whether anyone connects (the host a hostile tag would name)."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port = int(self.socket.getsockname()[1])
+
+    def connected(self) -> bool:
+        try:
+            conn, _ = self.socket.accept()
+        except TimeoutError:
+            return False
+        conn.close()
+        return True
+
+
+def test_an_admin_password_goes_only_to_the_server_its_own_secret_names(
+    stack: LocalStack, vault: Vault, settings: Settings, kind: str
+) -> None:
+    """Whoever may tag a secret must not be able to send an admin password to a host of their
+    choice: the admin secret names its server (rotation-provider), and plan, the preflight and
+    every change refuse a target on another server, before anything connects or changes."""
+    admin = stack.seed_admin_secret(
+        VAULT, f"db-admin-bound-{kind}", login=f"bound_admin_{kind[:5]}", kind=kind
+    )
+    elsewhere = _Listener()
+    with elsewhere.socket:
+        seeded, step = seed(
+            stack,
+            kind,
+            admin=f"secret:{admin.name}",
+            tags={metadata.PROVIDER: f"127.0.0.1:{elsewhere.port}/{stack.database(kind).default_database}"},
+        )
+        expected = rf"the admin secret '{admin.name}' belongs to 127\.0\.0\.1:{stack.database(kind).port} .*not to 127\.0\.0\.1:{elsewhere.port}"
+        with pytest.raises(InvalidRequest, match=expected):
+            steps.plan(step, vault, settings)
+        with pytest.raises(InvalidRequest, match=expected):
+            steps.check_target(step, vault, settings)
+        staged = stage(step, vault, kind)  # as if the tag changed after plan
+        with pytest.raises(InvalidRequest, match=expected):
+            steps.apply_target(staged, vault, settings)
+        assert not elsewhere.connected(), "the hub connected to the host the tag named"
+
+    # An admin secret that names no server is refused the same way, naming the tag to add.
+    stack.secret_client(VAULT).update_secret_properties(admin.name, tags={metadata.CREDENTIAL: admin.login})
+    seeded, step = seed(stack, kind, admin=f"secret:{admin.name}")
+    with pytest.raises(InvalidRequest, match=rf"'{admin.name}' has no rotation-provider tag"):
+        steps.plan(step, vault, settings)
     assert stack.current_value_logs_in(VAULT, seeded.name)
 
 

@@ -17,7 +17,7 @@ def test_defaults_are_usable() -> None:
     assert settings.keyvault_dns_suffix == "vault.azure.net"
     assert settings.approval_timeout_hours == 72
     assert settings.allowed_subscriptions == frozenset()
-    assert settings.postgresql_sslmode == "require"
+    assert settings.postgresql_sslmode == "verify-full"
 
 
 @pytest.mark.parametrize(

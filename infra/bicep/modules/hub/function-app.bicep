@@ -53,6 +53,7 @@ param postgresqlSslmode string
 param postgresqlEntraRole string
 param mysqlSslmode string
 param mysqlSslCa string
+param postgresqlSslCa string
 param sqlserverOdbcDriver string
 param graphEndpoint string
 param entraAuthority string
@@ -268,6 +269,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_POSTGRESQL_SSLMODE'
           value: postgresqlSslmode
+        }
+        {
+          name: 'ROTATION_POSTGRESQL_SSL_CA'
+          value: postgresqlSslCa
         }
         {
           name: 'ROTATION_POSTGRESQL_ENTRA_ROLE'

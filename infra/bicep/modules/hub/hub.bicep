@@ -37,6 +37,7 @@ param postgresqlSslmode string
 param postgresqlEntraRole string
 param mysqlSslmode string
 param mysqlSslCa string
+param postgresqlSslCa string
 param sqlserverOdbcDriver string
 param graphEndpoint string
 param entraAuthority string
@@ -152,6 +153,7 @@ module functionApp 'function-app.bicep' = {
     postgresqlEntraRole: postgresqlEntraRole
     mysqlSslmode: mysqlSslmode
     mysqlSslCa: mysqlSslCa
+    postgresqlSslCa: postgresqlSslCa
     sqlserverOdbcDriver: sqlserverOdbcDriver
     graphEndpoint: graphEndpoint
     entraAuthority: entraAuthority
