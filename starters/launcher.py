@@ -16,6 +16,8 @@ staged, a target that already takes it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -82,6 +84,9 @@ def ended_unfinished(status: DurableOrchestrationStatus) -> str | None:
         return f"its last run ended {runtime.value}"
     if runtime == OrchestrationRuntimeStatus.Completed:
         output = status.output
+        if isinstance(output, str):  # an output the client left as its JSON text
+            with contextlib.suppress(ValueError):
+                output = json.loads(output)
         result = output.get("result") if isinstance(output, dict) else None
         if result in RESTARTABLE_RESULTS:
             return f"its last run ended {result}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import sqlite3
@@ -326,6 +327,25 @@ class HostLog:
                     f"{needle!r} not {count} time(s) in the host log within {timeout:g}s:\n{text}"
                 )
             time.sleep(0.1)
+
+
+def run_sweep(
+    stack: LocalStack, vaults: tuple[str, ...] = ("spoke1-kv", "spoke2-kv")
+) -> dict[str, dict[str, int]]:
+    """Run the sweep's timer function now (the host's admin API); wait for its summary line per
+    vault and return how many secrets ended in each launch outcome, per vault."""
+    log = HostLog(stack)
+    status, _, body = hub_request(stack, "POST", "/admin/functions/sweep", {})
+    assert status == 202, body
+    text = log.wait_for("sweep: vault ", count=len(vaults))
+    counts: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        if "starters.sweep: sweep: vault " not in line:
+            continue
+        vault, summary = line.split("sweep: vault ", 1)[1].split(": ", 1)
+        counts[vault] = {} if summary == "nothing due" else ast.literal_eval(summary)
+    assert sorted(counts) == sorted(vaults), text
+    return counts
 
 
 # -- driving rotations through the hub's HTTP API (failure and crash scenarios) ----------------
