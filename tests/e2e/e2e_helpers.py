@@ -252,6 +252,13 @@ def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
     return {item["instanceId"] for item in body}
 
 
+# The sweep's timer never fires during a test run (1 January, midnight): a test that moves the
+# host's clock days ahead (an approval timeout, a window, an overlap) would otherwise have it
+# start again the rotations other tests of the module left rejected, timed out or failed. Tests
+# run the sweep when they mean to (run_sweep).
+QUIET_SWEEP = {"ROTATION_SWEEP_SCHEDULE": "0 0 0 1 1 *"}
+
+
 def module_stack(
     tmp_path_factory: pytest.TempPathFactory,
     app_settings: Mapping[str, str],
@@ -262,7 +269,9 @@ def module_stack(
     without database servers unless ``databases`` names some (targets the local cloud itself
     serves need none)."""
     with LocalStack(
-        Path(tmp_path_factory.mktemp("stack")), app_settings=app_settings, databases=databases
+        Path(tmp_path_factory.mktemp("stack")),
+        app_settings={**QUIET_SWEEP, **app_settings},
+        databases=databases,
     ) as running:
         # Only the tests start rotations: a NearExpiry event racing them would rotate first.
         quiet_expiry_scan(running)
