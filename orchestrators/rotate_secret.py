@@ -85,6 +85,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
     step = StepInput(rotation_id=context.instance_id, secret=request.secret, version=request.version)
 
     def outcome(result: str, **fields: Any) -> dict[str, Any]:
+        saga.status.pop("retrying", None)  # a retry that succeeded outside a step (the roll-forward)
         saga.set_status(step="done", result=result, stepsDone=list(saga.steps_done))
         saga.log("ended: %s", result)
         return RotationOutcome(
