@@ -191,12 +191,15 @@ def rotate(
     with Hub(hub, scope=scope) as api:
         started = api.start(vault, secret)
         rotation_id = str(started.get("id"))
+        # A rotation of this version that ended unfinished starts again: the hub says so.
+        restarted = f" ({started['note']})" if started.get("note") else ""
         if not wait:
             if as_json:
                 _print_json(started)
             else:
                 out.print(
-                    f"started {rotation_id}; follow it with: kvrotate status {rotation_id}", soft_wrap=True
+                    f"started {rotation_id}{restarted}; follow it with: kvrotate status {rotation_id}",
+                    soft_wrap=True,
                 )
             return ExitCode.OK
         if as_json:
@@ -204,7 +207,7 @@ def rotate(
             view = progress.follow(api, rotation_id, out=views.quiet_console(), timeout=timeout)
             _print_json(view)
         else:
-            out.print(f"started {rotation_id}", soft_wrap=True)
+            out.print(f"started {rotation_id}{restarted}", soft_wrap=True)
             view = progress.follow(api, rotation_id, out=out, timeout=timeout)
     return ExitCode.OK if views.succeeded(view) else ExitCode.FAILED
 

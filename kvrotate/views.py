@@ -181,9 +181,15 @@ def facts(view: dict[str, Any]) -> Iterator[tuple[str, str]]:
     retrying = status.get("retrying")
     if running and isinstance(retrying, dict):
         after = retrying.get("after") or {}
+        # Promote and the undos outlast outages for hours: when they try next, and until when.
+        schedule = "".join(
+            f", {label} {when(retrying[key])}"
+            for key, label in (("nextAttemptAt", "next at"), ("retryUntil", "gives up after"))
+            if retrying.get(key)
+        )
         yield (
             "retrying",
-            f"attempt {retrying.get('attempt')} after {after.get('class')}: {after.get('message')}",
+            f"attempt {retrying.get('attempt')} after {after.get('class')}: {after.get('message')}{schedule}",
         )
     if running and status.get("compensating"):
         yield "undoing", str(status["compensating"])

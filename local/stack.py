@@ -254,6 +254,10 @@ class LocalStack:
             "ROTATION_SWEEP_VAULTS": ",".join(self.vault_arm_id(v) for v in vaults),
             "ROTATION_RETRY_MAX_ATTEMPTS": "4",
             "ROTATION_RETRY_FIRST_INTERVAL_SECONDS": "1",
+            # Promote and the undos give up as quickly as the other steps: a scenario that keeps
+            # Key Vault failing ends in seconds, not after a day of retries. The scenarios about
+            # outlasting an outage set their own budget (tests/e2e/test_outage_and_restart.py).
+            "ROTATION_OUTAGE_RETRY_HOURS": "0",
             "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS": "60",
             "ROTATION_PUBLIC_BASE_URL": self.hub_url,
             "ROTATION_NOTIFY_TOPIC_ENDPOINT": self.topic_endpoint(NOTIFY_TOPIC),

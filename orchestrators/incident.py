@@ -31,7 +31,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators.saga import StepError, StepFailed, call_with_retries
+from orchestrators.saga import Retry, StepError, StepFailed, call_with_retries
 from rotation.incidents import (
     ADMISSION_TIMEOUT_MINUTES,
     ADMIT_EVENT,
@@ -285,8 +285,14 @@ def _steer(summary: _Summary, action: str, by: str) -> None:
 def _list(
     context: df.DurableOrchestrationContext, request: IncidentRequest, summary: _Summary
 ) -> Generator[Any, Any, IncidentListing]:
-    def retrying(attempt: int, delay: float, error: StepError) -> None:
-        _log(context, "listing attempt %d failed (%s), retrying in %gs", attempt, error.error_class, delay)
+    def retrying(retry: Retry) -> None:
+        _log(
+            context,
+            "listing attempt %d failed (%s), next attempt at %s",
+            retry.attempt - 1,
+            retry.error.error_class,
+            retry.next_attempt_at,
+        )
 
     try:
         listed = yield from call_with_retries(

@@ -43,6 +43,11 @@ from orchestrators.saga import Saga, StepError, StepFailed
 from rotation import windows
 from rotation.errors import InvalidRequest
 from rotation.model import (
+    REJECTED,
+    ROLLED_FORWARD,
+    ROTATED,
+    SKIPPED,
+    TIMED_OUT,
     ConsumerInput,
     Decision,
     Promoted,
@@ -80,6 +85,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
     step = StepInput(rotation_id=context.instance_id, secret=request.secret, version=request.version)
 
     def outcome(result: str, **fields: Any) -> dict[str, Any]:
+        saga.status.pop("retrying", None)  # a retry that succeeded outside a step (the roll-forward)
         saga.set_status(step="done", result=result, stepsDone=list(saga.steps_done))
         saga.log("ended: %s", result)
         return RotationOutcome(
@@ -96,7 +102,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
     try:
         plan = RotationPlan.from_dict((yield from saga.step("plan", "plan_rotation", step)))
         if plan.skip_reason:
-            return outcome("skipped", detail=plan.skip_reason)
+            return outcome(SKIPPED, detail=plan.skip_reason)
         step = replace(step, tags=plan.tags)  # later steps need not read the version for them
         if plan.approval_required and request.approval_waived_by:
             # An incident waived the approval tag: recorded with who waived it and why.
@@ -115,7 +121,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
                 if not version_1:
                     yield from notify.decided(saga, decision, timed_out)
                 if not decision.approved:
-                    result = "timed_out" if timed_out else "rejected"
+                    result = TIMED_OUT if timed_out else REJECTED
                     return outcome(result, decision=decision, detail="nothing was changed")
             # Nothing has changed yet: the first change waits for the window to open.
             yield from _await_window(saga, window)
@@ -141,7 +147,7 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
                     yield from notify.decided(saga, decision, timed_out)
                 if not decision.approved:
                     compensated = yield from saga.compensate()
-                    result = "timed_out" if timed_out else "rejected"
+                    result = TIMED_OUT if timed_out else REJECTED
                     return outcome(result, decision=decision, detail=_undo_summary(compensated))
                 # The approver may have taken the window's remaining time.
                 yield from _await_window(saga, window)
@@ -150,29 +156,32 @@ def rotate_secret(context: df.DurableOrchestrationContext) -> Generator[Any, Any
                 saga.on_failure("revert_target", step, undoes="apply")
                 yield from saga.step("apply", "apply_target", step)
             yield from saga.step("verify", "verify_target", step)
+            # Past apply the target takes only the new value: promote outlasts an outage of Key
+            # Vault rather than fail into undos that would meet the same outage.
+            promote = PromoteInput(step, plan.validity_days)
             promoted = Promoted.from_dict(
-                (yield from saga.step("promote", "promote_secret", PromoteInput(step, plan.validity_days)))
+                (yield from saga.step("promote", "promote_secret", promote, outlast=True))
             )
             new_version, promoted_on = yield from _promoted(saga, step, promoted, version_1)
         yield from _finish(saga, request, plan, step, promoted_on, window)
-        return outcome("rotated", new_version=new_version, decision=decision)
+        return outcome(ROTATED, new_version=new_version, decision=decision)
     except StepFailed as failed:
         found: Promoted | None = None
-        result = "rotated"
+        result = ROTATED
         if plan is not None and not version_1:  # version 1 went straight to the undos
             found = yield from _settle(saga, step, plan, failed)
             if found is None:
                 # The target took the new value and its undo failed: the vault would hold a value
                 # the target refuses. Promote the new one instead, if it verifiably logs in.
                 found = yield from _roll_forward(saga, step, plan, failed)
-                result = "rolled_forward"
+                result = ROLLED_FORWARD
         if plan is not None and found is not None:
             try:
                 new_version, promoted_on = yield from _promoted(saga, step, found)
                 yield from _finish(saga, request, plan, step, promoted_on, window)
                 detail = (
                     saga.status["rolledForward"]["why"]
-                    if result == "rolled_forward"
+                    if result == ROLLED_FORWARD
                     else "promote's write went unanswered and was found applied"
                 )
                 return outcome(result, new_version=new_version, decision=decision, detail=detail)
@@ -201,7 +210,7 @@ def _settle(
         return None
     check = PromoteInput(step, plan.validity_days, only_if_landed=True)
     try:
-        landed = Promoted.from_dict((yield from saga.call("promote", "promote_secret", check)))
+        landed = Promoted.from_dict((yield from saga.call("promote", "promote_secret", check, outlast=True)))
     except StepFailed:
         return None
     saga.steps_done.append("promote")
@@ -226,7 +235,7 @@ def _promoted(
     elif promoted.pending_disabled:
         saga.done_within("cleanup", "promote")
     else:
-        yield from saga.step("cleanup", "discard_pending", step)
+        yield from saga.step("cleanup", "discard_pending", step, outlast=True)
     return promoted.new_version, promoted.promoted_on
 
 
@@ -243,7 +252,7 @@ def _finish(
     if plan.consumers:
         yield from _restart_consumers(saga, request, plan.consumers)
     if "cleanup" not in saga.steps_done:  # a rerun of a promoted rotation
-        yield from saga.step("cleanup", "discard_pending", step)
+        yield from saga.step("cleanup", "discard_pending", step, outlast=True)
     # Kept until here: should a restart fail, the undo confirms no pending value is left.
     saga.forget("discard_pending")
     if plan.issues_credentials:
@@ -270,7 +279,11 @@ def _roll_forward(
     saga.enter("promote", rollingForward=True)
     try:
         promoted = Promoted.from_dict(
-            (yield from saga.call("promote", "roll_forward_secret", PromoteInput(step, plan.validity_days)))
+            (
+                yield from saga.call(
+                    "promote", "roll_forward_secret", PromoteInput(step, plan.validity_days), outlast=True
+                )
+            )
         )
     except StepFailed as not_rolled:
         saga.status.pop("rollingForward", None)

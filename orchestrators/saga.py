@@ -8,6 +8,13 @@ RetryOptions cannot tell a transient failure from a permanent one: a refused pas
 failed verification would be retried like a throttled request. Each activity's error message
 carries a ``[transient]``/``[permanent]`` marker (rotation.errors); only transient ones are
 retried, after a durable timer with exponential back-off.
+
+Promote and the undos outlast outages (``outlast=True``): a Key Vault outage after apply would
+otherwise exhaust the few attempts of the other steps, fail the undo in the same outage and
+leave the vault with a value the target refuses. They keep retrying for
+``policy.outage_retry_hours`` instead, the back-off capped at
+``policy.outage_retry_max_interval_seconds``; both travel in the rotation's input, so every
+replay takes the same decisions.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ STEPS = (
 
 _MARKED = re.compile(r"\[(?:transient|permanent)\] (?P<cls>\w+): (?P<msg>[^\n]*)")
 _MAX_MESSAGE = 400
+# 2**30 times any first interval is past every budget; the bound keeps the float finite however
+# many attempts an outlasting step makes.
+_MAX_DOUBLINGS = 30
 
 
 @dataclass(frozen=True)
@@ -135,25 +145,38 @@ class Saga:
         )
         self.log("step %s", step)
 
-    def call(self, step: str, activity: str, payload: Record) -> Generator[Any, Any, dict[str, Any]]:
-        """Run one activity, retrying transient failures with durable back-off.
+    def call(
+        self, step: str, activity: str, payload: Record, *, outlast: bool = False
+    ) -> Generator[Any, Any, dict[str, Any]]:
+        """Run one activity, retrying transient failures with durable back-off (for
+        ``policy.outage_retry_hours`` when ``outlast``: promote and the undos).
 
         Raises:
             StepFailed: a permanent failure, or the last attempt of a transient one.
         """
 
-        def retrying(attempt: int, delay: float, error: StepError) -> None:
+        def retrying(retry: Retry) -> None:
             self.log(
-                "step %s attempt %d failed (%s), retrying in %gs", step, attempt, error.error_class, delay
+                "step %s attempt %d failed (%s), next attempt at %s",
+                step,
+                retry.attempt - 1,
+                retry.error.error_class,
+                retry.next_attempt_at,
             )
-            self.set_status(retrying={"attempt": attempt + 1, "after": error.as_status()})
+            self.set_status(retrying=retry.as_status())
 
-        return (yield from call_with_retries(self.context, self.policy, step, activity, payload, retrying))
+        return (
+            yield from call_with_retries(
+                self.context, self.policy, step, activity, payload, retrying, outlast=outlast
+            )
+        )
 
-    def step(self, step: str, activity: str, payload: Record) -> Generator[Any, Any, dict[str, Any]]:
+    def step(
+        self, step: str, activity: str, payload: Record, *, outlast: bool = False
+    ) -> Generator[Any, Any, dict[str, Any]]:
         """Enter ``step``, run its activity, record it as done."""
         self.enter(step)
-        result = yield from self.call(step, activity, payload)
+        result = yield from self.call(step, activity, payload, outlast=outlast)
         self.status.pop("retrying", None)
         self.steps_done.append(step)
         return result
@@ -196,11 +219,34 @@ class Saga:
     def _undo(self, undo: str, payload: Record, undoes: str) -> Generator[Any, Any, dict[str, str]]:
         self.set_status(compensating=undo)
         try:
-            result = yield from self.call(f"undo {undoes}", undo, payload)
+            result = yield from self.call(f"undo {undoes}", undo, payload, outlast=True)
             return {"undo": undo, "result": "done", "detail": str(result.get("detail", ""))}
         except StepFailed as failed:
             self.log("undo %s failed: %s", undo, failed.error.error_class)
             return {"undo": undo, "result": "failed", "detail": failed.error.message}
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A transient failure about to be retried: what the status shows while the timer waits."""
+
+    step: str
+    attempt: int  # the attempt that comes next
+    next_attempt_at: str
+    error: StepError
+    # When an outlasting step stops retrying (None: after retry_max_attempts).
+    retry_until: str | None = None
+
+    def as_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {
+            "step": self.step,
+            "attempt": self.attempt,
+            "nextAttemptAt": self.next_attempt_at,
+            "after": self.error.as_status(),
+        }
+        if self.retry_until is not None:
+            status["retryUntil"] = self.retry_until
+        return status
 
 
 def call_with_retries(
@@ -209,18 +255,30 @@ def call_with_retries(
     step: str,
     activity: str,
     payload: Record,
-    retrying: Callable[[int, float, StepError], None],
+    retrying: Callable[[Retry], None],
+    *,
+    outlast: bool = False,
 ) -> Generator[Any, Any, dict[str, Any]]:
     """Run one activity, retrying transient failures after a durable timer.
 
     The wait doubles from ``policy.retry_first_interval_seconds`` and is never shorter than the
     service's ``Retry-After`` when the failure carried one, nor than
-    ``policy.write_settle_seconds`` after a write that got no answer. ``retrying(attempt, delay, error)``
-    is told before each wait (for the log and the status).
+    ``policy.write_settle_seconds`` after a write that got no answer. ``retrying`` is told
+    before each wait (for the log and the status).
+
+    Without ``outlast`` the step gives up after ``policy.retry_max_attempts`` attempts. With it
+    (promote and the undos) it also keeps retrying while the next attempt would start within
+    ``policy.outage_retry_hours`` of the first, each wait capped at
+    ``policy.outage_retry_max_interval_seconds`` (a Retry-After or the settle may be longer).
+    The history gains four events and two replays per attempt, so that budget bounds it.
 
     Raises:
         StepFailed: a permanent failure, or the last attempt of a transient one.
     """
+    started = context.current_utc_datetime
+    until = started + timedelta(hours=policy.outage_retry_hours) if outlast else None
+    if until is not None and policy.outage_retry_hours <= 0:
+        until = None  # a policy from before outage retries (or set to 0): attempts only
     attempt = 1
     while True:
         try:
@@ -228,15 +286,31 @@ def call_with_retries(
             return result
         except Exception as exc:
             error = StepError.from_exception(step, exc)
-            if not error.transient or attempt >= policy.retry_max_attempts:
+            if not error.transient:
                 raise StepFailed(error) from None
+            backoff = policy.retry_first_interval_seconds * 2 ** min(attempt - 1, _MAX_DOUBLINGS)
+            if until is not None:
+                backoff = min(backoff, policy.outage_retry_max_interval_seconds)
             delay = max(
-                policy.retry_first_interval_seconds * 2 ** (attempt - 1),
+                backoff,
                 error.retry_after_seconds or 0.0,
                 # Key Vault has no conditional writes: the next attempt checks what landed only
                 # once an unanswered write can no longer land, or it would write a second time.
                 policy.write_settle_seconds if error.unanswered else 0.0,
             )
-            retrying(attempt, delay, error)
-            yield context.create_timer(context.current_utc_datetime + timedelta(seconds=delay))
+            next_at = context.current_utc_datetime + timedelta(seconds=delay)
+            within_attempts = attempt < policy.retry_max_attempts
+            within_time = until is not None and next_at <= until
+            if not (within_attempts or within_time):
+                raise StepFailed(error) from None
+            retrying(
+                Retry(
+                    step,
+                    attempt + 1,
+                    next_at.isoformat(),
+                    error,
+                    until.isoformat() if until is not None else None,
+                )
+            )
+            yield context.create_timer(next_at)
             attempt += 1

@@ -207,6 +207,11 @@ class RotationPolicy(Record):
     consumer_ready_timeout_seconds: float
     # After a request went unanswered: how long before a step checks again or an undo runs.
     write_settle_seconds: float = 120.0
+    # How long promote and the undos keep retrying transient failures (an outage of Key Vault
+    # after apply), and the longest wait between two of their attempts. 0 (the default, which
+    # the rotations started before these fields existed replay with): retry_max_attempts only.
+    outage_retry_hours: float = 0.0
+    outage_retry_max_interval_seconds: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -374,6 +379,16 @@ class Decision(Record):
     # Tells this decision apart from any other raised at the same rotation, so the API knows
     # whether its own decision is the one that took effect.
     decision_id: str | None = None
+
+
+# RotationOutcome.result: what a rotation that completed did.
+ROTATED = "rotated"
+ROLLED_FORWARD = "rolled_forward"  # after a failure, the new value was promoted instead
+SKIPPED = "skipped"  # the version was no longer current
+REJECTED = "rejected"
+TIMED_OUT = "timed_out"  # no decision before the approval deadline
+# Results that changed nothing for good: a later request for the same version starts it again.
+RESTARTABLE_RESULTS = (REJECTED, TIMED_OUT)
 
 
 @dataclass(frozen=True)

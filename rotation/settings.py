@@ -78,6 +78,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "Wait before the first retry of a step; later retries back off exponentially.",
     ),
     SettingSpec(
+        "ROTATION_OUTAGE_RETRY_HOURS",
+        "24",
+        "How long promote and every undo keep retrying transient failures (a Key Vault outage after "
+        "the target changed) before they give up, 0-168; their waits double up to 30 minutes. 0: no "
+        "longer than the other steps (ROTATION_RETRY_MAX_ATTEMPTS).",
+    ),
+    SettingSpec(
         "ROTATION_KEYVAULT_TIMEOUT_SECONDS",
         "30",
         "How long the hub waits for Key Vault's answer to one request before it gives up (the "
@@ -254,6 +261,22 @@ def _non_negative_number(name: str, raw: str) -> float:
     return value
 
 
+# Promote and the undos retry for at most a week: longer, and the undos of a rotation whose
+# target changed would outlive most credentials' remaining validity anyway.
+OUTAGE_RETRY_HOURS_RANGE = (0.0, 168.0)
+
+
+def _number_within(name: str, raw: str, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number from {low:g} to {high:g}, got {raw!r}") from None
+    if not low <= value <= high:  # also refuses nan
+        raise SettingsError(f"{name} must be from {low:g} to {high:g}, got {raw!r}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("true", "1", "yes"):
@@ -332,6 +355,7 @@ class Settings:
     approval_timeout_hours: float
     retry_max_attempts: int
     retry_first_interval_seconds: float
+    outage_retry_hours: float
     keyvault_timeout_seconds: float
     write_settle_seconds: float
     sweep_vaults: tuple[VaultId, ...]
@@ -412,6 +436,9 @@ class Settings:
             ),
             retry_first_interval_seconds=_positive_number(
                 "ROTATION_RETRY_FIRST_INTERVAL_SECONDS", get("ROTATION_RETRY_FIRST_INTERVAL_SECONDS")
+            ),
+            outage_retry_hours=_number_within(
+                "ROTATION_OUTAGE_RETRY_HOURS", get("ROTATION_OUTAGE_RETRY_HOURS"), OUTAGE_RETRY_HOURS_RANGE
             ),
             keyvault_timeout_seconds=_positive_number(
                 "ROTATION_KEYVAULT_TIMEOUT_SECONDS", get("ROTATION_KEYVAULT_TIMEOUT_SECONDS")

@@ -175,7 +175,10 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
     )
     if result.started and result.rotation_id:
         links = rotation_links(req.url, result.rotation_id)
-        return json_response(202, {"id": result.rotation_id, "links": links}, {"Location": links["status"]})
+        answer: dict[str, Any] = {"id": result.rotation_id, "links": links}
+        if result.outcome == "restarted":  # its last run ended unfinished (launcher.ended_unfinished)
+            answer["note"] = result.reason
+        return json_response(202, answer, {"Location": links["status"]})
     if result.outcome in ("duplicate", "busy") and result.rotation_id:
         hint = ""
         if result.outcome == "duplicate":

@@ -4,22 +4,32 @@ One orchestration per secret version (DESIGN.md 3.5): the instance id is derived
 secret and version, so a duplicate delivery finds its instance and starts nothing; a secret
 with a rotation still running is refused; an event about a version that is no longer current
 starts nothing.
+
+A rotation of the version that ended without rotating it (Failed, Terminated, or Completed
+as rejected or timed out) does not block the version forever: the launcher starts it again
+under the same instance id, which the task hub allows for an instance that has ended (the
+extension's ``overridableExistingInstanceStates``, by default ``NonRunningStates``). Every step
+checks before it acts, so the new run takes up what the ended one left (the pending value it
+staged, a target that already takes it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 from dataclasses import dataclass
 from typing import Literal
 
 import azure.durable_functions as df
+from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
 from rotation import metadata
 from rotation.clients import vault_named
 from rotation.errors import InvalidRequest
-from rotation.model import RotationPolicy, RotationRequest, SecretRef
+from rotation.model import RESTARTABLE_RESULTS, RotationPolicy, RotationRequest, SecretRef
 from rotation.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +42,14 @@ ACTIVE = [
     OrchestrationRuntimeStatus.ContinuedAsNew,
 ]
 
-Outcome = Literal["started", "duplicate", "busy", "ignored", "refused"]
+Outcome = Literal["started", "restarted", "duplicate", "busy", "ignored", "refused"]
+# Runtime statuses of a rotation that ended without a result to keep (Canceled is not used by
+# the extension, but is an end too).
+ENDED_UNFINISHED = (
+    OrchestrationRuntimeStatus.Failed,
+    OrchestrationRuntimeStatus.Terminated,
+    OrchestrationRuntimeStatus.Canceled,
+)
 
 
 @dataclass(frozen=True)
@@ -43,7 +60,8 @@ class Launch:
 
     @property
     def started(self) -> bool:
-        return self.outcome == "started"
+        """A rotation started now (a new one, or one that had ended unfinished started again)."""
+        return self.outcome in ("started", "restarted")
 
 
 def policy_from(settings: Settings) -> RotationPolicy:
@@ -53,12 +71,26 @@ def policy_from(settings: Settings) -> RotationPolicy:
         approval_timeout_hours=settings.approval_timeout_hours,
         consumer_ready_timeout_seconds=settings.consumer_ready_timeout_seconds,
         write_settle_seconds=settings.write_settle_seconds,
+        outage_retry_hours=settings.outage_retry_hours,
     )
 
 
-async def instance_exists(client: df.DurableOrchestrationClient, instance_id: str) -> bool:
-    status = await client.get_status(instance_id)
-    return bool(status) and status.runtime_status is not None
+def ended_unfinished(status: DurableOrchestrationStatus) -> str | None:
+    """Why a rotation that exists may start again: it ended without rotating (Failed,
+    Terminated, or Completed with a result that changed nothing for good: rejected, timed out).
+    None while it runs, or when it ended rotated, rolled forward or skipped."""
+    runtime = status.runtime_status
+    if runtime in ENDED_UNFINISHED:
+        return f"its last run ended {runtime.value}"
+    if runtime == OrchestrationRuntimeStatus.Completed:
+        output = status.output
+        if isinstance(output, str):  # an output the client left as its JSON text
+            with contextlib.suppress(ValueError):
+                output = json.loads(output)
+        result = output.get("result") if isinstance(output, dict) else None
+        if result in RESTARTABLE_RESULTS:
+            return f"its last run ended {result}"
+    return None
 
 
 async def launch(
@@ -98,8 +130,14 @@ async def launch(
             secret,
         )
     rotation_id = secret.rotation_id(current.version)
-    if await instance_exists(client, rotation_id):
-        return _said(Launch("duplicate", "a rotation of this version exists already", rotation_id), secret)
+    restart_reason: str | None = None
+    existing = await client.get_status(rotation_id)
+    if existing and existing.runtime_status is not None:
+        restart_reason = ended_unfinished(existing)
+        if restart_reason is None:
+            return _said(
+                Launch("duplicate", "a rotation of this version exists already", rotation_id), secret
+            )
     running = await client.get_status_by(
         runtime_status=ACTIVE, instance_id_prefix=secret.rotation_id_prefix()
     )
@@ -123,18 +161,26 @@ async def launch(
         await client.start_new(ORCHESTRATOR, rotation_id, request.to_dict())
     except Exception:
         # Two deliveries of one event can pass the checks above at once; the task hub lets only
-        # one create the instance.
-        if await instance_exists(client, rotation_id):
+        # one create (or start again) the instance, and refuses the other while it runs.
+        now = await client.get_status(rotation_id)
+        if now and now.runtime_status in ACTIVE:
             return _said(
                 Launch("duplicate", "a rotation of this version was started concurrently", rotation_id),
                 secret,
             )
         raise
+    if restart_reason is not None:
+        reason = f"{trigger} for version {current.version}; {restart_reason}, so it starts again"
+        return _said(Launch("restarted", reason, rotation_id), secret)
     return _said(Launch("started", f"{trigger} for version {current.version}", rotation_id), secret)
 
 
 def _said(result: Launch, secret: SecretRef) -> Launch:
-    level = logging.INFO if result.outcome in ("started", "duplicate", "ignored") else logging.WARNING
+    level = (
+        logging.INFO
+        if result.outcome in ("started", "restarted", "duplicate", "ignored")
+        else logging.WARNING
+    )
     logger.log(
         level,
         "rotation of %s/%s %s: %s%s",

@@ -108,6 +108,10 @@ param keyVaultTimeoutSeconds int = 30
 @description('After a Key Vault request went unanswered, how long before the hub checks again or undoes anything (seconds): a write Key Vault received may still land.')
 @minValue(0)
 param writeSettleSeconds int = 120
+@description('How long promote and every undo keep retrying transient failures, such as a Key Vault outage, before they give up (hours; 0: as long as the other steps).')
+@minValue(0)
+@maxValue(168)
+param outageRetryHours int = 24
 param sweepSchedule string = '0 0 3 * * *'
 param nearExpiryDays int = 30
 @description('The sweep runs the preflight on tagged secrets that enter the near-expiry window within this many days (0: none).')
@@ -188,6 +192,7 @@ module hub 'modules/hub/hub.bicep' = {
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
     keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
     writeSettleSeconds: writeSettleSeconds
+    outageRetryHours: outageRetryHours
     sweepVaults: join(union(additionalSweepVaults, spokeVaultIds), ',')
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_helpers import QUIET_SWEEP
 
 from local.cloud.process import AdminClient
 from local.stack import MYSQL, POSTGRESQL, LocalStack
@@ -17,7 +18,7 @@ from local.stack import MYSQL, POSTGRESQL, LocalStack
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    with LocalStack(Path(tmp_path_factory.mktemp("stack"))) as running:
+    with LocalStack(Path(tmp_path_factory.mktemp("stack")), app_settings=QUIET_SWEEP) as running:
         yield running
 
 

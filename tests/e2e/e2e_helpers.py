@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import sqlite3
@@ -251,6 +252,13 @@ def instance_ids(stack: LocalStack, prefix: str = "rotate_") -> set[str]:
     return {item["instanceId"] for item in body}
 
 
+# The sweep's timer never fires during a test run (1 January, midnight): a test that moves the
+# host's clock days ahead (an approval timeout, a window, an overlap) would otherwise have it
+# start again the rotations other tests of the module left rejected, timed out or failed. Tests
+# run the sweep when they mean to (run_sweep).
+QUIET_SWEEP = {"ROTATION_SWEEP_SCHEDULE": "0 0 0 1 1 *"}
+
+
 def module_stack(
     tmp_path_factory: pytest.TempPathFactory,
     app_settings: Mapping[str, str],
@@ -261,7 +269,9 @@ def module_stack(
     without database servers unless ``databases`` names some (targets the local cloud itself
     serves need none)."""
     with LocalStack(
-        Path(tmp_path_factory.mktemp("stack")), app_settings=app_settings, databases=databases
+        Path(tmp_path_factory.mktemp("stack")),
+        app_settings={**QUIET_SWEEP, **app_settings},
+        databases=databases,
     ) as running:
         # Only the tests start rotations: a NearExpiry event racing them would rotate first.
         quiet_expiry_scan(running)
@@ -326,6 +336,25 @@ class HostLog:
                     f"{needle!r} not {count} time(s) in the host log within {timeout:g}s:\n{text}"
                 )
             time.sleep(0.1)
+
+
+def run_sweep(
+    stack: LocalStack, vaults: tuple[str, ...] = ("spoke1-kv", "spoke2-kv")
+) -> dict[str, dict[str, int]]:
+    """Run the sweep's timer function now (the host's admin API); wait for its summary line per
+    vault and return how many secrets ended in each launch outcome, per vault."""
+    log = HostLog(stack)
+    status, _, body = hub_request(stack, "POST", "/admin/functions/sweep", {})
+    assert status == 202, body
+    text = log.wait_for("sweep: vault ", count=len(vaults))
+    counts: dict[str, dict[str, int]] = {}
+    for line in text.splitlines():
+        if "starters.sweep: sweep: vault " not in line:
+            continue
+        vault, summary = line.split("sweep: vault ", 1)[1].split(": ", 1)
+        counts[vault] = {} if summary == "nothing due" else ast.literal_eval(summary)
+    assert sorted(counts) == sorted(vaults), text
+    return counts
 
 
 # -- driving rotations through the hub's HTTP API (failure and crash scenarios) ----------------

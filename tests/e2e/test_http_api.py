@@ -269,14 +269,10 @@ def test_approval_decisions_duplicates_and_restart(stack: LocalStack) -> None:
     assert done["status"]["decision"] == decision
     assert_untouched(stack, seeded, password)
 
-    # Ended: no decision is taken any more, rotate-now is a duplicate with a hint, rewind is refused.
+    # Ended: no decision is taken any more, rewind is refused.
     status, body = decide(stack, rotation_id, "approve", {}, **approver)
     assert status == 409, body
     assert body["error"].startswith(f"already decided: rejected by {principals.name(APPROVER)} at ")
-    status, _, body = rotate_now(stack, seeded.vault, seeded.name)
-    assert status == 409, body
-    assert body["id"] == rotation_id
-    assert "POST /api/rotations/{id}/rerun" in body["error"]
     status, body = decide(stack, rotation_id, "rerun", {})
     assert status == 409
     assert "only a failed rotation can be rewound" in body["error"]
@@ -289,6 +285,18 @@ def test_approval_decisions_duplicates_and_restart(stack: LocalStack) -> None:
     assert (status, body) == (202, {"id": rotation_id, "mode": "restart", "note": ""})
     again = wait_for(stack, rotation_id, step="approval", until=())
     assert again["runtimeStatus"] == "Running"
+    status, body = decide(stack, rotation_id, "reject", {"reason": "not yet"}, **approver)
+    assert status == 200, body
+    assert wait_for(stack, rotation_id)["output"]["result"] == "rejected"
+
+    # Rotate-now after a rejection asks again: the same rotation starts over (202, not 409).
+    status, headers, body = rotate_now(stack, seeded.vault, seeded.name)
+    assert status == 202, body
+    assert body["id"] == rotation_id
+    assert "its last run ended rejected, so it starts again" in body["note"]
+    assert headers["Location"] == body["links"]["status"]
+    again = wait_for(stack, rotation_id, step="approval", until=())
+    assert "decision" not in again["status"]
     status, body = decide(stack, rotation_id, "approve", {}, **approver)
     assert status == 200, body
     done = wait_for(stack, rotation_id)

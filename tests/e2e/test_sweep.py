@@ -1,28 +1,27 @@
 """The timer-triggered sweep (the backstop for lost events), run now through the host's admin
 API: it starts one rotation for each tagged secret inside the near-expiry window in both vaults,
-none for the others, and a second run starts nothing new.
+none for the others, and a second run starts nothing new. A rotation that was rejected is
+started again by each run while its version is due (its approvers are asked again).
 
 The local cloud's expiry scan is off for this module, so every rotation here is the sweep's.
 """
 
 from __future__ import annotations
 
-import ast
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from e2e_helpers import (
-    HostLog,
     assert_consistent,
     assert_no_value_leaked,
     assert_untouched,
     current_password,
     event_grid_event,
-    hub_request,
     instance_ids,
     post_events,
     quiet_expiry_scan,
     reject,
+    run_sweep,
     seed,
     unique,
     versions_of,
@@ -45,20 +44,14 @@ def prefix_of(stack: LocalStack, seeded: Seeded) -> str:
     return SecretRef(stack.subscription_of(seeded.vault), seeded.vault, seeded.name).rotation_id_prefix()
 
 
-def run_sweep(stack: LocalStack) -> dict[str, dict[str, int]]:
-    """Run the timer function now; wait for its summary line per vault and return the counts."""
-    log = HostLog(stack)
-    status, _, body = hub_request(stack, "POST", "/admin/functions/sweep", {})
-    assert status == 202, body
-    text = log.wait_for("sweep: vault ", count=len(VAULTS))
-    counts: dict[str, dict[str, int]] = {}
-    for line in text.splitlines():
-        if "starters.sweep: sweep: vault " not in line:
-            continue
-        vault, summary = line.split("sweep: vault ", 1)[1].split(": ", 1)
-        counts[vault] = {} if summary == "nothing due" else ast.literal_eval(summary)
-    assert sorted(counts) == sorted(VAULTS), text
-    return counts
+def reject_again(stack: LocalStack, seeded: Seeded) -> None:
+    """The sweep started the rejected rotation of ``seeded`` again: it waits for a decision
+    afresh (the earlier one is gone from its status); reject it once more."""
+    rotation_id = stack.rotation_id(seeded)
+    waiting = wait_for(stack, rotation_id, step="approval", until=())
+    assert "decision" not in waiting["status"]
+    reject(stack, rotation_id, "still not now")
+    assert wait_for(stack, rotation_id)["output"]["result"] == "rejected"
 
 
 def untagged_secret(stack: LocalStack, vault: str) -> Seeded:
@@ -96,9 +89,11 @@ def test_the_sweep_starts_what_is_due_once(stack: LocalStack) -> None:
 
     counts = run_sweep(stack)
 
-    assert counts == {"spoke1-kv": {"started": 2, "duplicate": 1}, "spoke2-kv": {"started": 1}}
+    # The rejected rotation's version is still due: the sweep asks its approvers again.
+    assert counts == {"spoke1-kv": {"started": 2, "restarted": 1}, "spoke2-kv": {"started": 1}}
     started = instance_ids(stack) - before
     assert started == {stack.rotation_id(s) for s in due}
+    reject_again(stack, refused)
     for seeded in due:
         done = wait_for(stack, stack.rotation_id(seeded))
         assert done["runtimeStatus"] == "Completed", done
@@ -114,10 +109,11 @@ def test_the_sweep_starts_what_is_due_once(stack: LocalStack) -> None:
     assert versions_of(stack, disabled) == [disabled.version]
     assert_untouched(stack, refused, passwords[refused.name])
 
-    # Again: everything due has a rotation (or was just rotated out of the window): nothing new.
+    # Again: everything due was rotated out of the window; only the rejected one is asked again.
     before = instance_ids(stack)
-    assert run_sweep(stack) == {"spoke1-kv": {"duplicate": 1}, "spoke2-kv": {}}
+    assert run_sweep(stack) == {"spoke1-kv": {"restarted": 1}, "spoke2-kv": {}}
     assert instance_ids(stack) == before
+    reject_again(stack, refused)
     for seeded in [*due, rotated, refused]:
         assert_consistent(stack, seeded)
         assert_no_value_leaked(stack, seeded)

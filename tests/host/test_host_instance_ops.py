@@ -104,6 +104,28 @@ def test_restart_with_a_new_id_and_with_the_same_id(host: RunningHost) -> None:
     assert api.wait("restart-1")["output"] == 1
 
 
+def test_a_start_with_the_id_of_an_ended_instance_replaces_it_as_azure_does(host: RunningHost) -> None:
+    """Durable Functions' default ``overridableExistingInstanceStates`` (NonRunningStates): an
+    instance that ended (Failed, Terminated, Completed) is replaced by a start with its id, with a
+    history of its own; the launcher restarts unfinished rotations this way."""
+    api = host.api
+    api.start("raises", "replace-failed")
+    assert api.wait("replace-failed")["runtimeStatus"] == "Failed"
+    api.start("wait_forever", "replace-terminated")
+    api.wait("replace-terminated", ("Running",))
+    assert _post(api, "/instances/replace-terminated/terminate?reason=test") == 202
+    assert api.wait("replace-terminated")["runtimeStatus"] == "Terminated"
+
+    for instance_id in ("replace-failed", "replace-terminated"):
+        api.start("fan_out", instance_id, {"count": 2})
+        done = api.wait(instance_id, query="?showHistory=true")
+        assert (done["runtimeStatus"], done["output"]) == ("Completed", 1)
+        assert done["input"] == {"count": 2}
+        started = [e for e in done["historyEvents"] if e["EventType"] == "ExecutionStarted"]
+        assert len(started) == 1, "the replaced instance's history is gone"
+        assert started[0]["FunctionName"] == "fan_out"
+
+
 def test_list_filters_and_pages(host: RunningHost) -> None:
     api = host.api
     for index in range(5):

@@ -447,6 +447,99 @@ def test_transient_failures_stop_after_retry_max_attempts_and_the_step_fails(hub
     assert "promoted" not in custom
 
 
+# Promote and the undos outlast an outage: a minute of retries (three of host time), each wait
+# doubling from 2 s up to 8 s, while the other steps give up after POLICY's three attempts.
+OUTAGE = dataclasses.replace(POLICY, outage_retry_hours=60 / 3600, outage_retry_max_interval_seconds=8.0)
+OUTAGE_503 = fail("TransientError", "spoke-kv-01 answered 503")
+
+
+def test_promote_outlasts_an_outage_with_capped_backoff_and_the_status_shows_the_next_attempt(
+    hub: Hub,
+) -> None:
+    gated = {**OUTAGE_503, "wait_for": "go"}
+    script = {"promote_secret": [OUTAGE_503] * 4 + [gated, OUTAGE_503, {}]}
+    rotation = hub.rotate("outlasted", script, policy=OUTAGE)
+    # The fifth attempt waits for the gate: the status meanwhile says which attempt comes, when,
+    # and until when promote keeps trying (past POLICY's three attempts already).
+    rotation.wait_call("promote_secret")
+    wait_until(
+        lambda: rotation.activities().count("promote_secret") == 5,
+        20,
+        lambda: f"the fifth promote never came: {rotation.activities()}",
+    )
+    waiting = rotation.status()["customStatus"]
+    retrying = waiting["retrying"]
+    assert (retrying["step"], retrying["attempt"]) == ("promote", 5)
+    assert retrying["after"] == {
+        "step": "promote",
+        "class": "TransientError",
+        "message": "spoke-kv-01 answered 503",
+    }
+    first_promote = parse_time(waiting["stepTimes"]["promote"])
+    assert parse_time(retrying["retryUntil"]) == first_promote + timedelta(seconds=60)
+    assert parse_time(retrying["nextAttemptAt"]) > first_promote
+    rotation.open_gate("go")
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Completed", done
+    assert done["output"]["result"] == "rotated"
+    assert rotation.activities() == [*HAPPY_ORDER[:4], *["promote_secret"] * 7]
+    # Doubling from 2 s, capped at 8 s: 2 + 4 + 8 + 8 + 8 + 8 = 38 s, within the minute.
+    assert timer_waits(done) == pytest.approx([2.0, 4.0, 8.0, 8.0, 8.0, 8.0], abs=0.01)
+    assert "retrying" not in done["customStatus"]
+    assert done["customStatus"]["stepsDone"] == ["plan", "stage", "apply", "verify", "promote", "cleanup"]
+
+
+def test_promote_gives_up_when_the_outage_outlasts_its_budget_and_the_undos_outlast_it_too(
+    hub: Hub,
+) -> None:
+    script = {
+        "promote_secret": [OUTAGE_503],
+        # More transient failures than POLICY's three attempts: the undo keeps going.
+        "revert_target": [OUTAGE_503] * 4 + [{}],
+    }
+    rotation = hub.rotate("outage-too-long", script, policy=OUTAGE)
+    done = rotation.wait(timeout=30)
+
+    assert done["runtimeStatus"] == "Failed", done
+    # Attempts about 0, 2, 6, 14, 22, 30, 38, 46 (and 54) s after the first (each attempt takes a
+    # little host time too); promote gives up once the next one would start past the minute,
+    # then the undos run.
+    promotes = rotation.activities().count("promote_secret")
+    assert promotes in (8, 9), rotation.activities()
+    assert rotation.activities() == [
+        *HAPPY_ORDER[:4],
+        *["promote_secret"] * promotes,
+        *["revert_target"] * 5,
+        "discard_pending",
+    ]
+    assert timer_waits(done) == pytest.approx(
+        [2.0, 4.0] + [8.0] * (promotes - 3) + [2.0, 4.0, 8.0, 8.0], abs=0.01
+    )
+    promote_failures = [e for e in events(done, "TaskFailed") if e["FunctionName"] == "promote_secret"]
+    first_scheduled = parse_time(promote_failures[0]["ScheduledTime"])
+    last_failed = parse_time(promote_failures[-1]["Timestamp"])
+    assert last_failed + timedelta(seconds=8) > first_scheduled + timedelta(seconds=60)
+    custom = done["customStatus"]
+    assert custom["failed"] == {
+        "step": "promote",
+        "class": "TransientError",
+        "message": "spoke-kv-01 answered 503",
+    }
+    assert [(u["undo"], u["result"]) for u in custom["compensation"]] == [
+        ("revert_target", "done"),
+        ("discard_pending", "done"),
+    ]
+
+
+def test_the_other_steps_keep_their_attempts_under_an_outage_policy(hub: Hub) -> None:
+    rotation = hub.rotate("verify-not-outlasted", {"verify_target": [OUTAGE_503]}, policy=OUTAGE)
+    done = rotation.wait()
+
+    assert done["runtimeStatus"] == "Failed"
+    assert rotation.activities().count("verify_target") == OUTAGE.retry_max_attempts
+
+
 @pytest.mark.parametrize(
     ("secret_name", "activity", "error", "expected_calls"),
     [

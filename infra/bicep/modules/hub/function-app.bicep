@@ -42,6 +42,7 @@ param retryMaxAttempts int
 param retryFirstIntervalSeconds int
 param keyVaultTimeoutSeconds int
 param writeSettleSeconds int
+param outageRetryHours int
 param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
@@ -237,6 +238,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_WRITE_SETTLE_SECONDS'
           value: string(writeSettleSeconds)
+        }
+        {
+          name: 'ROTATION_OUTAGE_RETRY_HOURS'
+          value: string(outageRetryHours)
         }
         {
           name: 'ROTATION_SWEEP_VAULTS'

@@ -26,6 +26,7 @@ param retryMaxAttempts int
 param retryFirstIntervalSeconds int
 param keyVaultTimeoutSeconds int
 param writeSettleSeconds int
+param outageRetryHours int
 param sweepVaults string
 param sweepSchedule string
 param nearExpiryDays int
@@ -142,6 +143,7 @@ module functionApp 'function-app.bicep' = {
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
     keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
     writeSettleSeconds: writeSettleSeconds
+    outageRetryHours: outageRetryHours
     sweepVaults: sweepVaults
     sweepSchedule: sweepSchedule
     nearExpiryDays: nearExpiryDays
