@@ -176,7 +176,13 @@ class LocalStack:
             self.cloud = LocalCloud(
                 data_dir=self.data_dir / "cloud",
                 topology=self._topology(),
-                env={"HUB_URL": self.hub_url, "PG_PORT": str(self.pg.port), **self.extra_cloud_env},
+                # The sites inherit it: the consumer app verifies the server as the hub does.
+                env={
+                    "HUB_URL": self.hub_url,
+                    "PG_PORT": str(self.pg.port),
+                    **self.pg.app_settings(),
+                    **self.extra_cloud_env,
+                },
             ).start()
             self._replaced_env = {name: os.environ.get(name) for name in self.cloud.client_env}
             os.environ.update(self.cloud.client_env)

@@ -29,7 +29,7 @@ from e2e_helpers import (
 from local import principals
 from local.principals import APPROVER, REQUESTER
 from local.scenario import wait_for
-from local.stack import LocalStack, Seeded
+from local.stack import POSTGRESQL, LocalStack, Seeded
 from rotation import metadata
 from rotation.model import RotationRequest, SecretRef
 from starters.launcher import policy_from
@@ -449,9 +449,16 @@ def test_rerun_rewinds_a_failed_rotation_that_undid_nothing(stack: LocalStack) -
 
 
 def test_rerun_restarts_a_failed_rotation_that_ran_undos(stack: LocalStack) -> None:
-    """The admin login named by the secret's tags is missing: apply fails, the undos run; once
-    the admin secret exists, rerun starts the rotation again from the beginning."""
+    """The admin login the admin secret names does not exist yet: apply is refused, the undos
+    run; once the login exists with the secret's password, rerun starts the rotation again from
+    the beginning."""
     admin_name = unique("hub-admin")
+    admin_login = admin_name.replace("-", "_")
+    stack.secret_client("spoke1-kv").set_secret(
+        admin_name,
+        "no-such-login-yet",
+        tags={metadata.CREDENTIAL: admin_login, metadata.PROVIDER: stack.database(POSTGRESQL).provider()},
+    )
     seeded = seed(stack, "spoke1-kv", admin=f"secret:{admin_name}")
     old = current_password(stack, seeded)
 
@@ -465,7 +472,7 @@ def test_rerun_restarts_a_failed_rotation_that_ran_undos(stack: LocalStack) -> N
     assert stack.logs_in(seeded, old)
     assert_consistent(stack, seeded)
 
-    stack.seed_admin_secret("spoke1-kv", admin_name, login=admin_name.replace("-", "_"))
+    stack.seed_admin_secret("spoke1-kv", admin_name, login=admin_login)
     status, _, body = hub_request(stack, "POST", f"/api/rotations/{rotation_id}/rerun")
 
     assert status == 202, body

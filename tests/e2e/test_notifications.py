@@ -145,7 +145,9 @@ def topic_events(stack: LocalStack, rotation_id: str, topic: str = NOTIFY_TOPIC)
 def wrong_admin_password(stack: LocalStack, admin: Seeded) -> None:
     """The admin secret's value no longer is the admin's password (someone changed it by hand)."""
     stack.secret_client(admin.vault).set_secret(
-        admin.name, secrets.token_urlsafe(18), tags={metadata.CREDENTIAL: admin.login}
+        admin.name,
+        secrets.token_urlsafe(18),
+        tags={metadata.CREDENTIAL: admin.login, metadata.PROVIDER: stack.database(admin.kind).provider()},
     )
 
 
