@@ -123,7 +123,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS",
         "300",
-        "How long to wait for a restarted consuming app to report that it runs again.",
+        "How long to wait for a restarted consuming app to serve again: its health check path answers 2xx (without one, its site answers below 500).",
     ),
     SettingSpec(
         "ROTATION_POSTGRESQL_SSLMODE",
