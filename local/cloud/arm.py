@@ -1,5 +1,5 @@
-"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites``, ``Microsoft.Storage/storageAccounts``
-and the caller's permissions at any scope.
+"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites``, ``Microsoft.Storage/storageAccounts``,
+``Microsoft.KeyVault/vaults`` (GET, ``arm_keyvault.py``) and the caller's permissions at any scope.
 
 Sites: GET, POST restart, stop and start, GET config/web (the site's configuration, with its
 health check path), and the app settings (POST config/appsettings/list, PUT
@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import arm_permissions, arm_storage
+from local.cloud import arm_keyvault, arm_permissions, arm_storage
 from local.cloud.arm_common import (
     authenticate,
     authorization_failed,
@@ -150,6 +150,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await arm_permissions.handle(request, state, caller, permissions)
     if (account := arm_storage.ACCOUNT_PATH.match(path)) is not None:
         return await arm_storage.handle(request, state, caller, account)
+    if (vault := arm_keyvault.VAULT_PATH.match(path)) is not None:
+        return await arm_keyvault.handle(request, state, caller, vault)
     match = _SITE_PATH.match(path)
     operation = _OPERATIONS.get((match["verb"], request.method)) if match else None
     if match is None or operation is None:
