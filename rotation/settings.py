@@ -37,7 +37,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "ROTATION_ALLOWED_SUBSCRIPTIONS",
         "",
-        "Comma-separated subscription ids whose vaults the hub may rotate; events from others start nothing.",
+        "Comma-separated subscription ids whose vaults the hub may rotate (the subscription ARM finds the vault in, not only the one an event or caller names); events from others start nothing.",
     ),
     SettingSpec(
         "ROTATION_KEYVAULT_DNS_SUFFIX",
