@@ -19,7 +19,7 @@ from local.cloud.state import STATE
 # The front end's own limit on an app's answer (App Service: 230 s).
 FORWARD_TIMEOUT_SECONDS = 230.0
 # Hop-by-hop headers and those aiohttp sets itself: never copied across.
-_NOT_FORWARDED = frozenset(
+_HOP_BY_HOP = frozenset(
     {
         "connection",
         "keep-alive",
@@ -31,9 +31,10 @@ _NOT_FORWARDED = frozenset(
         "upgrade",
         "host",
         "content-length",
-        "content-encoding",
     }
 )
+# The app's answer reaches us decoded (aiohttp decompresses it), so its encoding goes too.
+_NOT_RETURNED = _HOP_BY_HOP | {"content-encoding"}
 
 _STOPPED_PAGE = (
     "<!DOCTYPE html><html><head><title>Web app stopped</title></head><body>"
@@ -59,7 +60,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return _html(403, _STOPPED_PAGE)
     if not runtime.alive:
         return _html(503, _UNAVAILABLE_PAGE)
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
     # What App Service's front end tells the app about the original request.
     headers["X-Forwarded-Proto"] = "https"
     headers["X-Original-Host"] = site.host if site is not None else request.host
@@ -74,7 +75,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
             timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_SECONDS),
         ) as answer:
             content = await answer.read()
-            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _NOT_FORWARDED}
+            kept = {k: v for k, v in answer.headers.items() if k.lower() not in _NOT_RETURNED}
             return web.Response(status=answer.status, body=content, headers=kept)
     except (aiohttp.ClientError, TimeoutError):
         # Not listening yet (starting), or gone: the front end answers for the app.
