@@ -29,6 +29,7 @@ from local.stack import (
     Seeded,
 )
 from rotation import metadata
+from rotation.site_health import http_status
 
 ENDED = ("Completed", "Failed", "Terminated")
 
@@ -144,10 +145,13 @@ def start_consumer(stack: LocalStack, site: str = CONSUMER_SITE, *, timeout: flo
     client = stack.web_client(subscription)
     # A restart also starts a stopped site; a start would leave a running process on an old secret.
     client.web_apps.restart(resource_group, site)
+    # ARM's state is the configured state, Running at once: wait for the app's health check
+    # through its front end (https://<site>.azurewebsites.net), as the hub does.
+    url = f"https://{client.web_apps.get(resource_group, site).default_host_name}/health"
     deadline = time.monotonic() + timeout
-    while client.web_apps.get(resource_group, site).state != "Running":
+    while http_status(url, 10) != 200:
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{site} did not report Running within {timeout:g}s")
+            raise TimeoutError(f"{site} did not pass its health check within {timeout:g}s")
         time.sleep(0.5)
     return consumer_health(stack, site)
 

@@ -13,6 +13,7 @@ from azure.eventgrid import EventGridPublisherClient
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.keyvault import KeyVaultManagementClient
 from azure.mgmt.storage import StorageManagementClient
 from azure.mgmt.web import WebSiteManagementClient
 
@@ -54,6 +55,16 @@ def _web_client(subscription_id: str, arm_endpoint: str, client_id: str) -> WebS
 @cache
 def _storage_client(subscription_id: str, arm_endpoint: str, client_id: str) -> StorageManagementClient:
     return StorageManagementClient(
+        _credential(client_id),
+        subscription_id,
+        base_url=arm_endpoint,
+        credential_scopes=[arm_endpoint + "/.default"],
+    )
+
+
+@cache
+def _keyvault_client(subscription_id: str, arm_endpoint: str, client_id: str) -> KeyVaultManagementClient:
+    return KeyVaultManagementClient(
         _credential(client_id),
         subscription_id,
         base_url=arm_endpoint,
@@ -117,6 +128,11 @@ def storage_client(subscription_id: str, settings: Settings) -> StorageManagemen
     return _storage_client(subscription_id, settings.arm_endpoint, settings.client_id)
 
 
+def keyvault_client(subscription_id: str, settings: Settings) -> KeyVaultManagementClient:
+    """ARM's Key Vault resource provider (the vaults as resources, not their secrets)."""
+    return _keyvault_client(subscription_id, settings.arm_endpoint, settings.client_id)
+
+
 def authorization_client(subscription_id: str, settings: Settings) -> AuthorizationManagementClient:
     return _authorization_client(subscription_id, settings.arm_endpoint, settings.client_id)
 
@@ -150,6 +166,7 @@ def clear_cache() -> None:
         _secret_client,
         _web_client,
         _storage_client,
+        _keyvault_client,
         _authorization_client,
         _eventgrid_publisher,
     ):

@@ -1,8 +1,14 @@
-"""Restarting the apps that consume a rotated secret, and waiting until they run again.
+"""Restarting the apps that consume a rotated secret, and waiting until they serve again.
 
 An app that read the secret at start keeps the old value until it restarts; after promotion
-the old value no longer logs in, so each consumer is restarted and watched until App Service
-reports it running.
+the old value no longer logs in, so each consumer is restarted and watched until it serves again.
+ARM's ``state`` cannot say that: it is the state the site is configured to be in, "Running" the
+moment the restart is accepted. So the hub asks the app the way App Service does: its health
+check path (``siteConfig.healthCheckPath``, read with ``web_apps.get_configuration``) on its default
+host name must answer 2xx; a site without one must answer ``/`` with anything below 500
+(``rotation/site_health.py``). One answer through the site's front end is enough: with several
+instances the others may still be starting, and App Service's own health check keeps an instance
+that fails it out of the load balancer.
 
 An app that reads the secret through a Key Vault reference in its app settings
 (``@Microsoft.KeyVault(...)``) is different: App Service caches the value for up to 24 hours and
@@ -26,6 +32,7 @@ from azure.mgmt.web.models import StringDictionary
 from rotation.azure_errors import translated
 from rotation.errors import InvalidRequest, TransientError
 from rotation.model import ConsumerRestarted, SecretRef
+from rotation.site_health import http_status, is_ready
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +102,11 @@ def restart_and_wait(
     secret: SecretRef | None = None,
     rotation_id: str = "",
     sleep: Callable[[float], None] = time.sleep,
+    probe: Callable[[str, float], int | str] = http_status,
 ) -> ConsumerRestarted:
     """Restart one app (or, when its app settings reference ``secret`` through Key Vault, change
-    its configuration so it fetches them again) and wait until it reports ``Running``.
+    its configuration so it fetches them again) and wait until it serves: its health check path
+    answers 2xx, or, without one, the site answers below 500 (module docstring).
 
     Restarting twice is harmless, so a retried step just restarts again; the configuration
     change writes the same settings again.
@@ -105,7 +114,8 @@ def restart_and_wait(
     Raises:
         InvalidRequest: not an App Service id, or the site does not exist.
         AuthenticationFailed: the hub may not restart it (Website Contributor missing).
-        TransientError: ARM is unreachable, or the app did not run again within the timeout.
+        TransientError: ARM is unreachable, or the app did not serve within the timeout (the
+            message says what it last answered).
     """
     site = SiteRef.parse(consumer_id)
     client = client_for(site.subscription_id)
@@ -119,16 +129,47 @@ def restart_and_wait(
             client.web_apps.restart(site.resource_group, site.name, synchronous=True)
         logger.info("restarted %s", what)
     deadline = time.monotonic() + ready_timeout_seconds
-    state = "Unknown"
+    with translated(what, service="Azure Resource Manager"):
+        health_path = (
+            client.web_apps.get_configuration(site.resource_group, site.name).health_check_path or ""
+        ).strip()
+    if health_path and not health_path.startswith("/"):
+        health_path = "/" + health_path
+    url = ""
+    last = "no answer yet"
     while True:
-        with translated(what, service="Azure Resource Manager"):
-            state = str(client.web_apps.get(site.resource_group, site.name).state or "Unknown")
-        if state == "Running":
-            return ConsumerRestarted(
-                consumer_id=consumer_id, state=state, refreshed_settings=refreshed, pinned_settings=pinned
+        if not url:
+            # Read until the site is configured to run (a restart makes it so); its host name with it.
+            with translated(what, service="Azure Resource Manager"):
+                found = client.web_apps.get(site.resource_group, site.name)
+            state = str(found.state or "Unknown")
+            if state == "Running" and found.default_host_name:
+                url = f"https://{found.default_host_name}{health_path or '/'}"
+            else:
+                last = f"it reports state {state!r}"
+        if url:
+            status = probe(url, max(1.0, min(30.0, deadline - time.monotonic())))
+            if is_ready(status, health_check_path=health_path or None):
+                logger.info("%s serves again: %s answered %s", what, url, status)
+                return ConsumerRestarted(
+                    consumer_id=consumer_id,
+                    state="Running",
+                    refreshed_settings=refreshed,
+                    pinned_settings=pinned,
+                    ready_by=f"GET {url} answered {status}",
+                )
+            last = (
+                f"GET {url} answered {status}" if isinstance(status, int) else f"GET {url} failed ({status})"
             )
         if time.monotonic() >= deadline:
-            raise TransientError(f"{what} reports {state!r} {ready_timeout_seconds:g}s after its restart")
+            check = (
+                f"its health check {health_path!r}"
+                if health_path
+                else "any answer below 500 (no health check path)"
+            )
+            raise TransientError(
+                f"{what} did not pass {check} within {ready_timeout_seconds:g}s of its restart: {last}"
+            )
         sleep(POLL_SECONDS)
 
 

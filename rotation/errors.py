@@ -55,6 +55,10 @@ class InvalidRequest(RotationError):
     """The event, the request or the secret's tags are not acceptable; nothing was changed."""
 
 
+class NotAllowed(InvalidRequest):
+    """The vault is not in a subscription on the allowlist (the HTTP API answers 403)."""
+
+
 class NotFound(InvalidRequest):
     """The secret, version or resource named does not exist."""
 

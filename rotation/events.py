@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from rotation.errors import InvalidRequest
+from rotation.errors import InvalidRequest, NotAllowed
 from rotation.model import SecretRef, VaultId, check_secret_name, check_version, is_companion_name
 from rotation.settings import Settings
 
@@ -30,12 +30,16 @@ class SecretEvent:
     secret: SecretRef
     version: str
     expires_at: float | None
+    vault: VaultId  # as the topic names it; confirm_vault asks ARM whether it is really there
 
 
 def check_allowed(subscription_id: str, settings: Settings) -> None:
-    """Raises InvalidRequest unless the subscription is on ROTATION_ALLOWED_SUBSCRIPTIONS."""
+    """Raises NotAllowed unless the subscription is on ROTATION_ALLOWED_SUBSCRIPTIONS.
+
+    This checks an id someone gave; whether the vault is really there is
+    ``rotation.vault_location.confirm_vault``'s question."""
     if subscription_id.lower() not in settings.allowed_subscriptions:
-        raise InvalidRequest(f"subscription {subscription_id} is not on the allowlist")
+        raise NotAllowed(f"subscription {subscription_id} is not on the allowlist")
 
 
 def _text(value: object) -> str:
@@ -116,4 +120,5 @@ def parse_event(event: Mapping[str, object], settings: Settings) -> SecretEvent:
         secret=secret,
         version=version,
         expires_at=_epoch(data.get("exp")),
+        vault=vault,
     )

@@ -354,6 +354,8 @@ class ConsumerRestarted(Record):
     # version, which no refetch moves to the new one.
     refreshed_settings: tuple[str, ...] = ()
     pinned_settings: tuple[str, ...] = ()
+    # What showed the app serves again, e.g. "GET https://<app>.azurewebsites.net/health answered 200".
+    ready_by: str = ""
 
 
 @dataclass(frozen=True)

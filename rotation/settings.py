@@ -37,7 +37,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "ROTATION_ALLOWED_SUBSCRIPTIONS",
         "",
-        "Comma-separated subscription ids whose vaults the hub may rotate; events from others start nothing.",
+        "Comma-separated subscription ids whose vaults the hub may rotate (the subscription ARM finds the vault in, not only the one an event or caller names); events from others start nothing.",
     ),
     SettingSpec(
         "ROTATION_KEYVAULT_DNS_SUFFIX",
@@ -130,7 +130,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec(
         "ROTATION_CONSUMER_READY_TIMEOUT_SECONDS",
         "300",
-        "How long to wait for a restarted consuming app to report that it runs again.",
+        "How long to wait for a restarted consuming app to serve again: its health check path answers 2xx (without one, its site answers below 500).",
     ),
     SettingSpec(
         "ROTATION_POSTGRESQL_SSLMODE",

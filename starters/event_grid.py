@@ -7,6 +7,7 @@ answering now) raises, so Event Grid delivers the event again later.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -16,6 +17,7 @@ import azure.functions as func
 from rotation.errors import InvalidRequest, RotationError, TransientError
 from rotation.events import Ignored, parse_event
 from rotation.settings import current_settings
+from rotation.vault_location import confirm_vault
 from starters.launcher import launch
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,14 @@ async def on_secret_event(event: func.EventGridEvent, client: df.DurableOrchestr
         logger.info("event %s ignored: %s", event_id, exc)
         return
     except InvalidRequest as exc:
+        logger.warning("event %s refused: %s", event_id, exc.detail)
+        return
+    try:
+        # The topic's subscription is on the allowlist; is the vault really there (ARM)?
+        await asyncio.to_thread(confirm_vault, parsed.vault, settings)
+    except TransientError:
+        raise
+    except RotationError as exc:
         logger.warning("event %s refused: %s", event_id, exc.detail)
         return
     try:

@@ -7,6 +7,7 @@ action, 503 when Key Vault or the task hub does not answer now.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -19,11 +20,11 @@ import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 from azure.durable_functions.models.OrchestrationRuntimeStatus import OrchestrationRuntimeStatus
 
-from rotation.errors import Disabled, InvalidRequest, NotFound, RotationError, TransientError
-from rotation.events import check_allowed
+from rotation.errors import Disabled, InvalidRequest, NotAllowed, NotFound, RotationError, TransientError
 from rotation.model import SecretRef, VaultId, check_secret_name, check_vault_name
 from rotation.notifications import STATUS_ROUTE
 from rotation.settings import Settings, current_settings
+from rotation.vault_location import confirm_vault
 from starters.decisions import decide, decider_for, find_rotation
 from starters.http_errors import MAX_TEXT, HttpError
 from starters.launcher import ACTIVE, launch
@@ -54,6 +55,8 @@ def json_errors(handler: Handler) -> Handler:
             return await handler(req, client)
         except HttpError as exc:
             return json_response(exc.status, {"error": exc.message})
+        except NotAllowed as exc:
+            return json_response(403, {"error": exc.detail})
         except NotFound as exc:
             return json_response(404, {"error": exc.detail})
         except Disabled as exc:  # the secret's state forbids it, as for a rotation's state
@@ -112,6 +115,20 @@ def resolve_vault(value: str, settings: Settings) -> VaultId:
     )
 
 
+async def require_allowed(vault: VaultId, settings: Settings) -> None:
+    """Return when the vault is really in a subscription on the allowlist (ARM says so, not only
+    the id the caller gave: ``rotation.vault_location``).
+
+    Raises:
+        HttpError: 403, saying why.
+        TransientError: ARM does not answer now (503).
+    """
+    try:
+        await asyncio.to_thread(confirm_vault, vault, settings)
+    except NotAllowed as exc:
+        raise HttpError(403, exc.detail) from None
+
+
 def rotation_view(status: DurableOrchestrationStatus) -> dict[str, Any]:
     return {
         "id": status.instance_id,
@@ -157,10 +174,7 @@ async def start_rotation(req: func.HttpRequest, client: df.DurableOrchestrationC
     body = request_body(req)
     vault = resolve_vault(text_field(body, "vault", required=True), settings)
     name = check_secret_name(text_field(body, "secret", required=True))
-    try:
-        check_allowed(vault.subscription_id, settings)
-    except InvalidRequest as exc:
-        raise HttpError(403, exc.detail) from None
+    await require_allowed(vault, settings)
     secret = SecretRef(subscription_id=vault.subscription_id, vault_name=vault.vault_name, secret_name=name)
     # Recorded so that this principal cannot approve the rotation it asked for.
     principal = trusted_principal(req.headers, settings)

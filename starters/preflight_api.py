@@ -15,13 +15,17 @@ import asyncio
 import azure.durable_functions as df
 import azure.functions as func
 
-from rotation.errors import InvalidRequest
-from rotation.events import check_allowed
 from rotation.model import check_secret_name
 from rotation.preflight import VaultPreflight, run_many
 from rotation.settings import current_settings
-from starters.http_api import json_errors, json_response, request_body, resolve_vault, text_field
-from starters.http_errors import HttpError
+from starters.http_api import (
+    json_errors,
+    json_response,
+    request_body,
+    require_allowed,
+    resolve_vault,
+    text_field,
+)
 
 bp = df.Blueprint()
 
@@ -36,10 +40,7 @@ async def preflight(req: func.HttpRequest, client: df.DurableOrchestrationClient
     name = text_field(body, "secret", required=False)
     if name:
         check_secret_name(name)
-    try:
-        check_allowed(vault.subscription_id, settings)
-    except InvalidRequest as exc:
-        raise HttpError(403, exc.detail) from None
+    await require_allowed(vault, settings)
     checker = VaultPreflight(vault, settings)
     if name:
         reports = [await asyncio.to_thread(checker.run, name)]

@@ -192,7 +192,8 @@ async def sites(request: web.Request) -> web.Response:
                 "url": f"http://127.0.0.1:{runtime.port}",
                 "pid": runtime.pid,
                 "desired": runtime.desired,
-                "state": await state.sites.state(runtime),
+                "state": state.sites.state(runtime),
+                "healthy": await state.sites.healthy(runtime),
                 "restarts": runtime.restarts,
                 "log": str(runtime.log_path),
             }

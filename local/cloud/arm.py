@@ -1,7 +1,8 @@
-"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites``, ``Microsoft.Storage/storageAccounts``
-and the caller's permissions at any scope.
+"""Azure Resource Manager at management.azure.com: ``Microsoft.Web/sites``, ``Microsoft.Storage/storageAccounts``,
+``Microsoft.KeyVault/vaults`` (GET, ``arm_keyvault.py``) and the caller's permissions at any scope.
 
-Sites: GET, POST restart, stop and start, and the app settings (POST config/appsettings/list, PUT
+Sites: GET, POST restart, stop and start, GET config/web (the site's configuration, with its
+health check path), and the app settings (POST config/appsettings/list, PUT
 config/appsettings: replaces them all, restarts the site and fetches its Key Vault references
 afresh), as ``WebSiteManagementClient.web_apps`` calls them.
 Storage accounts: see ``arm_storage.py``; permissions: ``arm_permissions.py``. ARM's order of checks is kept: token, api-version, RBAC
@@ -17,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import arm_permissions, arm_storage
+from local.cloud import arm_keyvault, arm_permissions, arm_storage
 from local.cloud.arm_common import (
     authenticate,
     authorization_failed,
@@ -31,7 +32,7 @@ from local.cloud.state import STATE, CloudState
 
 _SITE_PATH = re.compile(
     r"^/subscriptions/(?P<sub>[^/]+)/resourcegroups/(?P<rg>[^/]+)/providers/microsoft\.web/sites/(?P<name>[^/]+)"
-    r"(?:/(?P<verb>restart|stop|start|config/appsettings/list|config/appsettings))?/?$"
+    r"(?:/(?P<verb>restart|stop|start|config/appsettings/list|config/appsettings|config/web))?/?$"
 )
 _OPERATIONS = {
     (None, "GET"): ("get_site", "Microsoft.Web/sites/read"),
@@ -41,14 +42,16 @@ _OPERATIONS = {
     # web_apps.list_application_settings / update_application_settings
     ("config/appsettings/list", "POST"): ("list_app_settings", "Microsoft.Web/sites/config/list/action"),
     ("config/appsettings", "PUT"): ("update_app_settings", "Microsoft.Web/sites/config/write"),
+    # web_apps.get_configuration: the site's configuration, healthCheckPath among it
+    ("config/web", "GET"): ("get_site_config", "Microsoft.Web/sites/config/read"),
 }
 SYNCHRONOUS_RESTART_TIMEOUT = 30.0
 
 
 async def _site_document(state: CloudState, runtime: SiteRuntime) -> dict[str, Any]:
     site = runtime.site
-    host = f"{site.name}.azurewebsites.net"
-    status = await state.sites.state(runtime)
+    host = site.host
+    status = state.sites.state(runtime)
     identities = {
         state.topology.identities[n].arm_id: {
             "principalId": state.topology.identities[n].principal_id,
@@ -67,7 +70,7 @@ async def _site_document(state: CloudState, runtime: SiteRuntime) -> dict[str, A
             "name": site.name,
             "state": status,
             "hostNames": [host],
-            "enabledHostNames": [host, f"{site.name}.scm.azurewebsites.net"],
+            "enabledHostNames": [host, host.replace(".", ".scm.", 1)],
             "defaultHostName": host,
             "repositorySiteName": site.name,
             "usageState": "Normal",
@@ -77,12 +80,35 @@ async def _site_document(state: CloudState, runtime: SiteRuntime) -> dict[str, A
             "reserved": True,
             "httpsOnly": True,
             "lastModifiedTimeUtc": dt.datetime.fromtimestamp(runtime.started_at or 0, dt.UTC).isoformat(),
-            "siteConfig": {"healthCheckPath": site.health_check_path, "linuxFxVersion": "PYTHON|3.11"},
+            # A site's GET carries siteConfig with most fields null, healthCheckPath among them:
+            # the configuration is read from config/web (web_apps.get_configuration).
+            "siteConfig": {"healthCheckPath": None, "linuxFxVersion": "PYTHON|3.11"},
         },
     }
     if identities:
         doc["identity"] = {"type": "UserAssigned", "userAssignedIdentities": identities}
     return doc
+
+
+def _config_document(runtime: SiteRuntime) -> dict[str, Any]:
+    """``config/web`` (SiteConfigResource): what ``web_apps.get_configuration`` reads, with the
+    health check path App Service probes (null when none is set, as Azure answers)."""
+    site = runtime.site
+    return {
+        "id": f"{site.arm_id}/config/web",
+        "name": site.name,
+        "type": "Microsoft.Web/sites/config",
+        "location": site.location,
+        "properties": {
+            "numberOfWorkers": 1,
+            "linuxFxVersion": "PYTHON|3.11",
+            "alwaysOn": False,
+            "http20Enabled": False,
+            "minTlsVersion": "1.2",
+            "ftpsState": "Disabled",
+            "healthCheckPath": site.health_check_path,
+        },
+    }
 
 
 def _settings_document(runtime: SiteRuntime, settings: dict[str, str]) -> dict[str, Any]:
@@ -124,6 +150,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return await arm_permissions.handle(request, state, caller, permissions)
     if (account := arm_storage.ACCOUNT_PATH.match(path)) is not None:
         return await arm_storage.handle(request, state, caller, account)
+    if (vault := arm_keyvault.VAULT_PATH.match(path)) is not None:
+        return await arm_keyvault.handle(request, state, caller, vault)
     match = _SITE_PATH.match(path)
     operation = _OPERATIONS.get((match["verb"], request.method)) if match else None
     if match is None or operation is None:
@@ -142,7 +170,7 @@ async def _handle_site(
     sub, rg, name = match["sub"], match["rg"], match["name"]
     # Echo the caller's spelling of the scope, as ARM does in its messages.
     scope = re.sub(
-        r"/(restart|stop|start|config/appsettings/list|config/appsettings)/?$",
+        r"/(restart|stop|start|config/appsettings/list|config/appsettings|config/web)/?$",
         "",
         request.path,
         flags=re.IGNORECASE,
@@ -162,6 +190,8 @@ async def _handle_site(
 
     if op_name == "get_site":
         return json_response(200, await _site_document(state, runtime))
+    if op_name == "get_site_config":
+        return json_response(200, _config_document(runtime))
     if op_name == "list_app_settings":
         return json_response(200, _settings_document(runtime, runtime.settings))
     if op_name == "update_app_settings":
@@ -179,5 +209,5 @@ async def _handle_site(
     else:
         await state.sites.do_restart(runtime)
         if request.query.get("synchronous", "").lower() == "true":
-            await state.sites.wait_healthy(runtime, SYNCHRONOUS_RESTART_TIMEOUT)
+            await state.sites.wait_started(runtime, SYNCHRONOUS_RESTART_TIMEOUT)
     return web.Response(status=200)

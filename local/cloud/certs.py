@@ -3,7 +3,8 @@
 The CA is made once and kept in the data dir, so a client's CA bundle stays valid across
 restarts; the server certificate is re-issued at every start (it is cheap) and names
 ``*.vault.azure.net``, ``management.azure.com``, ``graph.microsoft.com``,
-``login.microsoftonline.com``, ``*.blob.core.windows.net`` and ``*.<region>-1.eventgrid.azure.net``
+``login.microsoftonline.com``, ``*.blob.core.windows.net``, ``*.azurewebsites.net`` (the sites'
+default host names, as App Service's own wildcard certificate) and ``*.<region>-1.eventgrid.azure.net``
 for the regions of the topology's Event Grid topics, the hosts the proxy tunnels to us (the blob
 hosts to Azurite, which serves TLS with the same certificate and key).
 """
@@ -33,6 +34,7 @@ SERVER_NAMES = (
     "graph.microsoft.com",
     "login.microsoftonline.com",
     "*.blob.core.windows.net",
+    "*.azurewebsites.net",
 )
 CA_NAME = "Key Vault Rotation Hub local cloud CA"
 CA_DAYS = 3650

@@ -28,7 +28,16 @@ KEYVAULT_OPERATIONS = (
     "backup_secret",
     "restore_secret",
 )
-SITE_OPERATIONS = ("get_site", "restart", "stop", "start", "list_app_settings", "update_app_settings")
+SITE_OPERATIONS = (
+    "get_site",
+    "get_site_config",
+    "restart",
+    "stop",
+    "start",
+    "list_app_settings",
+    "update_app_settings",
+)
+VAULT_ARM_OPERATIONS = ("get_vault",)  # ARM's GET of a vault resource, target: the vault
 STORAGE_OPERATIONS = ("get_storage_account", "list_keys", "regenerate_key")  # ARM, target: the account
 # ARM's permissions API; the target is the resource's name (vault, site, account).
 PERMISSION_OPERATIONS = ("list_permissions",)
@@ -94,6 +103,7 @@ class FaultInjector:
             *KEYVAULT_OPERATIONS,
             *SITE_OPERATIONS,
             *STORAGE_OPERATIONS,
+            *VAULT_ARM_OPERATIONS,
             *PERMISSION_OPERATIONS,
             *IDENTITY_OPERATIONS,
             *GRAPH_OPERATIONS,

@@ -1,12 +1,14 @@
 """The HTTPS forward proxy clients reach through ``HTTPS_PROXY``.
 
-It answers ``CONNECT host:443`` for the vaults and Event Grid topics of the topology, management.azure.com,
+It answers ``CONNECT host:443`` for the vaults, Event Grid topics and sites (``<site>.azurewebsites.net``)
+of the topology, management.azure.com,
 graph.microsoft.com and login.microsoftonline.com by tunnelling the bytes to the local cloud's TLS
 listener, and for ``<account>.blob.core.windows.net`` of the topology's storage accounts to Azurite
 (see ``azurite.py``); TLS runs end to end between the client and that listener, so the client
 verifies our certificate for the real host name. Every other CONNECT and every plain proxy request
 is refused with 403, so nothing leaves this machine; a ``*.vault.azure.net`` or
-``*.blob.core.windows.net`` or ``*.eventgrid.azure.net`` name that no vault, account or topic has gets 502, the proxy's word for "that
+``*.blob.core.windows.net``, ``*.eventgrid.azure.net`` or ``*.azurewebsites.net`` name that no vault, account, topic or
+site has gets 502, the proxy's word for "that
 name does not resolve", which is what a client of real Azure would run into.
 """
 
@@ -189,17 +191,20 @@ def host_policy(
     vault_hosts: frozenset[str],
     blob_hosts: frozenset[str] = frozenset(),
     topic_hosts: frozenset[str] = frozenset(),
+    site_hosts: frozenset[str] = frozenset(),
 ) -> Callable[[str], str]:
-    """The decision for each CONNECT host: the topology's vaults and Event Grid topics, ARM, Graph
-    and Entra ID are tunnelled to the TLS listener, the blob endpoints of its storage accounts to
-    the blob service."""
+    """The decision for each CONNECT host: the topology's vaults, Event Grid topics and sites'
+    default host names, ARM, Graph and Entra ID are tunnelled to the TLS listener, the blob
+    endpoints of its storage accounts to the blob service."""
 
     def decide(host: str) -> str:
-        if host in SERVICE_HOSTS or host in vault_hosts or host in topic_hosts:
+        if host in SERVICE_HOSTS or host in vault_hosts or host in topic_hosts or host in site_hosts:
             return "tunnel"
         if host in blob_hosts:
             return "blob"
-        if host.endswith((".vault.azure.net", ".blob.core.windows.net", ".eventgrid.azure.net")):
+        if host.endswith(
+            (".vault.azure.net", ".blob.core.windows.net", ".eventgrid.azure.net", ".azurewebsites.net")
+        ):
             return "unknown"
         return "refuse"
 

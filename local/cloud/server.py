@@ -3,7 +3,8 @@
 Listeners, all on 127.0.0.1 (port 0 = chosen by the OS, the chosen ports are written out):
 the CONNECT proxy, the TLS listener behind it (Key Vault by vault host, ARM for
 management.azure.com, Microsoft Graph for graph.microsoft.com, Entra ID's token service for
-login.microsoftonline.com, Event Grid custom topics by topic host), the managed identity endpoint and the admin endpoints. Azurite (the blob
+login.microsoftonline.com, Event Grid custom topics by topic host, App Service's front end for
+the sites' default host names), the managed identity endpoint and the admin endpoints. Azurite (the blob
 endpoints of the storage accounts) starts when a client first connects to one. ``<data>/env`` is
 written last, atomically, so its appearance means "ready".
 """
@@ -26,7 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local.cloud import admin, arm, entra, eventgrid_topics, graph, identity, keyvault
+from local.cloud import admin, arm, entra, eventgrid_topics, graph, identity, keyvault, site_frontend
 from local.cloud.applications import ApplicationStore
 from local.cloud.azurite import BlobService, BlobServiceError, azurite_package, node_binary
 from local.cloud.certs import ensure_tls_files, server_context
@@ -90,6 +91,8 @@ async def _dispatch_tls(request: web.Request) -> web.StreamResponse:
         return await entra.handle(request)
     if request.app[STATE].topology.topic_by_host(host) is not None:
         return await eventgrid_topics.handle(request)
+    if request.app[STATE].topology.site_by_host(host) is not None:
+        return await site_frontend.handle(request)
     return await keyvault.handle(request)
 
 
@@ -232,6 +235,7 @@ async def serve(topology_path: Path, data_dir: Path, ports: Ports, stop: asyncio
             frozenset(v.host for v in topology.vaults.values()),
             frozenset(a.blob_host for a in topology.storage_accounts.values()),
             frozenset(t.host for t in topology.topics.values()),
+            frozenset(s.host for s in topology.sites.values()),
         ),
         port_of["tls"],
         blob_upstream,

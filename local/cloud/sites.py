@@ -117,7 +117,7 @@ class SiteManager:
         env["PORT"] = str(runtime.port)
         # The variables App Service itself sets, so a site can tell who it is.
         env["WEBSITE_SITE_NAME"] = site.name
-        env["WEBSITE_HOSTNAME"] = f"{site.name}.azurewebsites.net"
+        env["WEBSITE_HOSTNAME"] = site.host
         env["WEBSITE_RESOURCE_GROUP"] = site.resource_group
         env["WEBSITE_OWNER_NAME"] = f"{site.subscription_id}+{site.resource_group}-{site.location}webspace"
         env.update(runtime.references.resolve(runtime.settings, site.identities, self.read_secret))
@@ -176,16 +176,36 @@ class SiteManager:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
-    async def state(self, runtime: SiteRuntime) -> str:
-        """What ARM reports as ``properties.state``."""
-        if runtime.desired == "Stopped":
-            return "Stopped"
-        return "Running" if await self.healthy(runtime) else "Stopped"
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The HTTP session the health checks and the sites' front end (site_frontend.py) share."""
+        assert self._session is not None, "the site manager has not started"
+        return self._session
 
-    async def wait_healthy(self, runtime: SiteRuntime, timeout: float) -> bool:
+    @staticmethod
+    def state(runtime: SiteRuntime) -> str:
+        """What ARM reports as ``properties.state``: the state the site is configured to be in, as
+        Azure reports it, whether or not the app answers (its front end says that)."""
+        return runtime.desired
+
+    async def answers(self, runtime: SiteRuntime) -> bool:
+        """Alive and answering HTTP at all (any status): the app has started listening."""
+        if not runtime.alive:
+            return False
+        try:
+            async with self.session.get(
+                f"http://127.0.0.1:{runtime.port}/", timeout=aiohttp.ClientTimeout(total=2)
+            ):
+                return True
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    async def wait_started(self, runtime: SiteRuntime, timeout: float) -> bool:
+        """Wait until the restarted app listens (what a synchronous restart waits for: the app
+        restarted, not its health check passing), or its process died, or ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if await self.healthy(runtime):
+            if await self.answers(runtime):
                 return True
             if not runtime.alive:
                 return False

@@ -34,6 +34,8 @@ CLOUD_EVENT_SCHEMA = "CloudEventSchemaV1_0"
 EVENT_GRID_SCHEMA = "EventGridSchema"
 DELIVERY_SCHEMAS = (EVENT_GRID_SCHEMA, CLOUD_EVENT_SCHEMA)
 _SITE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$")
+# App Service's domain of default host names: <site>.azurewebsites.net.
+SITE_DOMAIN = "azurewebsites.net"
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -251,6 +253,11 @@ class Site:
             f"/providers/Microsoft.Web/sites/{self.name}"
         )
 
+    @property
+    def host(self) -> str:
+        """Its default host name, where App Service's front end answers for it."""
+        return f"{self.name.lower()}.{SITE_DOMAIN}"
+
 
 @dataclass(frozen=True)
 class EventSubscription:
@@ -326,6 +333,10 @@ class Topology:
     def graph_roles_of(self, principal_id: str) -> tuple[str, ...]:
         """The Microsoft Graph application permissions granted to a principal (its token's roles)."""
         return tuple(sorted({g.role for g in self.graph_app_roles if g.principal_id == principal_id}))
+
+    def site_by_host(self, host: str) -> Site | None:
+        name, _, domain = host.lower().partition(".")
+        return self.sites.get(name) if domain == SITE_DOMAIN else None
 
     def vault_by_host(self, host: str) -> Vault | None:
         name, _, domain = host.lower().partition(".")

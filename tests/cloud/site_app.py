@@ -1,6 +1,9 @@
 """A tiny App Service site for the local cloud's tests (run as a process by the cloud).
 
-GET /health answers 200 (500 while the file named by PROBE_UNHEALTHY_FILE exists);
+GET /health answers 200 (500 while the file named by PROBE_UNHEALTHY_FILE exists, 503 for the first
+PROBE_WARMUP_SECONDS after start, as an app still warming up); PROBE_START_DELAY_SECONDS delays its
+listening (a slow start); PROBE_EXIT_AT_START makes it exit at once with status 3 (an app that fails
+to start);
 GET /probe reports what the site sees: its pid, identity client id, marker, and whether its
 own managed identity can read PROBE_SECRET from PROBE_VAULT_URL through the real SDK.
 """
@@ -9,6 +12,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -30,7 +35,11 @@ class Handler(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if url.path == "/health":
             unhealthy = os.environ.get("PROBE_UNHEALTHY_FILE")
-            self._answer(500 if unhealthy and Path(unhealthy).exists() else 200, {"ok": True})
+            warming = time.monotonic() - STARTED < float(os.environ.get("PROBE_WARMUP_SECONDS") or 0)
+            if warming:
+                self._answer(503, {"ok": False, "warming": True})
+            else:
+                self._answer(500 if unhealthy and Path(unhealthy).exists() else 200, {"ok": True})
         elif url.path == "/probe":
             report: dict[str, object] = {
                 "pid": os.getpid(),
@@ -57,5 +66,10 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+STARTED = time.monotonic()
+
 if __name__ == "__main__":
+    if os.environ.get("PROBE_EXIT_AT_START"):
+        sys.exit(3)
+    time.sleep(float(os.environ.get("PROBE_START_DELAY_SECONDS") or 0))
     ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()

@@ -130,7 +130,7 @@ def test_arm_restart_throttled_then_done(cloud: LocalCloud) -> None:
     seen = Seen()
     client.web_apps.restart("rg-test1", "probe-app", raw_response_hook=seen)
     assert seen.statuses == [429, 200]
-    wait_for(lambda: client.web_apps.get("rg-test1", "probe-app").state == "Running", timeout=20)
+    wait_for(lambda: cloud.admin.sites()["probe-app"]["healthy"], timeout=20)
 
 
 def test_arm_get_unavailable_then_done(cloud: LocalCloud) -> None:

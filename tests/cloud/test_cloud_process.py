@@ -110,6 +110,7 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
         "login.microsoftonline.com",
         "teststore01.blob.core.windows.net",  # Azurite, with the same certificate
         "test-events.westeurope-1.eventgrid.azure.net",
+        "probe-app.azurewebsites.net",  # the sites' front end
     ):
         with _tunnel(fresh_cloud, host) as raw, context.wrap_socket(raw, server_hostname=host) as tls:
             der = tls.getpeercert(binary_form=True)
@@ -123,6 +124,7 @@ def test_server_certificate_names_the_azure_hosts_and_chains_to_the_ca(fresh_clo
                 "graph.microsoft.com",
                 "login.microsoftonline.com",
                 "*.blob.core.windows.net",
+                "*.azurewebsites.net",
                 # one wildcard per region of the topology's Event Grid topics
                 "*.westeurope-1.eventgrid.azure.net",
                 "*.northeurope-1.eventgrid.azure.net",

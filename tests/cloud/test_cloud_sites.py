@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,21 @@ def _probe(cloud: LocalCloud, query: str = "") -> dict[str, Any]:
     return answer
 
 
+def front_end(path: str, site: str = "probe-app") -> requests.Response:
+    """A request to the site's default host name, through App Service's (local) front end."""
+    return requests.get(f"https://{site}.azurewebsites.net{path}", timeout=30, allow_redirects=False)
+
+
+def _healthy(site: str = "probe-app") -> bool:
+    return front_end("/health", site).status_code == 200
+
+
 @pytest.fixture
 def running(cloud: LocalCloud) -> None:
     """Each test starts with the site running and healthy."""
     client = web()
     client.web_apps.start("rg-test1", "probe-app")
-    wait_for(lambda: client.web_apps.get("rg-test1", "probe-app").state == "Running", timeout=20)
+    wait_for(_healthy, timeout=20)
 
 
 @pytest.mark.usefixtures("running")
@@ -59,13 +69,18 @@ def test_stop_and_start_follow_the_process(cloud: LocalCloud) -> None:
     assert cloud.admin.sites()["probe-app"]["pid"] is None
     with pytest.raises(requests.ConnectionError):
         _probe(cloud)
+    stopped = front_end("/health")
+    assert stopped.status_code == 403
+    assert "This web app is stopped" in stopped.text
     client.web_apps.start("rg-test1", "probe-app")
-    wait_for(lambda: client.web_apps.get("rg-test1", "probe-app").state == "Running", timeout=20)
+    # ARM reports the configured state at once, whether or not the app answers yet.
+    assert client.web_apps.get("rg-test1", "probe-app").state == "Running"
+    wait_for(_healthy, timeout=20)
     assert _probe(cloud)["pid"] != pid
 
 
 @pytest.mark.usefixtures("running")
-def test_synchronous_restart_replaces_the_process_and_returns_when_healthy(cloud: LocalCloud) -> None:
+def test_synchronous_restart_replaces_the_process_and_returns_when_it_listens(cloud: LocalCloud) -> None:
     before = _probe(cloud)["pid"]
     client = web()
     client.web_apps.restart("rg-test1", "probe-app", synchronous=True)
@@ -75,21 +90,59 @@ def test_synchronous_restart_replaces_the_process_and_returns_when_healthy(cloud
 
 
 @pytest.mark.usefixtures("running")
-def test_a_failing_health_check_is_not_running(cloud: LocalCloud) -> None:
+def test_a_failing_health_check_shows_at_the_front_end_not_in_the_state(cloud: LocalCloud) -> None:
     unhealthy = Path(cloud.extra_env["PROBE_UNHEALTHY_FILE"])
     unhealthy.touch()
     try:
-        assert web().web_apps.get("rg-test1", "probe-app").state == "Stopped"
-        assert cloud.admin.sites()["probe-app"]["pid"] is not None  # alive, but not healthy
+        # As in Azure: state is what the site is configured to be; the app's answer comes through.
+        assert web().web_apps.get("rg-test1", "probe-app").state == "Running"
+        assert front_end("/health").status_code == 500
+        assert cloud.admin.sites()["probe-app"]["healthy"] is False
     finally:
         unhealthy.unlink()
-    assert web().web_apps.get("rg-test1", "probe-app").state == "Running"
+    assert front_end("/health").status_code == 200
+    assert cloud.admin.sites()["probe-app"]["healthy"] is True
 
 
 @pytest.mark.usefixtures("running")
-def test_a_crashed_process_is_not_running(cloud: LocalCloud) -> None:
+def test_a_crashed_process_answers_503_while_the_state_stays_running(cloud: LocalCloud) -> None:
     os.kill(cloud.admin.sites()["probe-app"]["pid"], signal.SIGKILL)
-    wait_for(lambda: web().web_apps.get("rg-test1", "probe-app").state == "Stopped", timeout=10)
+    wait_for(lambda: front_end("/health").status_code == 503, timeout=10)
+    assert web().web_apps.get("rg-test1", "probe-app").state == "Running"
+    assert "Service Unavailable" in front_end("/probe").text
+
+
+@pytest.mark.usefixtures("running")
+def test_the_front_end_forwards_method_path_query_and_the_app_s_answer() -> None:
+    answer = front_end("/probe?x=1")
+    assert answer.status_code == 200
+    assert answer.json()["site_name"] == "probe-app"
+    assert front_end("/no-such-path").status_code == 404  # the app's own 404
+
+
+def test_the_front_end_answers_503_while_a_restarted_app_starts(cloud: LocalCloud) -> None:
+    # slow-app listens a second after its start and its health check answers 503 for 3 seconds.
+    client = web()
+    client.web_apps.restart("rg-test1", "slow-app")
+    assert client.web_apps.get("rg-test1", "slow-app").state == "Running"
+    seen: set[int] = set()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and 200 not in seen:
+        seen.add(front_end("/health", "slow-app").status_code)
+    assert seen == {503, 200}
+    client.web_apps.stop("rg-test1", "slow-app")
+
+
+def test_an_unknown_site_host_does_not_resolve() -> None:
+    with pytest.raises(requests.exceptions.ProxyError):
+        front_end("/", "no-such-site")
+
+
+def test_get_configuration_carries_the_health_check_path() -> None:
+    assert web().web_apps.get_configuration("rg-test1", "probe-app").health_check_path == "/health"
+    assert web().web_apps.get_configuration("rg-test1", "plain-app").health_check_path is None
+    # The site's own GET leaves it null, as Azure does: the configuration is where it is read.
+    assert web().web_apps.get("rg-test1", "probe-app").site_config.health_check_path is None
 
 
 @pytest.mark.usefixtures("running")

@@ -47,6 +47,21 @@ def vault_requests(lines: list[str], secrets: set[str]) -> list[str]:
     return found
 
 
+def arm_requests(lines: list[str]) -> list[str]:
+    """``METHOD <path>`` of the hub's Azure Resource Manager requests, in order."""
+    found = []
+    for line in lines:
+        match = re.search(r" (GET|PUT|PATCH|POST|DELETE) management\.azure\.com (\S+) ", line)
+        if match and HUB in line:
+            found.append(f"{match[1]} {match[2]}")
+    return found
+
+
+# ARM requests the rotations of this module made (the allowlist's check of the vault: once per
+# vault per hub process, then remembered).
+ARM_SEEN: list[str] = []
+
+
 def rotate_and_count(stack: LocalStack, seeded: Seeded, *others: str) -> tuple[list[str], dict[str, object]]:
     """Rotate ``seeded`` from its event; the hub's Key Vault requests about it (and ``others``)."""
     assert stack.cloud is not None
@@ -56,7 +71,9 @@ def rotate_and_count(stack: LocalStack, seeded: Seeded, *others: str) -> tuple[l
     assert done["runtimeStatus"] == "Completed", done["status"]
     assert done["output"]["result"] == "rotated"
     names = {seeded.name, seeded.name + "-pending", *others}
-    return vault_requests(request_lines(stack, start), names), done
+    lines = request_lines(stack, start)
+    ARM_SEEN.extend(arm_requests(lines))
+    return vault_requests(lines, names), done
 
 
 # The starter's check; plan: the secret (its tags, and its value for the login that changes),
@@ -120,3 +137,8 @@ def test_a_rotation_costs_its_key_vault_requests_and_24_history_events(stack: Lo
     ]
     assert [e["FunctionName"] for e in events[1:-1]] == ACTIVITIES
     assert history_events(stack, stack.rotation_id(seeded)) == (STORED_EVENTS, len(events)) == (24, 7)
+    # Apart from Key Vault: ARM, for the allowlist's check of the vault, once per vault and process
+    # (this module's rotations share the hub process, and their secrets' vaults).
+    vault_ids = {stack.vault_arm_id(v) for v in ("spoke1-kv", "spoke2-kv")}
+    assert all(r.startswith("GET ") and r.split("?")[0][4:] in vault_ids for r in ARM_SEEN), ARM_SEEN
+    assert len(ARM_SEEN) == len(set(ARM_SEEN)) <= 2, ARM_SEEN

@@ -167,6 +167,8 @@ def test_every_role_assignment_uses_a_known_built_in_role_for_a_service_principa
     ("file_name", "symbol", "role", "scope"),
     [
         ("vault.bicep", "secretsOfficer", "Key Vault Secrets Officer", "vault"),
+        # The allowlist's check: ARM GET of the vault (Microsoft.KeyVault/vaults/read), nothing wider.
+        ("vault.bicep", "vaultReader", "Reader", "vault"),
         ("site-role.bicep", "restart", "Website Contributor", "site"),
         ("storage-key-role.bicep", "keyOperator", "Storage Account Key Operator Service Role", "account"),
         ("storage-key-role.bicep", "accountReader", "Reader", "account"),

@@ -56,6 +56,11 @@ param tags object = {}
 
 // Key Vault Secrets Officer: read, write and disable secret versions (stage, promote, restore).
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+// Reader on the vault alone: the hub reads the vault's ARM resource to confirm which subscription
+// it is really in before it rotates anything in it (the allowlist; rotation/vault_location.py).
+// Secrets Officer's Microsoft.KeyVault/vaults/*/read is written for the vault's sub-resources; that
+// it also grants Microsoft.KeyVault/vaults/read is nowhere documented, so Reader grants it plainly.
+var reader = 'acdd72a7-3385-48ef-bd42-f606fba81ae7'
 
 // Only expiry events start rotations; NewVersionCreated would fire for the hub's own writes.
 var rotationEventTypes = [
@@ -72,6 +77,16 @@ resource secretsOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    principalId: hubPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource vaultReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, hubPrincipalId, reader)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', reader)
     principalId: hubPrincipalId
     principalType: 'ServicePrincipal'
   }
