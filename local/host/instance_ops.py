@@ -247,7 +247,8 @@ class InstanceOperations:
         self.engine.timers_changed()
         for target in woken:
             self.wake(target)
-        logger.info("rewound instance %s", instance_id)
+        # The reason as the management call carried it (a caller's escaping mistakes show here).
+        logger.info("rewound instance %s (reason %r)", instance_id, reason)
 
     def _rewind(self, instance: Instance, woken: set[str], activities: list[ActivityItem]) -> None:
         events = self.history_events(instance.instance_id)

@@ -434,11 +434,13 @@ def test_rerun_rewinds_a_failed_rotation_that_undid_nothing(stack: LocalStack) -
     assert failed["status"]["stepsDone"] == []
 
     client.update_secret_properties(seeded.name, seeded.version, enabled=True)
-    status, _, body = hub_request(
-        stack, "POST", f"/api/rotations/{rotation_id}/rerun", {"reason": "re-enabled"}
-    )
+    # The reason travels in the rewind URL's query: escaped, it can add no parameter (taskHub).
+    reason = "re-enabled & taskHub=Other #1"
+    status, _, body = hub_request(stack, "POST", f"/api/rotations/{rotation_id}/rerun", {"reason": reason})
 
     assert (status, body) == (202, {"id": rotation_id, "mode": "rewind", "note": ""})
+    assert stack.host is not None
+    assert f"rewound instance {rotation_id} (reason {reason!r})" in stack.host.log_tail(400)
     done = wait_for(stack, rotation_id)
     assert done["runtimeStatus"] == "Completed", done
     assert done["output"]["result"] == "rotated"
