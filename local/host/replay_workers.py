@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,6 +61,7 @@ THREAD_COUNT_SETTING = "PYTHON_THREADPOOL_THREAD_COUNT"
 ORCHESTRATOR = "orchestrator"
 ACTIVITY = "activity"
 PARENT_CHECK_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # How long a call waits for the worker that replayed its instance before an idle one takes it.
 STEAL_AFTER_SECONDS = 0.002
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -82,8 +85,22 @@ def worker_process_count(environ: dict[str, str] | os._Environ[str], override: i
     return value
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel SIGKILL this worker the moment the host process ends.
+
+    A worker runs activities: one that outlived a SIGKILLed host would go on writing to Key Vault
+    or a database after the host is gone (as if the machine had not crashed), while the restarted
+    host already runs that activity again. Azure's workers end with their host."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the polling below is all there is
+
+
 def _exit_with_parent(parent_pid: int) -> None:
-    # A SIGKILLed host cannot stop its workers; a worker notices it was re-parented and leaves.
+    # A SIGKILLed host cannot stop its workers; a worker notices it was re-parented and leaves
+    # (also covers a host that ended before _die_with_parent took effect).
     while os.getppid() == parent_pid:
         time.sleep(PARENT_CHECK_SECONDS)
     os._exit(0)
@@ -159,6 +176,7 @@ class _WorkerSide:
 def _worker_main(connection: Connection, script_root: str, parent_pid: int, log_level: str) -> None:
     """A worker process: import the app, say ready, then answer the host's calls."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")
+    _die_with_parent()
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     # The SDK re-parses every earlier timestamp each episode; see timestamp_memo.py.
     memoize_history_timestamps()
