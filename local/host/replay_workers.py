@@ -42,6 +42,7 @@ from local.host.activity_call import (
     ActivityOutcome,
     call_activity,
     call_async_activity,
+    failed,
     function_call,
 )
 from local.host.app_config import ConfigError
@@ -170,7 +171,12 @@ class _WorkerSide:
             self._pool.submit(self._run_sync, call_id, name, input_text, call)
 
     def _run_sync(self, call_id: int, name: str, input_text: str | None, call: Any) -> None:
-        self.send((ACTIVITY, call_id, call_activity(name, input_text, call)))
+        try:
+            outcome = call_activity(name, input_text, call)
+        except BaseException as exc:
+            # SystemExit and the like: still an answer, or the host would hold its slot forever.
+            outcome = failed(name, exc)
+        self.send((ACTIVITY, call_id, outcome))
 
 
 def _worker_main(connection: Connection, script_root: str, parent_pid: int, log_level: str) -> None:
