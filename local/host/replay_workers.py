@@ -228,7 +228,7 @@ class ReplayWorkers:
     event loop.
 
     Pipes are read with ``loop.add_reader``: no helper threads in the host process, whose GIL is
-    already busy with the store and the activities. A worker that answers is handed its next call
+    already busy with the store, the episodes' reads and commits, and HTTP. A worker that answers is handed its next call
     in the same callback, so it does not wait for the host's next loop iteration.
 
     Episodes of one instance go to the same worker when they can: each worker keeps its own memo
