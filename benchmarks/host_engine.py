@@ -156,6 +156,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="worker processes replaying orchestrators and running activities (as FUNCTIONS_WORKER_PROCESS_COUNT)",
     )
     args = parser.parse_args(argv)
+    for option in ("sequential", "concurrent", "concurrency", "workers"):
+        if getattr(args, option) < 1:
+            # Averages over no instance would fail only after minutes of measuring.
+            parser.error(f"--{option} must be at least 1")
     # The SDK and azure-functions log notices per call; only the table belongs on the screen.
     logging.getLogger("azure").setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
