@@ -1,10 +1,10 @@
 """The local host's durable engine: overhead per episode and per activity call, throughput, storage.
 
-Runs the engine in this process (SQLite store, real SDK replay, activities on the thread pool)
+Runs the engine in this process (SQLite store, real SDK replay, activities on its thread pool)
 with the sample app's ``noop_six`` orchestration: six no-op activities in sequence, so seven
 episodes and six activity calls per instance. No HTTP is involved; the figures are the engine's.
-With ``--workers N`` (N > 1) the orchestrator calls replay in N worker processes, as the host does
-with FUNCTIONS_WORKER_PROCESS_COUNT=N.
+With ``--workers N`` (N > 1) the orchestrator calls replay and the activities run in N worker
+processes, as the host does with FUNCTIONS_WORKER_PROCESS_COUNT=N.
 
     python -m benchmarks.host_engine [--sequential 100] [--concurrent 400] [--concurrency 50] [--workers 1]
 """
@@ -153,9 +153,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers",
         type=int,
         default=1,
-        help="worker processes replaying orchestrators (as FUNCTIONS_WORKER_PROCESS_COUNT)",
+        help="worker processes replaying orchestrators and running activities (as FUNCTIONS_WORKER_PROCESS_COUNT)",
     )
     args = parser.parse_args(argv)
+    for option in ("sequential", "concurrent", "concurrency", "workers"):
+        if getattr(args, option) < 1:
+            # Averages over no instance would fail only after minutes of measuring.
+            parser.error(f"--{option} must be at least 1")
     # The SDK and azure-functions log notices per call; only the table belongs on the screen.
     logging.getLogger("azure").setLevel(logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
@@ -171,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("instances completed per second, 1 in flight", f"{one['per_second']:.1f}"),
         (f"instances completed per second, {args.concurrency} in flight", f"{many['per_second']:.1f}"),
         (f"host process CPU per instance, {args.concurrency} in flight", f"{many['host_cpu_ms']:.1f} ms"),
-        (f"worker processes' CPU per instance (replay; start-up excluded), {args.concurrency} in flight",
+        (f"worker processes' CPU per instance (replay, activities; start-up excluded), {args.concurrency} in flight",
          f"{many['workers_cpu_ms']:.1f} ms"),
         ("SQLite file size per completed instance (history kept)", f"{many['bytes_per_instance'] / 1024:.1f} KiB"),
     ]  # fmt: skip

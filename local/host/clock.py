@@ -70,13 +70,16 @@ class HostClock:
 
 
 def to_iso(moment: datetime) -> str:
-    """The timestamp format of history events (the SDK parses it with dateutil; 'Z' makes it aware)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The timestamp format of history events (the SDK parses it with dateutil; 'Z' makes it aware).
+
+    isoformat rather than strftime: the same text (four-digit years included, which glibc's
+    strftime does not pad) in about half the time, and the engine writes several per episode."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def to_status_iso(moment: datetime) -> str:
     """The status API's format: .NET ``ToString("s") + "Z"`` (seconds, no fraction)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def from_epoch(epoch: float) -> datetime:

@@ -10,7 +10,9 @@ Three loops share the event loop:
   only schedules work and returns;
 - each activity runs as its own task, bounded by ``max_activities`` (host.json's
   maxConcurrentActivityFunctions), and commits its result to the inbox before the orchestrator
-  can see it;
+  can see it. With worker processes the function itself runs in one of them (as on Azure); an
+  activity whose worker died was never completed and runs again. Without, it runs on this
+  process's thread pool (async ones on its loop);
 - the timer loop sleeps until the earliest durable timer is due on the host clock.
 
 On start the engine recovers from whatever the store holds: instances with inbox items are ready,
@@ -27,13 +29,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from azure.functions import meta
-from azure.functions.durable_functions import ActivityTriggerConverter
-
 from local.host import history
+from local.host.activity_call import ActivityOutcome, call_async_activity
 from local.host.clock import HostClock, from_epoch, to_iso, wait_for_event
 from local.host.episode import EpisodeResult, EpisodeRunner, PendingReplay
-from local.host.failures import activity_failure, missing_activity_failure
+from local.host.failures import missing_activity_failure
 from local.host.function_index import FunctionIndex
 from local.host.invoker import Invoker
 from local.host.replay_workers import ReplayWorkers, WorkerDied
@@ -245,10 +245,22 @@ class DurableEngine:
         task.add_done_callback(self._activities.discard)
 
     async def _run_activity(self, item: ActivityItem) -> None:
-        async with self._slots:
-            started = time.perf_counter()
-            event, outcome = await self._execute_activity(item)
-            elapsed_ms = (time.perf_counter() - started) * 1000
+        while True:
+            async with self._slots:
+                started = time.perf_counter()
+                try:
+                    event, outcome = await self._execute_activity(item)
+                except WorkerDied:
+                    # Never completed, as when the real host loses a worker: it runs again.
+                    logger.warning(
+                        "activity %s [%s task %d] lost with its worker process; running it again",
+                        item.name,
+                        item.instance_id,
+                        item.task_id,
+                    )
+                    continue
+                elapsed_ms = (time.perf_counter() - started) * 1000
+            break
         # Committed before its orchestrator can see it; results that finish together share the commit.
         delivered = await self._commits.write(
             functools.partial(self._commit_result, item, event), retry_alone=True
@@ -277,28 +289,31 @@ class DurableEngine:
         return True
 
     async def _execute_activity(self, item: ActivityItem) -> tuple[dict[str, Any], str]:
+        """The activity's TaskCompleted or TaskFailed event and a word for the log; raises
+        WorkerDied if the worker process running it ended first."""
         entry = self.index.activities.get(item.name)
         if entry is None:
             reason, details = missing_activity_failure(item.name)
             return history.task_failed(
                 self._timestamp(), item.task_id, reason=reason, details=details
             ), "failed"
-        try:
-            # The worker decodes the activity input with the SDK's own converter (JSON, else raw text).
-            argument = (
-                None
-                if item.input is None
-                else ActivityTriggerConverter.decode(
-                    meta.Datum(value=item.input, type="string"), trigger_metadata={}
-                )
+        outcome: ActivityOutcome
+        if self.workers is not None:
+            outcome = await self.workers.run_activity(
+                item.name, item.input, self.invoker.binding_kwargs(entry)
             )
-            value = await self.invoker.call(entry, argument, executor=self._executor)
-            result = ActivityTriggerConverter.encode(value, expected_type=None).value
-        except Exception as exc:
-            reason, details = activity_failure(item.name, exc)
+        else:
+            outcome = await call_async_activity(
+                item.name,
+                item.input,
+                functools.partial(self.invoker.call, entry, executor=self._executor),
+            )
+        if outcome.failure is not None:
+            reason, details = outcome.failure
             event = history.task_failed(self._timestamp(), item.task_id, reason=reason, details=details)
-            return event, f"failed with {type(exc).__name__}"
-        return history.task_completed(self._timestamp(), item.task_id, result), "succeeded"
+        else:
+            event = history.task_completed(self._timestamp(), item.task_id, outcome.result)
+        return event, outcome.summary
 
     def _timestamp(self) -> str:
         return to_iso(self.clock.now())

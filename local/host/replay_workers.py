@@ -1,34 +1,52 @@
-"""Orchestrator replay in worker processes, as the real host's FUNCTIONS_WORKER_PROCESS_COUNT does.
+"""Worker processes, as the real host's FUNCTIONS_WORKER_PROCESS_COUNT starts them.
 
-The real Functions host starts that many Python worker processes and sends each orchestration
-trigger call to one of them. Replay is CPU-bound (the SDK parses every history timestamp), so
-threads would share one GIL; processes let episodes of *different* instances replay in parallel.
+The real Functions host starts that many Python worker processes and sends each function
+invocation to one of them. Replay is CPU-bound (the SDK parses every history timestamp) and so is
+much of an activity (SDK clients, TLS, JSON), so threads would share one GIL; processes let
+episodes of *different* instances, and activities, run in parallel.
 
-Only the orchestrator call moves: the host process keeps the store (the single writer), selects
-the inbox events, builds the trigger JSON and commits the result. A worker receives the function
-name and that JSON and answers with the SDK's state, nothing else. Each worker imports the app
-itself (a fresh interpreter that inherits the environment with local.settings.json already
-applied, but no threads or sockets of the host). A worker exits on its own when the host process disappears
-(SIGKILL included), so no orphan outlives a killed host.
+Two kinds of call move: orchestrator calls (one at a time per worker, in its main thread, as
+before) and activity calls (many at a time: a worker runs sync activities on its thread pool of
+PYTHON_THREADPOOL_THREAD_COUNT threads, as the Python worker does, and async ones on its event
+loop). The host process keeps the store (the single writer), the dispatch and the
+maxConcurrentActivityFunctions bound: it selects the inbox events, builds the trigger JSON, sends
+an activity's name, input text and bindings, and commits what comes back. A worker answers with
+the SDK's state or the activity's outcome (``activity_call.py``), nothing else. Each worker
+imports the app itself (a fresh interpreter that inherits the environment with local.settings.json
+already applied, so the app settings an activity reads are the host's, but no threads or sockets
+of the host). A worker exits on its own when the host process disappears (SIGKILL included), so no
+orphan outlives a killed host.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import itertools
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
+from local.host.activity_call import (
+    ActivityOutcome,
+    call_activity,
+    call_async_activity,
+    failed,
+    function_call,
+)
 from local.host.app_config import ConfigError
-from local.host.function_index import load_app
+from local.host.function_index import FunctionEntry, FunctionIndex, load_app
 from local.host.orchestrator_call import OrchestratorAnswer, call_orchestrator
 from local.host.timestamp_memo import memoize_history_timestamps
 
@@ -37,7 +55,14 @@ logger = logging.getLogger(__name__)
 # Azure accepts FUNCTIONS_WORKER_PROCESS_COUNT from 1 to 10; 1 is its default.
 WORKER_COUNT_SETTING = "FUNCTIONS_WORKER_PROCESS_COUNT"
 MAX_WORKER_PROCESSES = 10
+# The Python worker's sync thread pool; unset (or invalid, with a warning) means Python's default
+# ThreadPoolExecutor size, as the worker does on Python 3.9 and later.
+THREAD_COUNT_SETTING = "PYTHON_THREADPOOL_THREAD_COUNT"
+# What travels through a worker's pipe: the kind of call first.
+ORCHESTRATOR = "orchestrator"
+ACTIVITY = "activity"
 PARENT_CHECK_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # How long a call waits for the worker that replayed its instance before an idle one takes it.
 STEAL_AFTER_SECONDS = 0.002
 STARTUP_TIMEOUT_SECONDS = 60.0
@@ -61,16 +86,103 @@ def worker_process_count(environ: dict[str, str] | os._Environ[str], override: i
     return value
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel SIGKILL this worker the moment the host process ends.
+
+    A worker runs activities: one that outlived a SIGKILLed host would go on writing to Key Vault
+    or a database after the host is gone (as if the machine had not crashed), while the restarted
+    host already runs that activity again. Azure's workers end with their host."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: the polling below is all there is
+
+
 def _exit_with_parent(parent_pid: int) -> None:
-    # A SIGKILLed host cannot stop its workers; a worker notices it was re-parented and leaves.
+    # A SIGKILLed host cannot stop its workers; a worker notices it was re-parented and leaves
+    # (also covers a host that ended before _die_with_parent took effect).
     while os.getppid() == parent_pid:
         time.sleep(PARENT_CHECK_SECONDS)
     os._exit(0)
 
 
+def activity_thread_count(environ: dict[str, str] | os._Environ[str]) -> int | None:
+    """PYTHON_THREADPOOL_THREAD_COUNT as the Python worker reads it; None: Python's default."""
+    raw = environ.get(THREAD_COUNT_SETTING, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        logger.warning("%s must be a positive integer, got %r; using the default", THREAD_COUNT_SETTING, raw)
+        return None
+    return value
+
+
+class _WorkerSide:
+    """A worker's end of the pipe: orchestrator calls in the main thread, activities beside them.
+
+    Answers leave from several threads (the main one, the pool's, the loop's), so one lock keeps
+    each message whole on the pipe."""
+
+    def __init__(self, connection: Connection, index: FunctionIndex) -> None:
+        self.connection = connection
+        self.index = index
+        self._send_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(
+            max_workers=activity_thread_count(os.environ), thread_name_prefix="activity"
+        )
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="activity-loop", daemon=True).start()
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        with self._send_lock, contextlib.suppress(OSError):
+            # The host stopped or died meanwhile: nothing can receive the answer.
+            self.connection.send(message)
+
+    def serve(self) -> None:
+        """Answer calls until the host closes the pipe, then let running activities finish."""
+        while True:
+            try:
+                message = self.connection.recv()
+            except (EOFError, OSError):
+                break  # the host closed the pipe: it is stopping
+            if message[0] == ORCHESTRATOR:
+                _, name, context_json = message
+                self.send((ORCHESTRATOR, call_orchestrator(self.index.orchestrators[name], context_json)))
+            else:
+                _, call_id, name, input_text, bindings = message
+                self._start_activity(call_id, self.index.activities[name], name, input_text, bindings)
+        # As the host process did with its own pool: a running activity is waited for, its result
+        # is not delivered, and its row makes it run again at the next start.
+        self._pool.shutdown(wait=True)
+
+    def _start_activity(
+        self, call_id: int, entry: FunctionEntry, name: str, input_text: str | None, bindings: dict[str, Any]
+    ) -> None:
+        call = function_call(entry, bindings)
+        if entry.is_async:
+            future = asyncio.run_coroutine_threadsafe(call_async_activity(name, input_text, call), self._loop)
+            future.add_done_callback(lambda done: self.send((ACTIVITY, call_id, done.result())))
+        else:
+            self._pool.submit(self._run_sync, call_id, name, input_text, call)
+
+    def _run_sync(self, call_id: int, name: str, input_text: str | None, call: Any) -> None:
+        try:
+            outcome = call_activity(name, input_text, call)
+        except BaseException as exc:
+            # SystemExit and the like: still an answer, or the host would hold its slot forever.
+            outcome = failed(name, exc)
+        self.send((ACTIVITY, call_id, outcome))
+
+
 def _worker_main(connection: Connection, script_root: str, parent_pid: int, log_level: str) -> None:
-    """A worker process: import the app, say ready, then answer one orchestrator call at a time."""
+    """A worker process: import the app, say ready, then answer the host's calls."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s [worker]: %(message)s")
+    _die_with_parent()
     threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True).start()
     # The SDK re-parses every earlier timestamp each episode; see timestamp_memo.py.
     memoize_history_timestamps()
@@ -79,17 +191,14 @@ def _worker_main(connection: Connection, script_root: str, parent_pid: int, log_
     except Exception as exc:
         connection.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
+    side = _WorkerSide(connection, index)
     connection.send(("ready", os.getpid()))
-    while True:
-        try:
-            name, context_json = connection.recv()
-        except (EOFError, OSError):
-            return  # the host closed the pipe: it is stopping
-        connection.send(call_orchestrator(index.orchestrators[name], context_json))
+    side.serve()
 
 
 class WorkerDied(Exception):
-    """A worker process ended while replaying; the episode is not committed and runs again."""
+    """A worker process ended during a call: an episode is not committed and runs again, an
+    activity was never completed and runs again (in another worker or the replacement)."""
 
 
 @dataclass
@@ -103,20 +212,23 @@ class _Call:
     worker: _Worker | None = None
 
 
+@dataclass(eq=False)
 class _Worker:
-    """One worker process and the host's end of its pipe (one call in flight at a time)."""
+    """One worker process and the host's end of its pipe: at most one orchestrator call in flight,
+    and the activities it runs by call id."""
 
-    def __init__(self, process: subprocess.Popen[bytes], connection: Connection) -> None:
-        self.process = process
-        self.connection = connection
-        self.call: _Call | None = None
+    process: subprocess.Popen[bytes]
+    connection: Connection
+    call: _Call | None = None
+    activities: dict[int, asyncio.Future[ActivityOutcome]] = field(default_factory=dict)
 
 
 class ReplayWorkers:
-    """``count`` worker processes running orchestrator calls, driven from the host's event loop.
+    """``count`` worker processes running orchestrator and activity calls, driven from the host's
+    event loop.
 
     Pipes are read with ``loop.add_reader``: no helper threads in the host process, whose GIL is
-    already busy with the store and the activities. A worker that answers is handed its next call
+    already busy with the store, the episodes' reads and commits, and HTTP. A worker that answers is handed its next call
     in the same callback, so it does not wait for the host's next loop iteration.
 
     Episodes of one instance go to the same worker when they can: each worker keeps its own memo
@@ -125,7 +237,12 @@ class ReplayWorkers:
     most timestamps of every instance: one episode elsewhere costs a re-parse of the history so
     far). A worker that becomes free takes the oldest call that prefers it; a call whose worker is
     busy while another one idles waits at most STEAL_AFTER_SECONDS (a replay takes about a
-    millisecond) before the idle one takes it, so no worker stays idle while calls wait."""
+    millisecond) before the idle one takes it, so no worker stays idle while calls wait.
+
+    Activities are not bound to an instance: each goes to the worker with the fewest activities in
+    flight (Azure's host deals invocations out round-robin; with activities of unequal length the
+    least busy worker keeps one worker's thread pool from queueing while another's idles). The
+    host's maxConcurrentActivityFunctions bound applies before that, over all workers."""
 
     def __init__(self, script_root: Path, count: int) -> None:
         self.script_root = script_root
@@ -134,6 +251,9 @@ class ReplayWorkers:
         self._waiting: list[_Call] = []  # oldest first
         self._workers: list[_Worker] = []
         self._respawns: set[asyncio.Task[_Worker]] = set()
+        self._call_ids = itertools.count(1)
+        # Set while at least one worker is alive: an activity waits for a replacement otherwise.
+        self._alive = asyncio.Event()
 
     async def start(self) -> None:
         """Spawn every worker and wait until each has imported the app (ConfigError if one cannot)."""
@@ -165,6 +285,7 @@ class ReplayWorkers:
         worker = _Worker(process, host_end)
         loop.add_reader(host_end.fileno(), self._on_readable, worker)
         self._workers.append(worker)
+        self._alive.set()
         self._release(worker)
         return worker
 
@@ -198,6 +319,25 @@ class ReplayWorkers:
                 worker.process.wait()
             raise
 
+    async def run_activity(
+        self, name: str, input_text: str | None, bindings: dict[str, Any]
+    ) -> ActivityOutcome:
+        """One activity call in the least busy worker; raises WorkerDied if that worker dies first."""
+        while not self._workers:
+            await self._alive.wait()
+        worker = min(self._workers, key=lambda candidate: len(candidate.activities))
+        call_id = next(self._call_ids)
+        outcome: asyncio.Future[ActivityOutcome] = asyncio.get_running_loop().create_future()
+        worker.activities[call_id] = outcome
+        # If the process is gone, its reader sees the end of the pipe and fails the call.
+        with contextlib.suppress(OSError):
+            worker.connection.send((ACTIVITY, call_id, name, input_text, bindings))
+        try:
+            return await outcome
+        finally:
+            # Cancelled (shutdown): the worker may still finish it; its answer is then ignored.
+            worker.activities.pop(call_id, None)
+
     def _preferred(self, affinity: str) -> _Worker | None:
         if not self._workers:
             return None
@@ -207,7 +347,7 @@ class ReplayWorkers:
         call.worker, worker.call = worker, call
         # If the process is gone, its reader sees the end of the pipe, fails the call and replaces it.
         with contextlib.suppress(OSError):
-            worker.connection.send((call.name, call.context_json))
+            worker.connection.send((ORCHESTRATOR, call.name, call.context_json))
 
     def _release(self, worker: _Worker) -> None:
         """``worker`` is free: give it the oldest call that prefers it, else keep it idle (and let it
@@ -226,29 +366,47 @@ class ReplayWorkers:
             self._send(self._idle.pop(0), self._waiting.pop(0))
 
     def _on_readable(self, worker: _Worker) -> None:
-        call, worker.call = worker.call, None
         try:
-            answer = worker.connection.recv()
+            message = worker.connection.recv()
         except (EOFError, OSError):
-            self._retire(worker)
-            if call is not None and not call.answer.done():
-                call.answer.set_exception(WorkerDied(f"worker process {worker.process.pid} ended"))
-            logger.error("worker process %s ended; starting another", worker.process.pid)
-            task = asyncio.get_running_loop().create_task(self._spawn())
-            self._respawns.add(task)
-            task.add_done_callback(self._respawns.discard)
+            self._ended(worker)
             return
+        if message[0] == ACTIVITY:
+            _, call_id, outcome = message
+            waiting = worker.activities.pop(call_id, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(outcome)
+            return
+        call, worker.call = worker.call, None
         if call is not None and not call.answer.done():
-            call.answer.set_result(answer)
+            call.answer.set_result(message[1])
         self._release(worker)
+
+    def _ended(self, worker: _Worker) -> None:
+        """The worker's pipe ended: it died. Fail what it had in flight and start another."""
+        self._retire(worker)
+        logger.error("worker process %s ended; starting another", worker.process.pid)
+        task = asyncio.get_running_loop().create_task(self._spawn())
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
 
     def _retire(self, worker: _Worker) -> None:
         asyncio.get_running_loop().remove_reader(worker.connection.fileno())
         worker.connection.close()
         if worker in self._workers:
             self._workers.remove(worker)
+        if not self._workers:
+            self._alive.clear()
         if worker in self._idle:
             self._idle.remove(worker)
+        died = WorkerDied(f"worker process {worker.process.pid} ended")
+        call, worker.call = worker.call, None
+        if call is not None and not call.answer.done():
+            call.answer.set_exception(died)
+        for outcome in worker.activities.values():
+            if not outcome.done():
+                outcome.set_exception(died)
+        worker.activities.clear()
 
     def stop(self) -> None:
         """Close the pipes (an idle worker exits on EOF) and wait a little for the processes."""

@@ -193,8 +193,10 @@ class _FakeConnection:
     def __init__(self, sent: list[tuple[str, str]], name: str) -> None:
         self.sent, self.name = sent, name
 
-    def send(self, message: tuple[str, str]) -> None:
-        self.sent.append((self.name, message[1]))
+    def send(self, message: tuple[str, str, str]) -> None:
+        kind, _, context_json = message  # an orchestrator call: (kind, name, context JSON)
+        assert kind == "orchestrator"
+        self.sent.append((self.name, context_json))
 
 
 def test_episodes_of_an_instance_go_to_the_same_worker_unless_another_idles(tmp_path: Path) -> None:
