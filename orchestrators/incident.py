@@ -96,6 +96,8 @@ class _Summary:
         ]
 
     def queued(self, queue: list[IncidentItem], running: list[IncidentItem]) -> None:
+        if self.context.is_replaying:
+            return  # only the status reads these (publish)
         self.waiting = _per_vault(queue)
         self.running = _per_vault(running)
 
@@ -122,6 +124,10 @@ class _Summary:
         self.counts[item.vault_name] = counts
 
     def publish(self) -> None:
+        """Set the custom status. Skipped while replaying: the status an episode leaves is the
+        one it sets last, after the replay, and building it costs a pass over every vault."""
+        if self.context.is_replaying:
+            return
         per_vault = {
             vault: {
                 "total": c.total,

@@ -241,11 +241,17 @@ class Slots:
 
 
 def next_to_start(queue: list[IncidentItem], slots: Slots) -> list[IncidentItem]:
-    """Take from ``queue`` (in order) every item that fits the free slots; they are taken."""
+    """Take from ``queue`` (in order) every item that fits the free slots; they are taken.
+
+    One pass that keeps the rest in order: the incident calls this on every completion, in every
+    replay, over a queue of up to thousands of items (``list.remove`` per item made it quadratic)."""
     chosen: list[IncidentItem] = []
-    for item in list(queue):
+    kept: list[IncidentItem] = []
+    for item in queue:
         if slots.fits(item):
             slots.take(item)
-            queue.remove(item)
             chosen.append(item)
+        else:
+            kept.append(item)
+    queue[:] = kept
     return chosen
