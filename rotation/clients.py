@@ -42,34 +42,24 @@ def _secret_client(vault_url: str, client_id: str, timeout_seconds: float) -> Se
     )
 
 
+def _arm(arm_endpoint: str) -> dict[str, Any]:
+    """Where an ARM client goes, and the audience of its tokens (this cloud's ARM endpoint)."""
+    return {"base_url": arm_endpoint, "credential_scopes": [arm_endpoint + "/.default"]}
+
+
 @cache
 def _web_client(subscription_id: str, arm_endpoint: str, client_id: str) -> WebSiteManagementClient:
-    return WebSiteManagementClient(
-        _credential(client_id),
-        subscription_id,
-        base_url=arm_endpoint,
-        credential_scopes=[arm_endpoint + "/.default"],
-    )
+    return WebSiteManagementClient(_credential(client_id), subscription_id, **_arm(arm_endpoint))
 
 
 @cache
 def _storage_client(subscription_id: str, arm_endpoint: str, client_id: str) -> StorageManagementClient:
-    return StorageManagementClient(
-        _credential(client_id),
-        subscription_id,
-        base_url=arm_endpoint,
-        credential_scopes=[arm_endpoint + "/.default"],
-    )
+    return StorageManagementClient(_credential(client_id), subscription_id, **_arm(arm_endpoint))
 
 
 @cache
 def _keyvault_client(subscription_id: str, arm_endpoint: str, client_id: str) -> KeyVaultManagementClient:
-    return KeyVaultManagementClient(
-        _credential(client_id),
-        subscription_id,
-        base_url=arm_endpoint,
-        credential_scopes=[arm_endpoint + "/.default"],
-    )
+    return KeyVaultManagementClient(_credential(client_id), subscription_id, **_arm(arm_endpoint))
 
 
 # The permissions API's version the hub was written against (azure-mgmt-authorization is a
@@ -82,11 +72,7 @@ def _authorization_client(
     subscription_id: str, arm_endpoint: str, client_id: str
 ) -> AuthorizationManagementClient:
     return AuthorizationManagementClient(
-        _credential(client_id),
-        subscription_id,
-        api_version=AUTHORIZATION_API_VERSION,
-        base_url=arm_endpoint,
-        credential_scopes=[arm_endpoint + "/.default"],
+        _credential(client_id), subscription_id, api_version=AUTHORIZATION_API_VERSION, **_arm(arm_endpoint)
     )
 
 
