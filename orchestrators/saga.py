@@ -275,10 +275,9 @@ def call_with_retries(
     Raises:
         StepFailed: a permanent failure, or the last attempt of a transient one.
     """
-    started = context.current_utc_datetime
-    until = started + timedelta(hours=policy.outage_retry_hours) if outlast else None
-    if until is not None and policy.outage_retry_hours <= 0:
-        until = None  # a policy from before outage retries (or set to 0): attempts only
+    # A policy from before outage retries (or set to 0) keeps to the attempt count.
+    outlasting = outlast and policy.outage_retry_hours > 0
+    until = context.current_utc_datetime + timedelta(hours=policy.outage_retry_hours) if outlasting else None
     attempt = 1
     while True:
         try:

@@ -33,7 +33,7 @@ import azure.durable_functions as df
 import azure.functions as func
 from azure.durable_functions.models.DurableOrchestrationStatus import DurableOrchestrationStatus
 
-from rotation.errors import InvalidRequest
+from rotation.errors import InvalidRequest, NotAllowed
 from rotation.events import check_allowed
 from rotation.incidents import (
     ADMISSION_WAIT_SECONDS,
@@ -229,7 +229,7 @@ async def _require_all_allowed(vaults: tuple[VaultId, ...], settings: Settings) 
     for vault in vaults:
         try:
             check_allowed(vault.subscription_id, settings)
-        except InvalidRequest as exc:
+        except NotAllowed as exc:
             raise HttpError(403, f"vault {vault.vault_name}: {exc.detail}") from None
     await asyncio.gather(*(require_allowed(vault, settings) for vault in vaults))
 

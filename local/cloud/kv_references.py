@@ -8,6 +8,10 @@ the app as the secret's value, read with the site's identity. What App Service d
   a change of the site's configuration (its app settings) does.
 - A reference that cannot be resolved (no such vault or secret, a disabled version, an identity
   without access) reaches the app as the reference text itself.
+
+The hub reads the same syntax (``rotation.consumers.reference_to``); this stand-in for App
+Service parses it on its own on purpose, so a parsing mistake in the hub cannot agree with
+itself in the tests.
 """
 
 from __future__ import annotations

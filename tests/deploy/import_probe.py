@@ -52,6 +52,25 @@ def psycopg():
     }
 
 
+def postgresql_roots():
+    # verify-full's default roots (ROTATION_POSTGRESQL_SSL_CA empty): certifi's bundle, which must
+    # ship in the package and hold the roots Azure Database for PostgreSQL chains to.
+    from rotation.settings import Settings
+    from rotation.targets.postgresql import _tls_parameters
+
+    tls = _tls_parameters(Settings.from_environ({}))
+    with open(tls["sslrootcert"], encoding="utf-8") as bundle:
+        text = bundle.read()
+    return {
+        "sslmode": tls["sslmode"],
+        "bundle": os.path.realpath(tls["sslrootcert"]),
+        "roots": [name for name in AZURE_POSTGRESQL_ROOTS if name in text],
+    }
+
+
+AZURE_POSTGRESQL_ROOTS = ("DigiCert Global Root G2", "Microsoft RSA Root Certificate Authority 2017")
+
+
 def pymysql():
     import pymysql
 
@@ -94,6 +113,7 @@ attempt("function_app", function_app)
 attempt("windows", windows)
 attempt("targets", targets)
 attempt("psycopg", psycopg)
+attempt("postgresql_roots", postgresql_roots)
 attempt("pymysql", pymysql)
 attempt("pyodbc", pyodbc)
 

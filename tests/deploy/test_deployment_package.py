@@ -180,6 +180,16 @@ def test_time_zones_come_from_the_tzdata_wheel_in_the_package(probe: dict[str, A
     assert facts["opens"] == "2026-03-30T07:00:00+00:00"
 
 
+def test_postgresql_verifies_servers_against_roots_shipped_in_the_package(
+    probe: dict[str, Any], package: Build
+) -> None:
+    assert "postgresql_roots" not in probe["errors"], probe["errors"].get("postgresql_roots")
+    facts = probe["facts"]["postgresql_roots"]
+    assert facts["sslmode"] == "verify-full"
+    assert _inside(facts["bundle"], package.site_packages), facts
+    assert facts["roots"] == ["DigiCert Global Root G2", "Microsoft RSA Root Certificate Authority 2017"]
+
+
 def test_pymysql_imports(probe: dict[str, Any]) -> None:
     assert "pymysql" not in probe["errors"], probe["errors"].get("pymysql")
 
