@@ -21,7 +21,7 @@ from rotation.azure_errors import translated
 from rotation.model import check_vault_name
 from rotation.settings import Settings
 from rotation.targets.base import SecretValue
-from rotation.vault import Vault
+from rotation.vault import Vault, VersionCache
 
 
 @cache
@@ -93,8 +93,14 @@ def _eventgrid_publisher(endpoint: str, client_id: str) -> EventGridPublisherCli
     return EventGridPublisherClient(endpoint, _credential(client_id))
 
 
+@cache
+def _version_cache(ttl_seconds: float) -> VersionCache:
+    return VersionCache(ttl_seconds)
+
+
 def vault_named(vault_name: str, settings: Settings) -> Vault:
-    """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting."""
+    """A spoke vault; its URL is built from the (validated) name and the DNS-suffix setting.
+    Versions read by id are shared by every activity of this process (``VersionCache``)."""
     name = check_vault_name(vault_name)
     return Vault(
         _secret_client(
@@ -103,6 +109,7 @@ def vault_named(vault_name: str, settings: Settings) -> Vault:
             settings.keyvault_timeout_seconds,
         ),
         vault_name=name,
+        versions=_version_cache(settings.keyvault_cache_seconds),
     )
 
 

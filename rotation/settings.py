@@ -91,6 +91,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
         "step is then retried). A write is never resent by the SDK: the step's retry checks first.",
     ),
     SettingSpec(
+        "ROTATION_KEYVAULT_CACHE_SECONDS",
+        "600",
+        "How long a worker process remembers a secret version it read or wrote, by its version id "
+        "(a version's value never changes), so a rotation's later steps do not read it again, "
+        "0-3600. The latest version is always read afresh. 0: every step reads Key Vault.",
+    ),
+    SettingSpec(
         "ROTATION_WRITE_SETTLE_SECONDS",
         "120",
         "After a Key Vault request went unanswered, how long the hub waits before it checks again or "
@@ -264,6 +271,8 @@ def _non_negative_number(name: str, raw: str) -> float:
 # Promote and the undos retry for at most a week: longer, and the undos of a rotation whose
 # target changed would outlive most credentials' remaining validity anyway.
 OUTAGE_RETRY_HOURS_RANGE = (0.0, 168.0)
+# An hour covers a rotation's steps without an approval wait, and keeps values in memory no longer.
+KEYVAULT_CACHE_SECONDS_RANGE = (0.0, 3600.0)
 
 
 def _number_within(name: str, raw: str, bounds: tuple[float, float]) -> float:
@@ -357,6 +366,7 @@ class Settings:
     retry_first_interval_seconds: float
     outage_retry_hours: float
     keyvault_timeout_seconds: float
+    keyvault_cache_seconds: float
     write_settle_seconds: float
     sweep_vaults: tuple[VaultId, ...]
     sweep_schedule: str
@@ -442,6 +452,11 @@ class Settings:
             ),
             keyvault_timeout_seconds=_positive_number(
                 "ROTATION_KEYVAULT_TIMEOUT_SECONDS", get("ROTATION_KEYVAULT_TIMEOUT_SECONDS")
+            ),
+            keyvault_cache_seconds=_number_within(
+                "ROTATION_KEYVAULT_CACHE_SECONDS",
+                get("ROTATION_KEYVAULT_CACHE_SECONDS"),
+                KEYVAULT_CACHE_SECONDS_RANGE,
             ),
             write_settle_seconds=_non_negative_number(
                 "ROTATION_WRITE_SETTLE_SECONDS", get("ROTATION_WRITE_SETTLE_SECONDS")

@@ -7,12 +7,15 @@ vault, the secret and the version, never a value.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.keyvault.secrets import SecretClient, SecretProperties
+from cachetools import TTLCache
 
 from rotation.azure_errors import translated
 from rotation.errors import InvalidRequest
@@ -48,6 +51,44 @@ def _info(props: SecretProperties) -> VersionInfo:
 
 # A read remembered by a memoizing Vault: (name, version or None for the latest).
 _ReadKey = tuple[str, str | None]
+_Read = tuple[VersionInfo, SecretValue | None]
+
+
+class VersionCache:
+    """Secret versions this process read or wrote, by vault, name and version id, for
+    ``ttl_seconds``: a rotation's later steps (apply, verify, promote) ask for the version plan
+    read and the one stage wrote, and Key Vault bills and throttles every request. Safe across
+    activities because what a version id names never changes in Key Vault: its value is fixed
+    when it is written, and only its attributes (enabled, expiry, tags) can be updated, which
+    this hub does through ``Vault.disable``/``enable`` (they forget the version here). The
+    latest version is never served from here: it is always asked for. Values stay in memory
+    only, never longer than ``ttl_seconds`` (``ROTATION_KEYVAULT_CACHE_SECONDS``; 0 keeps none).
+    """
+
+    def __init__(
+        self, ttl_seconds: float, *, max_versions: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._entries: TTLCache[tuple[str, str, str], _Read] | None = (
+            TTLCache(maxsize=max_versions, ttl=ttl_seconds, timer=clock) if ttl_seconds > 0 else None
+        )
+        # Activities run in threads of one worker process.
+        self._lock = threading.Lock()
+
+    def get(self, vault: str, name: str, version: str) -> _Read | None:
+        if self._entries is None:
+            return None
+        with self._lock:
+            return self._entries.get((vault, name, version))
+
+    def put(self, vault: str, read: _Read) -> None:
+        if self._entries is not None and read[0].enabled:
+            with self._lock:
+                self._entries[(vault, read[0].name, read[0].version)] = read
+
+    def forget(self, vault: str, name: str, version: str) -> None:
+        if self._entries is not None:
+            with self._lock:
+                self._entries.pop((vault, name, version), None)
 
 
 class Vault:
@@ -56,35 +97,58 @@ class Vault:
     ``memoizing()`` gives the same vault for one activity, which remembers what it read: a step
     asks for the same version (its tags, the current value, the pending value) in several places,
     and Key Vault bills and throttles every request. Its own writes forget what they change.
+    With ``versions``, reads by version id are also shared with the other activities of this
+    process (``VersionCache``).
     """
 
-    def __init__(self, client: SecretClient, *, vault_name: str, memoize: bool = False) -> None:
+    def __init__(
+        self,
+        client: SecretClient,
+        *,
+        vault_name: str,
+        memoize: bool = False,
+        versions: VersionCache | None = None,
+    ) -> None:
         self._client = client
         self.vault_name = vault_name
-        self._reads: dict[_ReadKey, tuple[VersionInfo, SecretValue | None]] | None = {} if memoize else None
+        self._reads: dict[_ReadKey, _Read] | None = {} if memoize else None
+        self._versions = versions
 
     def memoizing(self) -> Vault:
         """This vault, remembering each read until it writes to that secret. For one activity
         only: another writer (an operator, another rotation) is not seen while it remembers."""
-        return Vault(self._client, vault_name=self.vault_name, memoize=True)
+        return Vault(self._client, vault_name=self.vault_name, memoize=True, versions=self._versions)
 
-    def _read(self, name: str, version: str | None) -> tuple[VersionInfo, SecretValue | None]:
+    def _read(self, name: str, version: str | None) -> _Read:
         if self._reads is not None and (name, version) in self._reads:
             return self._reads[(name, version)]
-        with translated(self._what(name, version)):
-            secret = self._client.get_secret(name, version)
-        read = (_info(secret.properties), None if secret.value is None else SecretValue(secret.value))
+        shared = None
+        if version is not None and self._versions is not None:
+            shared = self._versions.get(self.vault_name, name, version)
+        if shared is not None:
+            read = shared
+        else:
+            with translated(self._what(name, version)):
+                secret = self._client.get_secret(name, version)
+            read = (_info(secret.properties), None if secret.value is None else SecretValue(secret.value))
+            self._share(read)
         if self._reads is not None:
             self._reads[(name, version)] = read
             # The latest is also that version, should a step ask for it by its id.
             self._reads.setdefault((name, read[0].version), read)
         return read
 
+    def _share(self, read: _Read) -> None:
+        if self._versions is not None:
+            self._versions.put(self.vault_name, read)
+
     def _forget(self, name: str, version: str | None = None) -> None:
         if self._reads is not None:
             self._reads.pop((name, None), None)
             if version is not None:
                 self._reads.pop((name, version), None)
+        if self._versions is not None and version is not None:
+            self._versions.forget(self.vault_name, name, version)
 
     def _what(self, name: str, version: str | None = None) -> str:
         return f"secret {name!r}{f' version {version}' if version else ''} in vault {self.vault_name!r}"
@@ -143,6 +207,8 @@ class Vault:
             )
         info = _info(secret.properties)
         self._forget(name)
+        # The next step asks for the version written (the pending value): it is this value.
+        self._share((info, value))
         logger.info("wrote secret %s version %s in vault %s", name, info.version, self.vault_name)
         return info
 

@@ -105,6 +105,10 @@ param retryFirstIntervalSeconds int = 5
 @description('How long the hub waits for Key Vault to answer one request (seconds).')
 @minValue(1)
 param keyVaultTimeoutSeconds int = 30
+@description('How long a worker process remembers a secret version it read or wrote, by version id, so the later steps of a rotation do not read it again (seconds; 0: every step reads Key Vault).')
+@minValue(0)
+@maxValue(3600)
+param keyVaultCacheSeconds int = 600
 @description('After a Key Vault request went unanswered, how long before the hub checks again or undoes anything (seconds): a write Key Vault received may still land.')
 @minValue(0)
 param writeSettleSeconds int = 120
@@ -191,6 +195,7 @@ module hub 'modules/hub/hub.bicep' = {
     retryMaxAttempts: retryMaxAttempts
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
     keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
+    keyVaultCacheSeconds: keyVaultCacheSeconds
     writeSettleSeconds: writeSettleSeconds
     outageRetryHours: outageRetryHours
     sweepVaults: join(union(additionalSweepVaults, spokeVaultIds), ',')

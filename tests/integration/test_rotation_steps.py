@@ -405,14 +405,25 @@ def test_no_value_reaches_the_log_nor_the_database_server_log(
         assert value not in server_log
 
 
+def hub_reads(stack: LocalStack, start: int, path: str) -> list[str]:
+    """The hub's Key Vault reads since ``start`` whose path begins with ``path``."""
+    return [
+        line
+        for line in request_lines(stack, start)
+        if "identity=hub-rotation-identity" in line and f" GET {VAULT}.vault.azure.net {path}" in line
+    ]
+
+
 def test_a_memoizing_vault_reads_a_version_once_and_forgets_what_it_changes(
-    stack: LocalStack, vault: Vault
+    stack: LocalStack, settings: Settings
 ) -> None:
     """What each activity uses (``activities._adapter.vault_of``): the hub's requests, as the
-    local cloud's request log shows them."""
+    local cloud's request log shows them. Without versions shared between activities, so that
+    only the activity's own memory is seen."""
     seeded, _ = seed(stack)
     assert stack.cloud is not None
     start = stack.cloud.log_file.stat().st_size
+    vault = vault_named(VAULT, replace(settings, keyvault_cache_seconds=0))
     memo = vault.memoizing()
 
     latest = memo.current(seeded.name)
@@ -430,15 +441,51 @@ def test_a_memoizing_vault_reads_a_version_once_and_forgets_what_it_changes(
     with pytest.raises(Disabled, match="SecretDisabled"):  # read again, refused now
         memo.get(seeded.name, written.version)
 
-    hub = [line for line in request_lines(stack, start) if "identity=hub-rotation-identity" in line]
-    reads = [line for line in hub if f" GET {VAULT}.vault.azure.net /secrets/{seeded.name}/" in line]
-    assert len(reads) == 3, "\n".join(hub)  # the latest, the latest after the write, the disabled one
-    # A plain vault reads every time.
+    reads = hub_reads(stack, start, f"/secrets/{seeded.name}/")
+    assert len(reads) == 3, "\n".join(reads)  # the latest, the latest after the write, the disabled one
+    # Another activity, and a plain vault, read every time.
+    vault.memoizing().get(seeded.name, seeded.version)
     vault.get(seeded.name, seeded.version)
     vault.get(seeded.name, seeded.version)
-    by_version = f"/secrets/{seeded.name}/{seeded.version} "
-    hub = [line for line in request_lines(stack, start) if "identity=hub-rotation-identity" in line]
-    assert len([line for line in hub if by_version in line]) == 2
+    assert len(hub_reads(stack, start, f"/secrets/{seeded.name}/{seeded.version} ")) == 3
+
+
+def test_the_activities_of_one_process_share_the_versions_they_read_or_wrote_by_id(
+    stack: LocalStack, settings: Settings
+) -> None:
+    """ROTATION_KEYVAULT_CACHE_SECONDS: what a version id names never changes, so a later
+    activity takes it from memory; the latest is always asked for, and a version this hub
+    disabled is asked for again (Key Vault refuses it)."""
+    seeded, _ = seed(stack)
+    assert stack.cloud is not None
+    start = stack.cloud.log_file.stat().st_size
+    shared = replace(settings, keyvault_cache_seconds=600)
+    # A cache of its own, as a new worker process has.
+    clients._version_cache.cache_clear()
+
+    plan = vault_named(VAULT, shared).memoizing()
+    latest = plan.current(seeded.name)
+    written = plan.write(
+        seeded.name + "-pending",
+        SecretValue("staged"),
+        tags={},
+        expires_on=datetime.now(UTC) + timedelta(days=1),
+    )
+    apply = vault_named(VAULT, shared).memoizing()  # the next activity
+    _, current = apply.get(seeded.name, latest.version)
+    _, pending = apply.get(seeded.name + "-pending", written.version)
+    assert current.reveal() == seeded_value(stack, seeded)
+    assert pending.reveal() == "staged"
+    assert apply.current(seeded.name).version == latest.version  # the latest: asked for
+
+    assert len(hub_reads(stack, start, f"/secrets/{seeded.name}/")) == 2  # both latest reads
+    assert hub_reads(stack, start, f"/secrets/{seeded.name}-pending/") == []
+
+    vault_named(VAULT, shared).memoizing().disable(seeded.name + "-pending", written.version)
+    with pytest.raises(Disabled):
+        vault_named(VAULT, shared).memoizing().get(seeded.name + "-pending", written.version)
+    # Asked for again after the disable (and refused), never before.
+    assert len(hub_reads(stack, start, f"/secrets/{seeded.name}-pending/{written.version} ")) == 1
 
 
 def seeded_value(stack: LocalStack, seeded: Seeded) -> str:

@@ -41,6 +41,7 @@ param allowUnverifiedApprover string
 param retryMaxAttempts int
 param retryFirstIntervalSeconds int
 param keyVaultTimeoutSeconds int
+param keyVaultCacheSeconds int
 param writeSettleSeconds int
 param outageRetryHours int
 param sweepVaults string
@@ -234,6 +235,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
         {
           name: 'ROTATION_KEYVAULT_TIMEOUT_SECONDS'
           value: string(keyVaultTimeoutSeconds)
+        }
+        {
+          name: 'ROTATION_KEYVAULT_CACHE_SECONDS'
+          value: string(keyVaultCacheSeconds)
         }
         {
           name: 'ROTATION_WRITE_SETTLE_SECONDS'

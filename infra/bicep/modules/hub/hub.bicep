@@ -25,6 +25,7 @@ param approvalSignInClientId string = ''
 param retryMaxAttempts int
 param retryFirstIntervalSeconds int
 param keyVaultTimeoutSeconds int
+param keyVaultCacheSeconds int
 param writeSettleSeconds int
 param outageRetryHours int
 param sweepVaults string
@@ -142,6 +143,7 @@ module functionApp 'function-app.bicep' = {
     retryMaxAttempts: retryMaxAttempts
     retryFirstIntervalSeconds: retryFirstIntervalSeconds
     keyVaultTimeoutSeconds: keyVaultTimeoutSeconds
+    keyVaultCacheSeconds: keyVaultCacheSeconds
     writeSettleSeconds: writeSettleSeconds
     outageRetryHours: outageRetryHours
     sweepVaults: sweepVaults
