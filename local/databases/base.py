@@ -82,6 +82,11 @@ class LocalDatabase(Protocol):
         """How many logins (accepted or refused) the server has seen so far, from its log."""
         ...
 
+    def refused_logins(self, login: str) -> int:
+        """How many logins as ``login`` the server has refused for their password so far, from
+        its log (what an auditor counts, and what a lockout policy would)."""
+        ...
+
     # -- faults, as a database administrator would cause them ------------------------------------
 
     def expire_password(self, login: str, *, expired: bool = True) -> None:

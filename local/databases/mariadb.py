@@ -388,6 +388,9 @@ class MariaDBServer(ServerProcess):
         # a second "Connect Access denied ..." line, which is not counted.
         return len(re.findall(r"\d Connect\t(?!Access denied)", self.server_log()))
 
+    def refused_logins(self, login: str) -> int:
+        return self.server_log().count(f"Access denied for user '{login}'@")
+
     def server_log(self) -> str:
         """The general query log: every statement, including each that changed a login."""
         return read_log(self.log_path)

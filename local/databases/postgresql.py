@@ -375,6 +375,9 @@ class PostgresCluster(ServerProcess):
         # log_connections writes this line for every attempt, before authentication.
         return self.server_log().count("connection received:")
 
+    def refused_logins(self, login: str) -> int:
+        return self.server_log().count(f'password authentication failed for user "{login}"')
+
     def server_log(self) -> str:
         return read_log(self.log_path)
 

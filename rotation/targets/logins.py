@@ -3,9 +3,13 @@
 A database login's password is a value the hub chooses. Every engine changes it the same way,
 each move checking the state before it acts, so any move can run twice:
 
-- apply: when the login already accepts the new value, nothing is done; otherwise a session is
-  opened as the *changer* (the login itself with its current value, an admin login from another
-  secret, or the hub's managed identity, as ``rotation-admin`` says) and the password is set.
+- apply: a session is opened as the *changer* (the login itself with its current value, an
+  admin login from another secret, or the hub's managed identity, as ``rotation-admin`` says) and
+  the password is set; nothing is done when the login already accepts the new value. An admin
+  or the identity asks that first (a login with the new value). A login changing itself does
+  not: its current value logging in already says the change is not done (every engine here
+  holds one password per login), so a first run makes no refused login, and only when the
+  current value is refused is the new one tried.
 - verify: a fresh login with the value, and a trivial statement.
 - revert: when the login accepts the previous value, nothing is done; otherwise the password is
   set back, by the admin, or by the login itself with whichever of its values still works.
@@ -143,16 +147,18 @@ class PasswordLogin:
             AuthenticationFailed: the value used to make the change (current, admin, token) is refused.
             TransientError, TargetError: as the Protocol says.
         """
-        if self._logs_in(new):
+        changing_itself = self.spec.admin.mode == "self"
+        if not changing_itself and self._logs_in(new):
             logger.info("%s already accepts the new value; nothing to change", self.engine.what)
             return False
         changer = self._changer(using)
         try:
             self._set(changer, new, hide=(new,))
         except AuthenticationFailed as exc:
-            # A duplicate run of this step may have changed the password between our two
-            # logins, making the current value stale: then the work is done.
-            if self.spec.admin.mode == "self" and self._logs_in(new):
+            # The current value refused: an earlier run of this step (or a duplicate one, between
+            # our logins) changed the password already, and then the new value logs in.
+            if changing_itself and self._logs_in(new):
+                logger.info("%s already accepts the new value; nothing to change", self.engine.what)
                 return False
             raise AuthenticationFailed(f"{changer.description} is refused: {exc.detail}") from None
         return True

@@ -162,6 +162,24 @@ def test_self_admin_applies_verifies_and_reverts_each_step_twice(
     )
 
 
+def test_a_login_changing_itself_is_refused_nothing_on_a_first_apply(
+    server: LocalDatabase, values: Values
+) -> None:
+    """Its current value logging in says the change is not done: a first apply opens one session
+    and the server refuses none (no failed login in the audit log, none towards a lockout). A
+    rerun is refused the current value once, then finds the new value in force."""
+    old, new = values.new(), values.new()
+    login = make_login(server, old)
+    t = target_for(server, login, AdminSpec("self"))
+    attempts, refused = server.login_attempts(), server.refused_logins(login)
+
+    assert t.apply(new=new, using=Credentials(current=old)) is True
+    assert (server.login_attempts() - attempts, server.refused_logins(login) - refused) == (1, 0)
+    assert t.apply(new=new, using=Credentials(current=old)) is False
+    assert (server.login_attempts() - attempts, server.refused_logins(login) - refused) == (3, 1)
+    assert logs_in(server, login, new)
+
+
 def test_secret_admin_applies_verifies_and_reverts_each_step_twice(
     server: LocalDatabase, values: Values
 ) -> None:
