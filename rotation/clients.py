@@ -36,8 +36,8 @@ def _environment_read_once(url: str) -> dict[str, Any]:
     """What `requests` would take from the environment on every request to ``url`` (the proxy
     for it, honouring NO_PROXY, and REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE), taken once for a
     client. A Functions worker's environment does not change while it runs (a settings change
-    restarts it), and reading it per request scans every variable each time: about a tenth of a
-    rotation's CPU in the activities before."""
+    restarts it), and reading it per request scans every variable each time (8 % of the worker
+    processes' samples in a profile of 500 rotations, 0.1-0.2 ms per request)."""
     bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
     return {
         "use_env_settings": False,
