@@ -6,28 +6,13 @@ Every host a test starts is stopped at teardown, even when the test failed (SIGT
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from host_helpers import DURABLE_APP, NEVER, Api
+from host_helpers import DURABLE_APP, NEVER, Api, HostFactory, RunningHost
 
 from local.host.process import HostProcess
-
-
-@dataclass
-class RunningHost:
-    process: HostProcess
-    api: Api
-    state_dir: Path
-
-    @property
-    def base_url(self) -> str:
-        return self.process.base_url
-
-
-HostFactory = Callable[..., RunningHost]
 
 
 def _factory(make_dir: Callable[[], Path], started: list[HostProcess]) -> HostFactory:

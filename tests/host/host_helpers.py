@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from azure.durable_functions import DurableOrchestrationClient
 from azure.durable_functions.models.utils import http_utils
 
+from local.host.process import HostProcess
+
 APPS = Path(__file__).resolve().parents[1] / "apps"
 DURABLE_APP = APPS / "durable_app"
 NEVER = "0 0 0 1 1 *"  # a sweep schedule that does not fire during a test run (1 January, midnight)
@@ -164,3 +166,21 @@ def with_client(api: Api, work: Callable[[DurableOrchestrationClient], Awaitable
 
 def read_lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+
+@dataclass
+class RunningHost:
+    """A local host a test started (stopped at teardown by the fixture that made it)."""
+
+    process: HostProcess
+    api: Api
+    state_dir: Path
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
+
+# Kept here, not in conftest.py: test modules import it, and "conftest" names another module in
+# every test folder when pytest collects several at once.
+HostFactory = Callable[..., RunningHost]

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import DURABLE_APP, wait_until
+from host_helpers import DURABLE_APP, HostFactory, RunningHost, wait_until
 
 WORKERS_READY = re.compile(r"(\d+) worker processes ready \(pids \[([\d, ]+)\]\)")
 ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")

@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import Api
+from host_helpers import Api, HostFactory, RunningHost
 
 BASE = "/runtime/webhooks/durabletask"
 MAX_BODY = 4096

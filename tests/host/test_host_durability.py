@@ -6,8 +6,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import HostFactory
-from host_helpers import read_lines, wait_until
+from host_helpers import HostFactory, read_lines, wait_until
 
 pytestmark = pytest.mark.slow
 

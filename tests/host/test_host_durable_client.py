@@ -9,8 +9,7 @@ from datetime import UTC, datetime, timedelta
 import azure.functions as func
 import pytest
 from azure.durable_functions import DurableOrchestrationClient, OrchestrationRuntimeStatus
-from conftest import HostFactory, RunningHost
-from host_helpers import client_binding, with_client
+from host_helpers import HostFactory, RunningHost, client_binding, with_client
 
 
 @pytest.fixture(scope="module")

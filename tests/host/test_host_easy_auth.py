@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostFactory
+from host_helpers import HostFactory
 
 from local.host.process import HostStartError
 from local.principals import APPROVER, APPROVERS_GROUP, PRINCIPALS, write_principals

@@ -6,8 +6,7 @@ import json
 import uuid
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import read_lines
+from host_helpers import HostFactory, RunningHost, read_lines
 
 WEBHOOK = "/runtime/webhooks/eventgrid?functionName=on_secret_event"
 

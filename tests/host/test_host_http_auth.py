@@ -6,8 +6,7 @@ import json
 import stat
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import Api, with_client
+from host_helpers import Api, HostFactory, RunningHost, with_client
 
 BASE = "/runtime/webhooks/durabletask"
 

@@ -6,8 +6,7 @@ import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import Api
+from host_helpers import Api, HostFactory, RunningHost
 
 BASE = "/runtime/webhooks/durabletask"
 

@@ -7,8 +7,7 @@ import time
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import read_lines, wait_until
+from host_helpers import HostFactory, RunningHost, read_lines, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import HostFactory, RunningHost
+from host_helpers import HostFactory, RunningHost
 
 pytestmark = pytest.mark.slow
 

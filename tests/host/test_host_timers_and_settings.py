@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import HostFactory
-from host_helpers import DURABLE_APP, read_lines, wait_until
+from host_helpers import DURABLE_APP, HostFactory, read_lines, wait_until
 
 from local.host.process import HostStartError
 

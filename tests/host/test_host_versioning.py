@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 from azure.durable_functions import DurableOrchestrationClient
-from conftest import HostFactory, RunningHost
-from host_helpers import APPS, wait_until, with_client
+from host_helpers import APPS, HostFactory, RunningHost, wait_until, with_client
 
 from local.host.app_config import ConfigError, read_host_json
 from local.host.process import HostProcess, HostStartError

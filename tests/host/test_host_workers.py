@@ -14,8 +14,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import HostFactory, RunningHost
-from host_helpers import wait_until
+from host_helpers import HostFactory, RunningHost, wait_until
 
 from local.host.process import HostStartError
 
