@@ -450,6 +450,29 @@ def test_a_memoizing_vault_reads_a_version_once_and_forgets_what_it_changes(
     assert len(hub_reads(stack, start, f"/secrets/{seeded.name}/{seeded.version} ")) == 3
 
 
+def test_a_vault_client_keeps_the_proxy_it_was_built_with(
+    stack: LocalStack, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Key Vault client reads HTTPS_PROXY and the CA bundle once (``clients._environment_read_once``),
+    not on every request: after the variables change, it still reaches the vault through the proxy
+    it was built with (were it reading them per request, the request would go to the dead proxy)."""
+    seeded, _ = seed(stack)
+    expected = seeded_value(stack, seeded)  # read by the test's own client, before the change
+    # A timeout no other test uses: a client of its own, built now.
+    vault = vault_named(VAULT, replace(settings, keyvault_timeout_seconds=29.5, keyvault_cache_seconds=0))
+    vault.current(seeded.name)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    monkeypatch.setenv("HTTPS_PROXY", dead)
+    monkeypatch.setenv("https_proxy", dead)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/ca.pem")
+
+    _, value = vault.get(seeded.name, seeded.version)
+
+    assert value.reveal() == expected
+
+
 def test_the_activities_of_one_process_share_the_versions_they_read_or_wrote_by_id(
     stack: LocalStack, settings: Settings
 ) -> None:
