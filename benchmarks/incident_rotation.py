@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.processes import command_line, cpu_sample, descendants, peak_rss_mib
+from benchmarks.rotation import hub_vault_requests
 from benchmarks.table import print_grid, print_table
 from local.databases.postgresql import PostgresCluster
 from local.scenario import hub_call
@@ -93,6 +94,9 @@ class Result:
     worker_peaks_mib: list[float]
     cpu: dict[str, float]
     bounds: str
+    # Per rotation: the hub's Key Vault requests (the local cloud's log) and stored history events.
+    vault_requests: float = 0.0
+    history_events: float = 0.0
     incident: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
 
@@ -177,6 +181,17 @@ def wait_until_ended(stack: LocalStack, expected: int, incident_id: str | None) 
         elif time.monotonic() - last_progress > STALL_SECONDS:
             raise TimeoutError(f"{ended} of {expected} rotations ended; none more for {STALL_SECONDS}s")
         time.sleep(POLL_SECONDS)
+
+
+def stored_history_events(stack: LocalStack) -> int:
+    """History events the task hub stores for all rotations (not the incident's own)."""
+    assert stack.host is not None
+    path = stack.host.data_dir / "durable.sqlite"
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as db:
+        (count,) = db.execute(
+            "SELECT count(*) FROM history JOIN instances USING (instance_id) WHERE name = ?", (ROTATION,)
+        ).fetchone()
+    return int(count)
 
 
 def process_groups(stack: LocalStack) -> dict[str, list[int]]:
@@ -305,6 +320,7 @@ def measure(run: Run, *, workers: int, profile: bool, spy_dir: Path | None = Non
             seed_seconds = time.perf_counter() - began
             log_file = stack.host.data_dir / "host.log"
             log_start = log_file.stat().st_size
+            cloud_log_start = stack.cloud.log_file.stat().st_size
             groups = process_groups(stack)
             cpu_before = cpu_sample(groups)
             sampler = Sampler(spy_dir, f"{run.secrets}-{run.how}-{run.max_per_vault or 'settings'}")
@@ -319,6 +335,8 @@ def measure(run: Run, *, workers: int, profile: bool, spy_dir: Path | None = Non
             groups = process_groups(stack)  # workers replaced meanwhile count too
             cpu = {name: spent - cpu_before.get(name, 0.0) for name, spent in cpu_sample(groups).items()}
             rotations = [row for row in rows if row[1] == ROTATION]
+            vault_requests = hub_vault_requests(stack, cloud_log_start)
+            history = stored_history_events(stack)
             incident: dict[str, Any] = {}
             if incident_id is not None:
                 _, body = hub_call(stack, "GET", f"/api/incidents/{incident_id}")
@@ -341,6 +359,8 @@ def measure(run: Run, *, workers: int, profile: bool, spy_dir: Path | None = Non
                 ],
                 cpu=cpu,
                 bounds=bounds,
+                vault_requests=vault_requests / len(rotations),
+                history_events=history / len(rotations),
                 incident=incident,
                 profile=host_profile(log_text) if profile else {},
             )
@@ -390,6 +410,11 @@ def report(results: Sequence[Result]) -> None:
             ("request to last completion", _seconds(wall)),
             ("first rotation started to last completion", _seconds(r.first_to_last)),
             ("mean rotation time", _seconds(statistics.fmean(r.durations))),
+            (
+                "Key Vault requests per rotation (hub identity, the sweep's or incident's listing included)",
+                f"{r.vault_requests:.2f}",
+            ),
+            ("history events stored per rotation", f"{r.history_events:.1f}"),
             *(
                 (
                     f"CPU: {name}",

@@ -111,9 +111,10 @@ def request_lines(stack: LocalStack, start: int = 0) -> list[str]:
     return [line for line in text.splitlines() if "local.cloud.requests" in line]
 
 
-def hub_vault_requests(stack: LocalStack) -> int:
-    """Key Vault requests made by the hub's identity so far, from the local cloud's request log."""
-    return sum(1 for line in request_lines(stack) if ".vault.azure.net" in line and HUB in line)
+def hub_vault_requests(stack: LocalStack, start: int = 0) -> int:
+    """Key Vault requests made by the hub's identity after byte ``start`` of the local cloud's
+    request log (so far, by default)."""
+    return sum(1 for line in request_lines(stack, start) if ".vault.azure.net" in line and HUB in line)
 
 
 def main(argv: list[str] | None = None) -> int:
