@@ -19,8 +19,8 @@ Tags (validated here, without connecting):
   ``ROTATION_POSTGRESQL_ENTRA_ROLE``). The admin role needs ``CREATEROLE``.
 
 Every session is TLS (``ROTATION_POSTGRESQL_SSLMODE``, ``verify-full`` by default, against
-``ROTATION_POSTGRESQL_SSL_CA`` or certifi's bundle, which holds the roots Azure's servers chain
-to) and authenticates by SCRAM-SHA-256 only (libpq's ``require_auth``): a server that asks for the
+``ROTATION_POSTGRESQL_SSL_CA``: a CA file, ``azure`` for only the two roots Azure's servers chain
+to, or by default certifi's whole bundle, which holds them) and authenticates by SCRAM-SHA-256 only (libpq's ``require_auth``): a server that asks for the
 cleartext or an MD5 password is refused before libpq answers it, so a host named in a tag cannot
 collect a password that way. The hub's Entra token is the one exception: Azure takes it as a
 cleartext password, over the verified TLS.
@@ -53,6 +53,7 @@ from rotation.formats import Endpoint
 from rotation.passwords import DATABASE_POLICY
 from rotation.settings import Settings
 from rotation.targets import TargetType, scram
+from rotation.targets.azure_database_roots import AZURE, azure_roots_file
 from rotation.targets.base import SecretValue, TargetSpec, TokenSource
 from rotation.targets.logins import PasswordLogin, Principal, Purpose, check_admin, scrub
 from rotation.targets.provider import NameRule, Provider, ProviderFormat
@@ -266,7 +267,8 @@ class PostgresEngine:
 
 
 def _tls_parameters(settings: Settings) -> dict[str, Any]:
-    """libpq's TLS keywords for ``ROTATION_POSTGRESQL_SSLMODE`` and ``ROTATION_POSTGRESQL_SSL_CA``.
+    """libpq's TLS keywords for ``ROTATION_POSTGRESQL_SSLMODE`` and ``ROTATION_POSTGRESQL_SSL_CA``
+    (a PEM file; ``azure``: the two roots Azure's servers chain to; empty: certifi's bundle).
 
     ``require`` gets no root certificate: libpq would then verify the chain after all.
 
@@ -278,6 +280,8 @@ def _tls_parameters(settings: Settings) -> dict[str, Any]:
         raise TargetError(f"ROTATION_POSTGRESQL_SSLMODE {mode!r} is not one of {SSL_MODES}")
     if mode == "require":
         return {"sslmode": mode}
+    if settings.postgresql_ssl_ca.strip().lower() == AZURE:
+        return {"sslmode": mode, "sslrootcert": azure_roots_file()}
     root = settings.postgresql_ssl_ca or certifi.where()
     if not os.access(root, os.R_OK) or not os.path.isfile(root):
         raise TargetError(f"ROTATION_POSTGRESQL_SSL_CA {root!r} cannot be read")

@@ -71,6 +71,25 @@ def postgresql_roots():
 AZURE_POSTGRESQL_ROOTS = ("DigiCert Global Root G2", "Microsoft RSA Root Certificate Authority 2017")
 
 
+def postgresql_azure_roots():
+    # ROTATION_POSTGRESQL_SSL_CA=azure: the two roots, picked out of the packaged certifi bundle by
+    # the packaged cryptography, written to a file of their own.
+    import cryptography
+    from cryptography import x509
+
+    from rotation.settings import Settings
+    from rotation.targets.postgresql import _tls_parameters
+
+    tls = _tls_parameters(Settings.from_environ({"ROTATION_POSTGRESQL_SSL_CA": "azure"}))
+    with open(tls["sslrootcert"], "rb") as roots:
+        certificates = x509.load_pem_x509_certificates(roots.read())
+    return {
+        "sslmode": tls["sslmode"],
+        "cryptography": os.path.realpath(cryptography.__file__),
+        "subjects": [c.subject.rfc4514_string() for c in certificates],
+    }
+
+
 def pymysql():
     import pymysql
 
@@ -114,6 +133,7 @@ attempt("windows", windows)
 attempt("targets", targets)
 attempt("psycopg", psycopg)
 attempt("postgresql_roots", postgresql_roots)
+attempt("postgresql_azure_roots", postgresql_azure_roots)
 attempt("pymysql", pymysql)
 attempt("pyodbc", pyodbc)
 

@@ -190,6 +190,19 @@ def test_postgresql_verifies_servers_against_roots_shipped_in_the_package(
     assert facts["roots"] == ["DigiCert Global Root G2", "Microsoft RSA Root Certificate Authority 2017"]
 
 
+def test_the_azure_roots_setting_builds_its_file_from_the_package(
+    probe: dict[str, Any], package: Build
+) -> None:
+    assert "postgresql_azure_roots" not in probe["errors"], probe["errors"].get("postgresql_azure_roots")
+    facts = probe["facts"]["postgresql_azure_roots"]
+    assert facts["sslmode"] == "verify-full"
+    assert _inside(facts["cryptography"], package.site_packages), facts
+    assert facts["subjects"] == [
+        "CN=DigiCert Global Root G2,OU=www.digicert.com,O=DigiCert Inc,C=US",
+        "CN=Microsoft RSA Root Certificate Authority 2017,O=Microsoft Corporation,C=US",
+    ]
+
+
 def test_pymysql_imports(probe: dict[str, Any]) -> None:
     assert "pymysql" not in probe["errors"], probe["errors"].get("pymysql")
 

@@ -189,3 +189,16 @@ def test_the_server_certificate_is_verified_by_default(postgres: PostgresCluster
     unverified = Settings.from_environ({"ROTATION_POSTGRESQL_SSLMODE": "require"})
     target_for(postgres, role, AdminSpec("self"), settings=unverified).verify(value=old)
     target_for(postgres, role, AdminSpec("self")).verify(value=old)  # verify-full with the local CA
+
+
+def test_the_azure_roots_trust_azures_servers_only(postgres: PostgresCluster, values: Values) -> None:
+    """``ROTATION_POSTGRESQL_SSL_CA=azure`` hands libpq Azure's two roots and nothing else: the local
+    server's certificate (from the project's own CA) is refused before any password is sent."""
+    old = values.new()
+    role = make_login(postgres, old)
+    azure = Settings.from_environ({"ROTATION_POSTGRESQL_SSL_CA": "azure"})
+    with pytest.raises(TargetError) as untrusted:
+        target_for(postgres, role, AdminSpec("self"), settings=azure).verify(value=old)
+    assert "not trusted" in str(untrusted.value)
+    assert "[permanent]" in str(untrusted.value)
+    assert f"connection authorized: user={role}" not in postgres.server_log()
