@@ -15,7 +15,7 @@ BENCHMARKS: tuple[tuple[str, list[str]], ...] = (
     ("host_engine", []),
     ("cloud_keyvault", []),
     ("rotation", []),
-    ("postgresql_login", []),
+    ("database_logins", []),
     ("incident_rotation", ["--secrets", "100"]),
     ("entra_rotation", []),
     ("storage_rotation", []),

@@ -3,7 +3,7 @@ for libpq: ``ROTATION_POSTGRESQL_SSL_CA=azure``.
 
 libpq reads its ``sslrootcert`` file again on every connection, so the file's size is paid per
 login: certifi's whole bundle (over a hundred roots, the default) costs the hub about 4 ms of CPU
-per login more than a file of two (``benchmarks/postgresql_login.py``), and a rotation logs in
+per login more than a file of two (``benchmarks/database_logins.py``), and a rotation logs in
 twice or three times. It also trusts only the two roots Microsoft names for its servers instead of
 every public CA. The certificates are certifi's own (Mozilla's trust store, pinned in
 requirements.txt), chosen by subject, never copied into this project.

@@ -35,6 +35,7 @@ Every session requires TLS; the server certificate is verified against the syste
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import re
@@ -361,16 +362,24 @@ class MySQLEngine:
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """The TLS every session requires, verifying as ``ROTATION_MYSQL_SSLMODE`` says.
 
+    Built once per process for each mode and CA file, and shared by every engine (PyMySQL only
+    wraps sockets with it): loading the CA certificates is most of a context's cost, about 20 ms of
+    CPU for the system's store here, which each activity's engine used to pay again.
+
     Raises:
         TargetError: the settings name an unknown mode or a CA file that cannot be read.
     """
-    mode = settings.mysql_sslmode
+    return _tls_context(settings.mysql_sslmode, settings.mysql_ssl_ca)
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(mode: str, ca_file: str) -> ssl.SSLContext:
     if mode not in SSL_MODES:
         raise TargetError(f"ROTATION_MYSQL_SSLMODE {mode!r} is not one of {SSL_MODES}")
     try:
-        context = ssl.create_default_context(cafile=settings.mysql_ssl_ca or None)
+        context = ssl.create_default_context(cafile=ca_file or None)
     except (OSError, ssl.SSLError) as exc:
-        raise TargetError(f"ROTATION_MYSQL_SSL_CA {settings.mysql_ssl_ca!r} cannot be read: {exc}") from None
+        raise TargetError(f"ROTATION_MYSQL_SSL_CA {ca_file!r} cannot be read: {exc}") from None
     context.check_hostname = mode == "verify-full"
     if mode == "require":
         context.verify_mode = ssl.CERT_NONE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import certifi
 import pytest
 
 from rotation.errors import InvalidRequest, TargetError
@@ -15,6 +16,7 @@ from rotation.targets.logins import PasswordLogin
 from rotation.targets.mysql import (
     TARGET_TYPE,
     Account,
+    MySQLEngine,
     native_password_hash,
     parse_account,
     parse_provider,
@@ -203,3 +205,31 @@ def test_tls_is_verified_by_default() -> None:
     context = tls_context(Settings.from_environ({}))
     assert context.check_hostname
     assert context.verify_mode == ssl.CERT_REQUIRED
+
+
+def engine_of(settings: Settings) -> MySQLEngine:
+    target = TARGET_TYPE.build(spec(), settings)
+    assert isinstance(target, PasswordLogin)
+    assert isinstance(target.engine, MySQLEngine)
+    return target.engine
+
+
+def test_engines_share_one_tls_context_per_mode_and_ca_file(tmp_path: Path) -> None:
+    """Loading the CA certificates is most of a context's cost (the system's store: about 20 ms of
+    CPU), so every activity's engine uses the process's one context for its settings."""
+    default = Settings.from_environ({})
+    first = engine_of(default)
+    assert engine_of(default)._tls is first._tls
+    unverified = engine_of(Settings.from_environ({"ROTATION_MYSQL_SSLMODE": "require"}))
+    assert unverified._tls is not first._tls
+    assert first._tls.verify_mode == ssl.CERT_REQUIRED  # another mode's context is another object
+
+    # A CA file that cannot be read is not remembered: once it is there, it is used.
+    ca = tmp_path / "ca.pem"
+    later = Settings.from_environ({"ROTATION_MYSQL_SSL_CA": str(ca)})
+    with pytest.raises(TargetError, match="ROTATION_MYSQL_SSL_CA"):
+        engine_of(later)
+    ca.write_bytes(Path(certifi.where()).read_bytes())
+    engine = engine_of(later)
+    assert engine._tls is not first._tls
+    assert engine._tls.cert_store_stats()["x509_ca"] > 100
