@@ -117,6 +117,7 @@ def test_funcignore_keeps_the_app_and_drops_the_rest() -> None:
         "local/host/engine.py",
         "tests/deploy/test_deployment_package.py",
         "benchmarks/rotation.py",
+        "docs/approval-page.png",
         "infra/bicep/main.bicep",
         "README.md",
         "azure.yaml",
@@ -138,7 +139,7 @@ def test_package_holds_the_app_and_only_wheels_for_azure(package: Build) -> None
     root = package.root
     for required in ("function_app.py", "host.json", "requirements.txt"):
         assert (root / required).is_file(), required
-    for dropped in ("local", "tests", "benchmarks", "infra", "scripts", "kvrotate", ".venv", ".git"):
+    for dropped in ("local", "tests", "benchmarks", "docs", "infra", "scripts", "kvrotate", ".venv", ".git"):
         assert not (root / dropped).exists(), f"{dropped}/ is in the package"
     assert not list(root.glob("*.md")), "Markdown files are in the package"
     assert not any(".." in p or p.startswith("/") for p in package.app_files)

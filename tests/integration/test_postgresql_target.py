@@ -191,7 +191,9 @@ def test_the_server_certificate_is_verified_by_default(postgres: PostgresCluster
     target_for(postgres, role, AdminSpec("self")).verify(value=old)  # verify-full with the local CA
 
 
-def test_the_azure_roots_trust_azures_servers_only(postgres: PostgresCluster, values: Values) -> None:
+def test_with_the_azure_roots_the_local_server_is_not_trusted(
+    postgres: PostgresCluster, values: Values
+) -> None:
     """``ROTATION_POSTGRESQL_SSL_CA=azure`` hands libpq Azure's two roots and nothing else: the local
     server's certificate (from the project's own CA) is refused before any password is sent."""
     old = values.new()
