@@ -68,9 +68,15 @@ def azure_roots(bundle: Path | None = None) -> list[x509.Certificate]:
 def azure_roots_file() -> str:
     """A PEM file holding ``azure_roots()``, written once per process and removed at its exit."""
     pem = b"".join(root.public_bytes(serialization.Encoding.PEM) for root in azure_roots())
-    descriptor, path = tempfile.mkstemp(prefix="kvrotate-azure-postgresql-roots-", suffix=".pem")
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(pem)
+    try:
+        descriptor, path = tempfile.mkstemp(prefix="kvrotate-azure-postgresql-roots-", suffix=".pem")
+        with os.fdopen(descriptor, "wb") as out:
+            out.write(pem)
+    except OSError as exc:
+        raise TargetError(
+            f"ROTATION_POSTGRESQL_SSL_CA=azure: the roots could not be written to a temporary file ({exc}); "
+            "name a CA file (PEM) instead"
+        ) from None
     atexit.register(_remove, path)
     return path
 

@@ -3,6 +3,7 @@ out of certifi's bundle into a file of their own (what libpq then reads on every
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import certifi
@@ -51,3 +52,15 @@ def test_a_bundle_without_one_of_the_roots_is_refused_naming_it(tmp_path: Path) 
     with pytest.raises(TargetError, match=AZURE_POSTGRESQL_ROOTS[1]) as refused:
         azure_roots(only_one)
     assert "ROTATION_POSTGRESQL_SSL_CA=azure" in str(refused.value)
+
+
+def test_a_temporary_directory_that_cannot_be_written_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    azure_roots_file.cache_clear()
+    try:
+        with pytest.raises(TargetError, match="could not be written to a temporary file"):
+            azure_roots_file()
+    finally:
+        azure_roots_file.cache_clear()
